@@ -1,0 +1,75 @@
+"""The contract between the agent's convergence loop and whatever actually runs containers.
+
+The agent only ever asks a runtime to start, poll, kill, clean up and list; a process runtime (cgroups)
+and a Docker runtime implement the same Protocol and pass the same contract tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything a runtime needs to launch one task; built by the agent from the master's assignment."""
+
+    task_id: str
+    job_id: str
+    image: str  # "name:tag" or "name@sha256:..."; the process runtime ignores it
+    entry_point: tuple[str, ...] = ()
+    command: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    cpu: float = 1.0
+    memory_mb: int = 512
+    disk_mb: int = 10_000
+    network_mbps: int = 128
+    pids_limit: int = 1024
+
+    @property
+    def argv(self) -> list[str]:
+        return [*self.entry_point, *self.command]
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """How a task ended. `reason` uses the task reason codes: normal, failed, killed, crashed, ..."""
+
+    exit_code: int | None
+    reason: str
+    message: str
+    oom_killed: bool = False
+
+
+@dataclass(frozen=True)
+class Usage:
+    cpu_pct: float  # percent of one core, averaged since the previous sample
+    rss_mb: float
+    processes: int
+
+
+class LaunchError(Exception):
+    """The task could not be started at all (bad command, image pull failure, ...); message is user-facing."""
+
+
+class Runtime(Protocol):
+    def start(self, spec: TaskSpec) -> None:
+        """Start the task and return once it runs. Raises LaunchError with a user-facing message."""
+
+    def poll(self, task_id: str) -> ExitStatus | None:
+        """None while running; the exit status once it has ended (idempotent after that)."""
+
+    def kill(self, task_id: str, grace_s: float) -> None:
+        """Ask the task to stop: SIGTERM now, SIGKILL after grace_s. Returns at once; poll() tells the end."""
+
+    def cleanup(self, task_id: str) -> None:
+        """Release everything the ended task held (cgroups, container). Logs are kept."""
+
+    def logs(self, task_id: str, stream: str, tail_bytes: int = 65536) -> bytes:
+        """stream is "stdout" or "stderr"; the last tail_bytes of it."""
+
+    def list_running(self) -> list[str]:
+        """Task ids this runtime finds running on the host, including ones started before an agent restart."""
+
+    def usage(self, task_id: str) -> Usage | None:
+        """Latest resource usage of a running task, or None if unknown."""
