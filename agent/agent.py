@@ -1,0 +1,270 @@
+"""The agent: converges the host to the master's desired set of tasks and reports what it runs.
+
+Three loops, all driven by requests the agent makes: a long poll for the desired set, a reporter that
+sends state changes (at once) and a heartbeat with usage (every second), and the convergence step that
+starts what is missing and kills what is no longer wanted. A lost message costs one poll, never a task;
+after either side restarts, reconciliation is this same code path (DESIGN.md #1).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.master_client import MasterClient, MasterUnavailable, SessionExpired
+from agent.runtime.base import ExitStatus, LaunchError, Runtime, TaskSpec
+
+log = logging.getLogger("titus.agent")
+
+
+@dataclass
+class AgentConfig:
+    agent_id: str
+    cpu: float
+    memory_mb: int
+    disk_mb: int
+    network_mbps: int
+    attributes: dict[str, str] = field(default_factory=dict)
+    unknown_task_grace_s: float = 5.0
+    poll_wait_ms: int = 20_000
+    report_interval_s: float = 1.0
+    kill_tasks_on_exit: bool = False
+    log_tail_bytes: int = 16_384
+
+
+@dataclass
+class LocalTask:
+    spec: TaskSpec | None  # None for tasks rediscovered after a restart
+    reported: str = ""  # last state the master acknowledged
+    finished: ExitStatus | None = None
+    killing: bool = False
+    starting: bool = False
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, runtime: Runtime, client: MasterClient,
+                 host_stats: Any = None) -> None:
+        self.config = config
+        self.runtime = runtime
+        self.client = client
+        self.host_stats = host_stats  # callable returning a dict of host figures, or None
+        self.lock = threading.Lock()
+        self.tasks: dict[str, LocalTask] = {}
+        self.updates: list[dict[str, Any]] = []
+        self.wake_reporter = threading.Event()
+        self.stopping = threading.Event()
+        self.session = 0
+        self.version = -1
+        self.unknown_since: dict[str, float] = {}
+        self.launcher = ThreadPoolExecutor(max_workers=16, thread_name_prefix="launch")
+        self.threads: list[threading.Thread] = []
+
+    # ================================================================================== lifecycle
+    def start(self) -> None:
+        for task_id in self.runtime.list_running():
+            self.tasks[task_id] = LocalTask(spec=None, reported="Started")
+        self.register()
+        self.threads = [threading.Thread(target=self._poll_loop, name="poll", daemon=True),
+                        threading.Thread(target=self._report_loop, name="report", daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake_reporter.set()
+        if self.config.kill_tasks_on_exit:
+            with self.lock:
+                ids = [tid for tid, t in self.tasks.items() if t.finished is None]
+            for task_id in ids:
+                self.runtime.kill(task_id, 2.0)
+            deadline = time.monotonic() + 5
+            while ids and time.monotonic() < deadline:
+                ids = [tid for tid in ids if self.runtime.poll(tid) is None]
+                time.sleep(0.05)
+            self._report_once()  # best effort: tell the master how they ended
+            with self.lock:
+                for task_id in list(self.tasks):
+                    self.runtime.cleanup(task_id)
+        self.launcher.shutdown(wait=False, cancel_futures=True)
+
+    def register(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                with self.lock:
+                    running = [tid for tid, t in self.tasks.items() if t.finished is None]
+                reply = self.client.register(self.config, running)
+                self.session = int(reply["sessionEpoch"])
+                self.version = -1
+                log.info("registered as %s, session %d", self.config.agent_id, self.session)
+                return
+            except MasterUnavailable as exc:
+                log.warning("cannot register yet: %s", exc)
+                self.stopping.wait(0.5)
+
+    # ================================================================================ desired set
+    def _poll_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                desired = self.client.desired_set(self.config.agent_id, self.session, self.version,
+                                                  self.config.poll_wait_ms)
+                self.version = int(desired["version"])
+                self.converge(desired["tasks"], time.monotonic())
+                for task_id in desired.get("logRequests", []):
+                    self.launcher.submit(self._upload_logs, task_id)
+            except SessionExpired:
+                self.register()
+            except MasterUnavailable as exc:
+                log.warning("desired-set poll failed: %s", exc)
+                self.stopping.wait(0.5)
+            except Exception:
+                log.exception("convergence failed; retrying")
+                self.stopping.wait(0.5)
+
+    def converge(self, desired: list[dict[str, Any]], now: float) -> None:
+        wanted = {d["taskId"]: d for d in desired}
+        with self.lock:
+            for task_id, d in wanted.items():
+                local = self.tasks.get(task_id)
+                if d["kill"]:
+                    if local is not None and local.finished is None and not local.killing:
+                        local.killing = True
+                        self.runtime.kill(task_id, d.get("killGraceMs", 10_000) / 1000)
+                    elif local is None:
+                        # Asked to kill what we never ran (e.g. we lost it): say it has ended.
+                        self._queue(task_id, "Finished", "killed", "not running on this agent", None)
+                    continue
+                if local is None:
+                    spec = _spec(d)
+                    self.tasks[task_id] = LocalTask(spec=spec, starting=True)
+                    self._queue(task_id, "StartInitiated", "normal", "", None)
+                    self.launcher.submit(self._launch, spec)
+            for task_id, local in self.tasks.items():
+                if task_id in wanted:
+                    self.unknown_since.pop(task_id, None)
+                    continue
+                if local.finished is not None or local.killing:
+                    continue
+                first_seen = self.unknown_since.setdefault(task_id, now)
+                if now - first_seen >= self.config.unknown_task_grace_s:
+                    log.warning("killing %s: the master does not want it", task_id)
+                    local.killing = True
+                    self.runtime.kill(task_id, 2.0)
+
+    def _launch(self, spec: TaskSpec) -> None:
+        try:
+            self.runtime.start(spec)
+        except LaunchError as exc:
+            with self.lock:
+                local = self.tasks[spec.task_id]
+                local.starting = False
+                local.finished = ExitStatus(None, "failed", f"launch failed: {exc}")
+            self.wake_reporter.set()
+            return
+        except Exception as exc:
+            log.exception("runtime failed to start %s", spec.task_id)
+            with self.lock:
+                local = self.tasks[spec.task_id]
+                local.starting = False
+                local.finished = ExitStatus(None, "crashed", f"agent could not start the task: {exc}")
+            self.wake_reporter.set()
+            return
+        with self.lock:
+            self.tasks[spec.task_id].starting = False
+            self._queue(spec.task_id, "Started", "normal", "", None)
+
+    def _queue(self, task_id: str, state: str, reason: str, message: str, exit_code: int | None,
+               **extra: Any) -> None:
+        self.updates.append({"taskId": task_id, "state": state, "reasonCode": reason,
+                             "reasonMessage": message, "exitCode": exit_code,
+                             "timestamp": int(time.time() * 1000), **extra})
+        self.wake_reporter.set()
+
+    # ==================================================================================== reports
+    def _report_loop(self) -> None:
+        while not self.stopping.is_set():
+            self.wake_reporter.wait(self.config.report_interval_s)
+            self.wake_reporter.clear()
+            if self.stopping.is_set():
+                return
+            try:
+                self._report_once()
+            except SessionExpired:
+                self.register()
+            except MasterUnavailable as exc:
+                log.warning("status report failed: %s", exc)
+                self.stopping.wait(0.5)
+            except Exception:
+                log.exception("status report failed")
+                self.stopping.wait(0.5)
+
+    def _collect_exits(self) -> None:
+        with self.lock:
+            candidates = [tid for tid, t in self.tasks.items()
+                          if t.finished is None and not t.starting]
+        for task_id in candidates:
+            status = self.runtime.poll(task_id)
+            if status is None:
+                continue
+            with self.lock:
+                self.tasks[task_id].finished = status
+
+    def _report_once(self) -> None:
+        self._collect_exits()
+        with self.lock:
+            for task_id, local in self.tasks.items():
+                if local.finished is not None and local.reported != "Finished" and not any(
+                        u["taskId"] == task_id and u["state"] == "Finished" for u in self.updates):
+                    st = local.finished
+                    self._queue(task_id, "Finished", st.reason, st.message, st.exit_code,
+                                stdoutTail=self._tail(task_id, "stdout"), stderrTail=self._tail(task_id, "stderr"))
+            updates = list(self.updates)
+            running = [tid for tid, t in self.tasks.items() if t.finished is None]
+        usage: dict[str, Any] = {}
+        for task_id in running:
+            u = self.runtime.usage(task_id)
+            if u is not None:
+                usage[task_id] = {"cpuPct": round(u.cpu_pct, 2), "rssMB": round(u.rss_mb, 2),
+                                  "processes": u.processes}
+        host = self.host_stats() if self.host_stats else {}
+        self.client.report(self.config.agent_id, {"sessionEpoch": self.session, "updates": updates,
+                                                  "runningTaskIds": running, "usage": usage, "host": host})
+        with self.lock:
+            del self.updates[: len(updates)]
+            for u in updates:
+                local = self.tasks.get(u["taskId"])
+                if local is None:
+                    continue
+                local.reported = u["state"]
+                if u["state"] == "Finished":
+                    # The master has durably recorded the end: the task's resources can go.
+                    self.runtime.cleanup(u["taskId"])
+                    del self.tasks[u["taskId"]]
+                    self.unknown_since.pop(u["taskId"], None)
+
+    def _tail(self, task_id: str, stream: str) -> str:
+        try:
+            return self.runtime.logs(task_id, stream, self.config.log_tail_bytes).decode("utf-8", "replace")
+        except Exception:
+            return ""
+
+    def _upload_logs(self, task_id: str) -> None:
+        try:
+            with self.lock:
+                found = task_id in self.tasks
+            out = self._tail(task_id, "stdout") if found else ""
+            err = self._tail(task_id, "stderr") if found else ""
+            self.client.upload_logs(self.config.agent_id, task_id, self.session, out, err, found)
+        except Exception as exc:
+            log.warning("log upload for %s failed: %s", task_id, exc)
+
+
+def _spec(d: dict[str, Any]) -> TaskSpec:
+    r = d["resources"]
+    return TaskSpec(task_id=d["taskId"], job_id=d["jobId"], image=d["image"],
+                    entry_point=tuple(d["entryPoint"]), command=tuple(d["command"]), env=dict(d["env"]),
+                    cpu=float(r["cpu"]), memory_mb=int(r["memoryMB"]), disk_mb=int(r.get("diskMB", 0)),
+                    network_mbps=int(r.get("networkMbps", 0)))

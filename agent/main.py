@@ -1,0 +1,86 @@
+"""Builds and runs an agent from configuration (TITUS_* values)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+from agent.agent import Agent, AgentConfig
+from agent.master_client import MasterClient
+from agent.runtime.base import Runtime
+from titus.config import ConfigError, get_float, get_int
+
+log = logging.getLogger("titus.agent")
+
+
+def host_memory_mb() -> int:
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024))
+
+
+def build_runtime(name: str, data_dir: Path, agent_id: str) -> Runtime:
+    if name == "process":
+        from agent.runtime.process import ProcessRuntime
+
+        return ProcessRuntime(data_dir, agent_id)
+    if name == "docker":
+        from agent.runtime.docker import DockerRuntime
+
+        return DockerRuntime(agent_id=agent_id)  # type: ignore[call-arg]
+    raise ConfigError(f"TITUS_RUNTIME must be process or docker, got {name!r}")
+
+
+def config_from(values: Mapping[str, str]) -> tuple[AgentConfig, str, str, Path, str]:
+    url = values.get("TITUS_MASTER_URL", "http://127.0.0.1:7001")
+    token = values.get("TITUS_AGENT_TOKEN", "")
+    if not token:
+        raise ConfigError("TITUS_AGENT_TOKEN is required (the master's agent token)")
+    agent_id = values.get("TITUS_AGENT_ID") or socket.gethostname()
+    attributes = {
+        "zone": values.get("TITUS_ZONE", "local"),
+        "instanceType": values.get("TITUS_INSTANCE_TYPE", "local"),
+        "tier": values.get("TITUS_TIER", "flex"),
+        "instanceGroup": values.get("TITUS_INSTANCE_GROUP", "default"),
+        "id": agent_id,
+    }
+    config = AgentConfig(
+        agent_id=agent_id,
+        cpu=get_float(values, "TITUS_AGENT_CPU", float(os.cpu_count() or 1)),
+        memory_mb=get_int(values, "TITUS_AGENT_MEMORY_MB", host_memory_mb()),
+        disk_mb=get_int(values, "TITUS_AGENT_DISK_MB", 100_000),
+        network_mbps=get_int(values, "TITUS_AGENT_NETWORK_MBPS", 10_000),
+        attributes=attributes,
+        unknown_task_grace_s=get_float(values, "TITUS_UNKNOWN_TASK_GRACE_S", 5.0),
+        kill_tasks_on_exit=values.get("TITUS_KILL_TASKS_ON_EXIT", "false").lower() == "true",
+    )
+    data_dir = Path(values.get("TITUS_DATA_DIR", "/var/lib/titus-agent"))
+    return config, url, token, data_dir, values.get("TITUS_RUNTIME", "process")
+
+
+def run_agent(values: Mapping[str, str]) -> None:
+    config, url, token, data_dir, runtime_name = config_from(values)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    runtime = build_runtime(runtime_name, data_dir, config.agent_id)
+    host_stats = None
+    try:
+        from agent.monitor import host_stats as host_stats_fn
+
+        host_stats = host_stats_fn
+    except ImportError:
+        pass
+    agent = Agent(config, runtime, MasterClient(url, token), host_stats)
+    done = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping agent", signum)
+        done.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    agent.start()
+    done.wait()
+    agent.stop()

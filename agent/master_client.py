@@ -1,0 +1,56 @@
+"""The agent's side of the channel: plain HTTP requests to the master with the agent token."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import requests
+
+if TYPE_CHECKING:
+    from agent.agent import AgentConfig
+
+
+class MasterUnavailable(Exception):
+    """The master did not answer usefully; retry after a pause."""
+
+
+class SessionExpired(Exception):
+    """The master no longer knows our session (it restarted, or declared us lost): register again."""
+
+
+class MasterClient:
+    def __init__(self, base_url: str, token: str) -> None:
+        self.base = base_url.rstrip("/") + "/api/v3/agent/instances"
+        self.http = requests.Session()
+        self.http.headers["Authorization"] = f"Bearer {token}"
+
+    def _call(self, method: str, path: str, timeout: float, **kwargs: Any) -> dict[str, Any]:
+        try:
+            resp = self.http.request(method, self.base + path, timeout=timeout, **kwargs)
+        except requests.RequestException as exc:
+            raise MasterUnavailable(str(exc)) from exc
+        if resp.status_code == 409:
+            raise SessionExpired(resp.text)
+        if resp.status_code != 200:
+            raise MasterUnavailable(f"HTTP {resp.status_code}: {resp.text[:300]}")
+        body: dict[str, Any] = resp.json()
+        return body
+
+    def register(self, config: AgentConfig, running: list[str]) -> dict[str, Any]:
+        return self._call("POST", "/register", 10, json={
+            "id": config.agent_id,
+            "resources": {"cpu": config.cpu, "memoryMB": config.memory_mb, "diskMB": config.disk_mb,
+                          "networkMbps": config.network_mbps},
+            "attributes": config.attributes, "runningTaskIds": running})
+
+    def desired_set(self, agent_id: str, session: int, since: int, wait_ms: int) -> dict[str, Any]:
+        return self._call("GET", f"/{agent_id}/assignments", wait_ms / 1000 + 10,
+                          params={"since": since, "session": session, "waitMs": wait_ms})
+
+    def report(self, agent_id: str, body: dict[str, Any]) -> None:
+        self._call("POST", f"/{agent_id}/status", 15, json=body)
+
+    def upload_logs(self, agent_id: str, task_id: str, session: int, stdout: str, stderr: str,
+                    found: bool) -> None:
+        self._call("POST", f"/{agent_id}/logs/{task_id}", 15,
+                   json={"sessionEpoch": session, "stdout": stdout, "stderr": stderr, "found": found})

@@ -1,0 +1,51 @@
+"""/api/v3/agent: the agents' channel (register, long-poll desired set, report) and the agents' list.
+
+The master never connects to agents: everything flows on requests the agents make (DESIGN.md #1).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint
+
+from master.api.app import manager, parse_body, query_int
+from master.api.models import AgentRegistration, AgentStatusReport, LogUpload
+from master.api.errors import bad_request
+
+bp = Blueprint("agents", __name__, url_prefix="/api/v3/agent")
+
+MAX_WAIT_MS = 60_000
+
+
+@bp.get("/instances")
+def list_agents() -> dict[str, Any]:
+    return {"items": manager().agent_views()}
+
+
+@bp.post("/instances/register")
+def register() -> dict[str, Any]:
+    return manager().register_agent(parse_body(AgentRegistration, "agent registration"))
+
+
+@bp.get("/instances/<agent_id>/assignments")
+def assignments(agent_id: str) -> dict[str, Any]:
+    since = query_int("since", -1, -1, 2**62)
+    session = query_int("session", 0, 0, 2**63)
+    wait_ms = query_int("waitMs", 20_000, 0, MAX_WAIT_MS)
+    return manager().desired_set(agent_id, session, since, wait_ms / 1000)
+
+
+@bp.post("/instances/<agent_id>/status")
+def status(agent_id: str) -> dict[str, Any]:
+    manager().agent_report(agent_id, parse_body(AgentStatusReport, "status report"))
+    return {}
+
+
+@bp.post("/instances/<agent_id>/logs/<task_id>")
+def upload_logs(agent_id: str, task_id: str) -> dict[str, Any]:
+    body = parse_body(LogUpload, "log upload")
+    if len(body.stdout) + len(body.stderr) > 2_000_000:
+        raise bad_request("log upload too large", "stdout", "at most 2 MB per upload")
+    manager().log_upload(agent_id, task_id, body.sessionEpoch, body.stdout, body.stderr, body.found)
+    return {}

@@ -1,0 +1,173 @@
+"""Flask app factory: wires the JobManager behind the v3 HTTP API. Views parse, call, serialize."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from flask import Flask, Response, g, request
+from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import HTTPException
+
+from master.api.errors import ApiError, bad_request, error_response, validation_error
+from master.job_manager import Conflict, JobManager, NotFound, NotLeader, StaleSession
+
+log = logging.getLogger("titus.api")
+
+M = TypeVar("M", bound=BaseModel)
+
+#: Paths the agents use; they take the agent token, never the API token.
+AGENT_CHANNEL_SUFFIXES = ("/register", "/assignments", "/status")
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    api_token: str
+    agent_token: str
+
+
+def create_app(config: ApiConfig, manager: JobManager) -> Flask:
+    from master.api import agents, jobs, openapi, tasks
+
+    app = Flask("titus-master")
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.config["MANAGER"] = manager
+    app.config["API"] = config
+
+    @app.before_request
+    def authenticate() -> Response | None:
+        path = request.path
+        if not path.startswith("/api/v3/") or path == "/api/v3/openapi.json":
+            return None
+        agent_channel = path.startswith("/api/v3/agent/instances/") and (
+            path.endswith(AGENT_CHANNEL_SUFFIXES) or "/logs/" in path)
+        expected = config.agent_token if agent_channel else config.api_token
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token or not hmac.compare_digest(token.strip(), expected):
+            resp = error_response(401, "missing or invalid bearer token"
+                                  + (" (agent channel: use the agent token)" if agent_channel else ""))
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="titus"'
+            return resp
+        g.agent_channel = agent_channel
+        return None
+
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError) -> Response:
+        return error_response(exc.status, exc.message, exc.fields)
+
+    @app.errorhandler(NotFound)
+    def not_found(exc: NotFound) -> Response:
+        return error_response(404, str(exc))
+
+    @app.errorhandler(Conflict)
+    def conflict(exc: Conflict) -> Response:
+        return error_response(409, str(exc))
+
+    @app.errorhandler(StaleSession)
+    def stale_session(exc: StaleSession) -> Response:
+        return error_response(409, str(exc), [{"path": "sessionEpoch", "reason": "stale session"}])
+
+    @app.errorhandler(NotLeader)
+    def not_leader(exc: NotLeader) -> Response:
+        resp = error_response(503, f"this master cannot accept writes: {exc}")
+        resp.headers["Retry-After"] = "1"
+        return resp
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        return error_response(exc.code or 500, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal error; see the master's log")
+
+    @app.get("/healthz")
+    def healthz() -> Response | dict[str, Any]:
+        if manager.fenced:
+            return error_response(503, "not leader")
+        return {"status": "ok", "epoch": manager.epoch, "jobs": len(manager.jobs), "agents": len(manager.agents)}
+
+    app.register_blueprint(jobs.bp)
+    app.register_blueprint(tasks.bp)
+    app.register_blueprint(agents.bp)
+    app.register_blueprint(openapi.bp)
+    return app
+
+
+def manager() -> JobManager:
+    from flask import current_app
+
+    m: JobManager = current_app.config["MANAGER"]
+    return m
+
+
+def parse_body(model: type[M], what: str) -> M:
+    raw = request.get_data(cache=False)
+    if not raw:
+        raise bad_request(f"{what} is required in the request body", "(body)", "empty body")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad_request(f"request body is not valid JSON: {exc}", "(body)", "not valid JSON") from exc
+    if not isinstance(data, dict):
+        raise bad_request(f"{what} must be a JSON object", "(body)", "not a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc, what) from exc
+
+
+def query_int(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise bad_request(f"query parameter {name} must be an integer", name, "not an integer") from exc
+    if not low <= value <= high:
+        raise bad_request(f"query parameter {name} must be between {low} and {high}", name,
+                          f"must be between {low} and {high}")
+    return value
+
+
+def query_bool(name: str, default: bool) -> bool:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("true", "1"):
+        return True
+    if raw.lower() in ("false", "0"):
+        return False
+    raise bad_request(f"query parameter {name} must be true or false", name, "must be true or false")
+
+
+def paginate(items: list[Any]) -> dict[str, Any]:
+    page_size = query_int("pageSize", 100, 1, 1000)
+    page = query_int("page", 0, 0, 1_000_000)
+    cursor = request.args.get("cursor")
+    if cursor:
+        try:
+            page = int(cursor)
+        except ValueError as exc:
+            raise bad_request("cursor is not one this server issued", "cursor", "unknown cursor") from exc
+        if not 0 <= page <= 1_000_000:
+            raise bad_request("cursor is not one this server issued", "cursor", "unknown cursor")
+    start = page * page_size
+    chunk = items[start:start + page_size]
+    has_more = start + page_size < len(items)
+    return {
+        "items": chunk,
+        "pagination": {
+            "currentPage": {"pageNumber": page, "pageSize": page_size},
+            "hasMore": has_more,
+            "totalPages": (len(items) + page_size - 1) // page_size,
+            "totalItems": len(items),
+            "cursor": str(page + 1) if has_more else "",
+        },
+    }

@@ -1,0 +1,134 @@
+"""Jobs and tasks as the master holds them: plain data with a versioned record form for the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from master.api.models import JobDescriptor
+from master.core import states
+from master.core.states import Status, StatusMachine
+
+TAIL_LIMIT = 16_384  # bytes of each stream kept with a finished task, so logs outlive the agent
+
+
+@dataclass
+class Job:
+    id: str
+    descriptor: JobDescriptor
+    machine: StatusMachine
+    created_ms: int
+    version: int = 0  # version of the stored record; 0 = not stored yet
+    idempotency_key: str | None = None
+
+    @property
+    def state(self) -> str:
+        return self.machine.status.state
+
+    @property
+    def is_batch(self) -> bool:
+        return self.descriptor.batch is not None
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "jobDescriptor": self.descriptor.to_json(),
+            "status": self.machine.status.to_json(),
+            "statusHistory": [s.to_json() for s in self.machine.history],
+            "createdMs": self.created_ms,
+            "idempotencyKey": self.idempotency_key,
+        }
+
+    @staticmethod
+    def from_record(record: dict[str, Any], version: int) -> Job:
+        machine = StatusMachine(states.JOB_TRANSITIONS, Status.from_json(record["status"]),
+                                [Status.from_json(s) for s in record["statusHistory"]])
+        return Job(record["id"], JobDescriptor.model_validate(record["jobDescriptor"]), machine,
+                   record["createdMs"], version, record.get("idempotencyKey"))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "jobDescriptor": self.descriptor.to_json(),
+            "status": self.machine.status.to_json(),
+            "statusHistory": [s.to_json() for s in self.machine.history],
+            "version": {"currentVersion": self.version},
+        }
+
+
+@dataclass
+class Task:
+    id: str
+    job_id: str
+    index: int  # batch: the slot 0..size-1; service: a creation counter, for display only
+    machine: StatusMachine
+    retries_done: int = 0
+    original_id: str = ""
+    resubmit_of: str = ""
+    agent_id: str | None = None
+    not_before_ms: int = 0  # retry delay: the scheduler leaves the task alone until then
+    kill_reason: str = ""  # the reason the task will finish with once the agent confirms a kill
+    replace: bool = True  # False when a kill shrank the job, so nothing may take its place
+    exit_code: int | None = None
+    started_ms: int | None = None
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+    version: int = 0
+    usage: dict[str, float] = field(default_factory=dict)
+    pending_reason: str = ""
+
+    @property
+    def state(self) -> str:
+        return self.machine.status.state
+
+    @property
+    def active(self) -> bool:
+        return self.state != states.FINISHED
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "jobId": self.job_id, "index": self.index,
+            "status": self.machine.status.to_json(),
+            "statusHistory": [s.to_json() for s in self.machine.history],
+            "retriesDone": self.retries_done, "originalId": self.original_id, "resubmitOf": self.resubmit_of,
+            "agentId": self.agent_id, "notBeforeMs": self.not_before_ms, "killReason": self.kill_reason,
+            "replace": self.replace, "exitCode": self.exit_code, "startedMs": self.started_ms,
+            "stdoutTail": self.stdout_tail, "stderrTail": self.stderr_tail,
+        }
+
+    @staticmethod
+    def from_record(r: dict[str, Any], version: int) -> Task:
+        machine = StatusMachine(states.TASK_TRANSITIONS, Status.from_json(r["status"]),
+                                [Status.from_json(s) for s in r["statusHistory"]])
+        return Task(r["id"], r["jobId"], r["index"], machine, r["retriesDone"], r["originalId"], r["resubmitOf"],
+                    r["agentId"], r["notBeforeMs"], r["killReason"], r["replace"], r["exitCode"], r["startedMs"],
+                    r["stdoutTail"], r["stderrTail"], version)
+
+    def to_wire(self, job: Job | None) -> dict[str, Any]:
+        context: dict[str, str] = {
+            "task.index": str(self.index),
+            "task.originalId": self.original_id or self.id,
+            "task.resubmitNumber": str(self.retries_done),
+        }
+        if self.resubmit_of:
+            context["task.resubmitOf"] = self.resubmit_of
+        if self.agent_id:
+            context["agent.id"] = self.agent_id
+        wire: dict[str, Any] = {
+            "id": self.id,
+            "jobId": self.job_id,
+            "taskContext": context,
+            "status": self.machine.status.to_json(),
+            "statusHistory": [s.to_json() for s in self.machine.history],
+            "version": {"currentVersion": self.version},
+        }
+        if self.exit_code is not None:
+            wire["exitCode"] = self.exit_code
+        if self.usage:
+            wire["usage"] = self.usage
+        if self.state == states.ACCEPTED and self.pending_reason:
+            wire["pendingReason"] = self.pending_reason
+        if job is not None:
+            wire["resources"] = job.descriptor.container.resources.to_json()
+            wire["capacityGroup"] = job.descriptor.capacityGroup
+        return wire

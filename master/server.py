@@ -1,0 +1,114 @@
+"""Runs a master: store, JobManager, its background loops and the HTTP server (waitress, threaded)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from waitress.server import create_server
+
+from master.api.app import ApiConfig, create_app
+from master.job_manager import JobManager, Settings
+from master.store.base import JobStore
+from master.store.sqlite import SqliteJobStore
+
+log = logging.getLogger("titus.master")
+
+
+@dataclass
+class MasterConfig:
+    host: str = "127.0.0.1"
+    port: int = 7001
+    data_dir: Path = Path(".titus")
+    store: str = "sqlite"
+    sqlite_synchronous: str = "FULL"
+    api_token: str = ""
+    agent_token: str = ""
+    threads: int = 64
+    heartbeat_timeout_ms: int = 15_000
+
+
+def wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def build_store(config: MasterConfig) -> JobStore:
+    if config.store == "sqlite":
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        return SqliteJobStore(config.data_dir / "titus.db", synchronous=config.sqlite_synchronous)
+    raise ValueError(f"unknown store {config.store!r} (supported: sqlite)")
+
+
+class Loops:
+    """The scheduler wakes on events (submissions, freed resources, new agents); timers are the safety net.
+
+    A loop never dies on one bad pass: it logs and carries on.
+    """
+
+    def __init__(self, manager: JobManager) -> None:
+        self.manager = manager
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(self._schedule, ), name="scheduler", daemon=True),
+                        threading.Thread(target=self._run, args=(self._tick, ), name="timers", daemon=True)]
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.manager.schedule_wanted.set()
+
+    def _run(self, body: Callable[[], None]) -> None:
+        while not self.stopping.is_set() and not self.manager.fenced:
+            try:
+                body()
+            except Exception:
+                log.exception("background pass failed; continuing")
+                self.stopping.wait(0.5)
+
+    def _schedule(self) -> None:
+        self.manager.schedule_wanted.wait(timeout=1.0)
+        self.manager.schedule_wanted.clear()
+        if not self.stopping.is_set():
+            self.manager.schedule_once()
+
+    def _tick(self) -> None:
+        self.stopping.wait(0.5)
+        self.manager.tick()
+
+
+class MasterServer:
+    def __init__(self, config: MasterConfig, clock: Callable[[], int] = wall_clock_ms) -> None:
+        if not config.api_token or not config.agent_token:
+            raise ValueError("both an API token and an agent token are required")
+        self.config = config
+        self.store = build_store(config)
+        self.manager = JobManager(self.store, clock, Settings(heartbeat_timeout_ms=config.heartbeat_timeout_ms))
+        self.loops = Loops(self.manager)
+        self.app = create_app(ApiConfig(config.api_token, config.agent_token), self.manager)
+        self.server = create_server(self.app, host=config.host, port=config.port, threads=config.threads,
+                                    channel_timeout=120, connection_limit=1000, ident="titus")
+        self.manager.on_fenced = self.shutdown
+
+    @property
+    def port(self) -> int:
+        return int(self.server.effective_port)  # type: ignore[union-attr]
+
+    def serve_forever(self) -> None:
+        self.manager.start()
+        self.loops.start()
+        log.info("master listening on http://%s:%d", self.config.host, self.port)
+        try:
+            self.server.run()
+        finally:
+            self.loops.stop()
+            self.store.close()
+
+    def shutdown(self) -> None:
+        self.loops.stop()
+        threading.Thread(target=self.server.close, daemon=True).start()

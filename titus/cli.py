@@ -1,0 +1,295 @@
+"""The `titus` command: run the components (dev, master, agent) and drive the API (job, task)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from titus.client import ApiError, TitusClient
+from titus.config import ConfigError, get_int, merged
+
+DEFAULT_URL = "http://127.0.0.1:7001"
+
+
+def _setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group()
+@click.version_option("0.1.0", prog_name="titus")
+def main() -> None:
+    """Titus in Python: run containers on a fleet of hosts."""
+
+
+# ==================================================================================== components
+@main.command()
+@click.option("--port", default=7001, show_default=True, help="API port on 127.0.0.1.")
+@click.option("--data-dir", default=".titus", show_default=True, type=click.Path(path_type=Path))
+@click.option("--agent-memory-mb", default=None, type=int, help="Memory the local agent offers.")
+@click.option("--agent-cpu", default=None, type=float, help="CPUs the local agent offers.")
+def dev(port: int, data_dir: Path, agent_memory_mb: int | None, agent_cpu: float | None) -> None:
+    """Run an all-in-one cluster in the foreground: one master and one local agent. Ctrl-C stops both."""
+    from titus.dev import run_dev
+
+    _setup_logging(os.environ.get("TITUS_LOG_LEVEL", "INFO"))
+    try:
+        run_dev(port, data_dir, agent_memory_mb, agent_cpu)
+    except (ConfigError, OSError, ValueError) as exc:
+        _fail(str(exc))
+
+
+@main.command()
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="KEY=VALUE file.")
+@click.option("--port", type=int, help="Overrides TITUS_PORT.")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Overrides TITUS_DATA_DIR.")
+def master(config_file: str | None, port: int | None, data_dir: Path | None) -> None:
+    """Run a master (API, scheduler, store) from a config file plus TITUS_* environment variables."""
+    from master.server import MasterConfig, MasterServer
+
+    try:
+        values = merged(config_file)
+        _setup_logging(values.get("TITUS_LOG_LEVEL", "INFO"))
+        config = MasterConfig(
+            host=values.get("TITUS_HOST", "127.0.0.1"),
+            port=port if port is not None else get_int(values, "TITUS_PORT", 7001),
+            data_dir=data_dir or Path(values.get("TITUS_DATA_DIR", "/var/lib/titus-master")),
+            store=values.get("TITUS_STORE", "sqlite"),
+            sqlite_synchronous=values.get("TITUS_SQLITE_SYNCHRONOUS", "FULL"),
+            api_token=values.get("TITUS_API_TOKEN", ""),
+            agent_token=values.get("TITUS_AGENT_TOKEN", ""),
+            heartbeat_timeout_ms=get_int(values, "TITUS_HEARTBEAT_TIMEOUT_MS", 15_000),
+        )
+        if not config.api_token or not config.agent_token:
+            raise ConfigError("TITUS_API_TOKEN and TITUS_AGENT_TOKEN are required")
+        server = MasterServer(config)
+    except (ConfigError, OSError, ValueError) as exc:
+        _fail(str(exc))
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="KEY=VALUE file.")
+@click.option("--runtime", type=click.Choice(["process", "docker"]), help="Overrides TITUS_RUNTIME.")
+@click.option("--master-url", help="Overrides TITUS_MASTER_URL.")
+def agent(config_file: str | None, runtime: str | None, master_url: str | None) -> None:
+    """Run an agent on this host from a config file plus TITUS_* environment variables."""
+    from agent.main import run_agent
+
+    try:
+        values = merged(config_file)
+        if runtime:
+            values["TITUS_RUNTIME"] = runtime
+        if master_url:
+            values["TITUS_MASTER_URL"] = master_url
+        _setup_logging(values.get("TITUS_LOG_LEVEL", "INFO"))
+        run_agent(values)
+    except (ConfigError, OSError) as exc:
+        _fail(str(exc))
+
+
+# ============================================================================== API: shared bits
+def _client(url: str | None, token: str | None) -> TitusClient:
+    url = url or os.environ.get("TITUS_URL") or DEFAULT_URL
+    token = token or os.environ.get("TITUS_API_TOKEN")
+    if not token:
+        token_file = Path(os.environ.get("TITUS_DATA_DIR", ".titus")) / "api-token"
+        if token_file.exists():
+            token = token_file.read_text().strip()
+    if not token:
+        _fail("no API token: set TITUS_API_TOKEN or pass --token (titus dev writes one to .titus/api-token)")
+    return TitusClient(url, token)
+
+
+def _api_options(f: Any) -> Any:
+    f = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
+    f = click.option("--token", help="API token (default: $TITUS_API_TOKEN or .titus/api-token).")(f)
+    f = click.option("--url", help=f"Master URL (default: $TITUS_URL or {DEFAULT_URL}).")(f)
+    return f
+
+
+def _run(action: Any) -> Any:
+    try:
+        return action()
+    except ApiError as exc:
+        _fail(str(exc), 2 if 400 <= exc.status < 500 else 1)
+
+
+def _emit(data: Any, as_json: bool, human: str) -> None:
+    click.echo(json.dumps(data, indent=2) if as_json else human)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in [header, *rows]]
+    return "\n".join(lines)
+
+
+# ========================================================================================== jobs
+@main.group()
+def job() -> None:
+    """Submit and manage jobs."""
+
+
+@job.command("submit")
+@click.argument("file", type=click.File("r"))
+@click.option("--idempotency-key", help="Retrying with the same key returns the same job.")
+@_api_options
+def job_submit(file: Any, idempotency_key: str | None, url: str | None, token: str | None, as_json: bool) -> None:
+    """Submit the job descriptor in FILE (- for stdin)."""
+    try:
+        descriptor = json.load(file)
+    except json.JSONDecodeError as exc:
+        _fail(f"{getattr(file, 'name', 'input')} is not valid JSON: {exc}")
+    client = _client(url, token)
+    job_id = _run(lambda: client.submit(descriptor, idempotency_key))
+    _emit({"id": job_id}, as_json, f"job {job_id} accepted")
+
+
+@job.command("list")
+@click.option("--state", "job_state", help="Accepted, KillInitiated or Finished.")
+@click.option("--app", "application_name", help="Application name.")
+@_api_options
+def job_list(job_state: str | None, application_name: str | None, url: str | None, token: str | None,
+             as_json: bool) -> None:
+    """List jobs (active ones unless --state Finished)."""
+    client = _client(url, token)
+    filters = {k: v for k, v in {"jobState": job_state, "applicationName": application_name}.items() if v}
+    jobs = _run(lambda: client.jobs(**filters))
+    rows = []
+    for j in jobs:
+        d = j["jobDescriptor"]
+        size = (f"{d['batch']['size']} tasks" if "batch" in d else
+                "{min}/{desired}/{max}".format(**d["service"]["capacity"]))
+        rows.append([j["id"], "batch" if "batch" in d else "service", j["status"]["state"],
+                     d["applicationName"], size])
+    _emit(jobs, as_json, _table(rows, ["ID", "TYPE", "STATE", "APPLICATION", "SIZE"]) if rows else "no jobs")
+
+
+@job.command("get")
+@click.argument("job_id")
+@_api_options
+def job_get(job_id: str, url: str | None, token: str | None, as_json: bool) -> None:
+    """Show one job and its tasks."""
+    client = _client(url, token)
+    j = _run(lambda: client.job(job_id))
+    tasks = _run(lambda: client.tasks(job_id))
+    d = j["jobDescriptor"]
+    lines = [f"job {j['id']}", f"  application: {d['applicationName']}",
+             f"  state:       {j['status']['state']} ({j['status'].get('reasonCode', '')})",
+             f"  image:       {d['container']['image']['name']}",
+             f"  active tasks: {len(tasks)}"]
+    for t in tasks:
+        extra = f"  pending: {t['pendingReason']}" if t.get("pendingReason") else ""
+        lines.append(f"    {t['id']}  {t['status']['state']}{extra}")
+    _emit({"job": j, "tasks": tasks}, as_json, "\n".join(lines))
+
+
+@job.command("kill")
+@click.argument("job_id")
+@_api_options
+def job_kill(job_id: str, url: str | None, token: str | None, as_json: bool) -> None:
+    """Kill a job and all its tasks."""
+    client = _client(url, token)
+    _run(lambda: client.kill_job(job_id))
+    _emit({"id": job_id, "killed": True}, as_json, f"job {job_id}: kill initiated")
+
+
+@job.command("scale")
+@click.argument("job_id")
+@click.option("--min", "min_", type=int)
+@click.option("--desired", type=int)
+@click.option("--max", "max_", type=int)
+@_api_options
+def job_scale(job_id: str, min_: int | None, desired: int | None, max_: int | None, url: str | None,
+              token: str | None, as_json: bool) -> None:
+    """Change a service job's capacity."""
+    capacity = {k: v for k, v in {"min": min_, "desired": desired, "max": max_}.items() if v is not None}
+    if not capacity:
+        _fail("give at least one of --min, --desired, --max", 2)
+    client = _client(url, token)
+    j = _run(lambda: client.scale(job_id, **capacity))
+    cap = j["jobDescriptor"]["service"]["capacity"]
+    _emit(j, as_json, f"job {job_id}: min {cap.get('min', 0)} desired {cap['desired']} max {cap['max']}")
+
+
+# ========================================================================================= tasks
+@main.group()
+def task() -> None:
+    """Inspect and kill tasks."""
+
+
+@task.command("list")
+@click.option("--job", "job_id", help="Only this job's tasks.")
+@click.option("--states", help="Comma-separated task states (e.g. Finished).")
+@_api_options
+def task_list(job_id: str | None, states: str | None, url: str | None, token: str | None, as_json: bool) -> None:
+    """List tasks."""
+    client = _client(url, token)
+    tasks = _run(lambda: client.tasks(job_id, states))
+    rows = [[t["id"], t["jobId"], t["status"]["state"], t["status"].get("reasonCode", ""),
+             t["taskContext"].get("agent.id", "-"), t.get("pendingReason", "")] for t in tasks]
+    _emit(tasks, as_json, _table(rows, ["ID", "JOB", "STATE", "REASON", "AGENT", "PENDING"]) if rows
+          else "no tasks")
+
+
+@task.command("kill")
+@click.argument("task_id")
+@click.option("--shrink", is_flag=True, help="Also lower the service job's desired count.")
+@_api_options
+def task_kill(task_id: str, shrink: bool, url: str | None, token: str | None, as_json: bool) -> None:
+    """Kill a task (a service job replaces it unless --shrink)."""
+    client = _client(url, token)
+    _run(lambda: client.kill_task(task_id, shrink))
+    _emit({"id": task_id, "killed": True}, as_json, f"task {task_id}: kill initiated")
+
+
+@task.command("logs")
+@click.argument("task_id")
+@click.option("--stderr", is_flag=True, help="Show stderr instead of stdout.")
+@_api_options
+def task_logs(task_id: str, stderr: bool, url: str | None, token: str | None, as_json: bool) -> None:
+    """Print a task's stdout (or stderr)."""
+    client = _client(url, token)
+    text = _run(lambda: client.logs(task_id, "stderr" if stderr else "stdout"))
+    if as_json:
+        click.echo(json.dumps({"id": task_id, "stream": "stderr" if stderr else "stdout", "text": text}))
+    else:
+        click.echo(text, nl=False)
+
+
+def _optional_commands() -> None:
+    """Commands whose modules need optional extras; absent extras leave the rest of the CLI working."""
+    try:
+        from titus.cluster import cluster
+
+        main.add_command(cluster)
+    except ImportError:
+        pass
+    try:
+        from capacity.cli import capacity_controller
+
+        main.add_command(capacity_controller, "capacity-controller")
+    except ImportError:
+        pass
+
+
+_optional_commands()
+
+if __name__ == "__main__":
+    main()

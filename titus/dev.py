@@ -1,0 +1,101 @@
+"""`titus dev`: the embedded all-in-one cluster, a master in this process and an agent as a child.
+
+The agent is a separate process, as on a real host, so a crash of one is not a crash of the other. It is
+started with PR_SET_PDEATHSIG so it cannot outlive `titus dev`, and in dev mode it kills its tasks when it
+stops: Ctrl-C (or a kill of this process) leaves no orphans.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import click
+
+from master.server import MasterConfig, MasterServer
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _token(data_dir: Path, name: str, env_var: str) -> tuple[str, bool]:
+    """A token from the environment, else the one a previous run saved, else a new one saved 0600."""
+    from_env = os.environ.get(env_var)
+    if from_env:
+        return from_env, False
+    path = data_dir / name
+    if path.exists():
+        return path.read_text().strip(), False
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token, True
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def run_dev(port: int, data_dir: Path, agent_memory_mb: int | None, agent_cpu: float | None) -> None:
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    api_token, new_api = _token(data_dir, "api-token", "TITUS_API_TOKEN")
+    agent_token, _ = _token(data_dir, "agent-token", "TITUS_AGENT_TOKEN")
+    server = MasterServer(MasterConfig(
+        host="127.0.0.1", port=port, data_dir=data_dir / "master", api_token=api_token, agent_token=agent_token,
+        sqlite_synchronous=os.environ.get("TITUS_SQLITE_SYNCHRONOUS", "FULL")))
+    url = f"http://127.0.0.1:{server.port}"
+    agent_env = {
+        **os.environ,
+        "TITUS_MASTER_URL": url, "TITUS_AGENT_TOKEN": agent_token, "TITUS_AGENT_ID": "local-agent",
+        "TITUS_DATA_DIR": str(data_dir / "agent"), "TITUS_RUNTIME": "process", "TITUS_KILL_TASKS_ON_EXIT": "true",
+        "TITUS_UNKNOWN_TASK_GRACE_S": os.environ.get("TITUS_UNKNOWN_TASK_GRACE_S", "2"),
+    }
+    agent_env.pop("TITUS_API_TOKEN", None)
+    if agent_memory_mb is not None:
+        agent_env["TITUS_AGENT_MEMORY_MB"] = str(agent_memory_mb)
+    if agent_cpu is not None:
+        agent_env["TITUS_AGENT_CPU"] = str(agent_cpu)
+
+    serving = threading.Thread(target=server.serve_forever, name="master", daemon=True)
+    serving.start()
+    agent = subprocess.Popen([sys.executable, "-m", "titus.cli", "agent"], env=agent_env,
+                             preexec_fn=_die_with_parent)
+    click.echo(f"titus dev: master on {url}, agent pid {agent.pid}, data in {data_dir}")
+    click.echo(f"  API token {'written to' if new_api else 'in'} {data_dir / 'api-token'}; use it as")
+    click.echo(f"    export TITUS_API_TOKEN=$(cat {data_dir / 'api-token'})")
+    click.echo(f"    curl -H \"Authorization: Bearer $TITUS_API_TOKEN\" {url}/api/v3/jobs")
+    click.echo("  Ctrl-C stops the master, the agent and every task.", err=False)
+
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    while not stop.is_set():
+        if agent.poll() is not None:
+            click.echo(f"titus dev: the agent exited with {agent.returncode}; stopping", err=True)
+            break
+        if not serving.is_alive():
+            click.echo("titus dev: the master stopped; stopping", err=True)
+            break
+        stop.wait(0.5)
+    if agent.poll() is None:
+        agent.terminate()
+        try:
+            agent.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.wait()
+    server.shutdown()
+    serving.join(timeout=5)
+    click.echo("titus dev: stopped")
