@@ -356,7 +356,9 @@ class JobManager:
             return
         service = job.descriptor.service
         assert service is not None
-        running = [t for t in active if not t.kill_reason]
+        # A task being killed that will be replaced still holds its slot until it ends; one being
+        # scaled away does not.
+        running = [t for t in active if not t.kill_reason or t.replace]
         desired = service.capacity.desired
         if len(running) < desired:
             next_index = max((t.index for t in tasks.values()), default=-1) + 1
@@ -364,7 +366,8 @@ class JobManager:
                 self._new_task(job, next_index + i, now, writes)
         elif len(running) > desired:
             # Scale down the tasks that cost least to lose: unplaced first, then the newest.
-            order = sorted(running, key=lambda t: (t.state != states.ACCEPTED, -t.machine.status.timestamp_ms))
+            order = sorted((t for t in running if not t.kill_reason),
+                           key=lambda t: (t.state != states.ACCEPTED, -t.machine.status.timestamp_ms))
             for t in order[: len(running) - desired]:
                 t.replace = False
                 self._kill(t, states.REASON_SCALED_DOWN, "job scaled down", now, writes)

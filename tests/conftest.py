@@ -109,6 +109,15 @@ def _healthy(url: str) -> bool:
         return False
 
 
+@pytest.fixture(scope="module")
+def shared_master(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMaster]:
+    """One master for a module of tests that do not depend on each other's state."""
+    running = start_master(tmp_path_factory.mktemp("master"))
+    yield running
+    running.server.shutdown()
+    running.thread.join(timeout=10)
+
+
 @pytest.fixture
 def master(tmp_path: Path) -> Iterator[RunningMaster]:
     running = start_master(tmp_path / "master")

@@ -17,7 +17,6 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
-    StrictFloat,
     StrictInt,
     StrictStr,
     model_validator,
@@ -61,6 +60,16 @@ def _uint64(value: Any) -> Any:
 
 
 UInt64 = Annotated[StrictInt, BeforeValidator(_uint64)]
+
+
+def _number(value: Any) -> Any:
+    """JSON numbers only: no numeric strings, no booleans (which Python counts as ints)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a number")
+    return float(value)
+
+
+Number = Annotated[float, BeforeValidator(_number)]
 Name = Annotated[StrictStr, Field(min_length=1, max_length=MAX_NAME_LEN)]
 Value = Annotated[StrictStr, Field(max_length=MAX_VALUE_LEN)]
 StringMap = Annotated[dict[Name, Value], Field(max_length=MAX_ATTRIBUTES)]
@@ -92,7 +101,7 @@ class EfsMount(Wire):
 
 
 class ContainerResources(Wire):
-    cpu: Annotated[StrictFloat | StrictInt, Field(gt=0, le=MAX_CPU)]
+    cpu: Annotated[Number, Field(gt=0, le=MAX_CPU)]
     memoryMB: Annotated[StrictInt, Field(gt=0, le=MAX_MEMORY_MB)]
     diskMB: Annotated[StrictInt, Field(gt=0, le=MAX_DISK_MB)] = DEFAULT_DISK_MB
     networkMbps: Annotated[StrictInt, Field(gt=0, le=MAX_NETWORK_MBPS)] = DEFAULT_NETWORK_MBPS
@@ -257,7 +266,7 @@ class SelfManagedBudget(Wire):
 
 
 class AvailabilityPercentageLimit(Wire):
-    percentageOfHealthyContainers: Annotated[StrictFloat | StrictInt, Field(ge=0, le=100)]
+    percentageOfHealthyContainers: Annotated[Number, Field(ge=0, le=100)]
 
 
 class UnhealthyTasksLimit(Wire):
@@ -269,7 +278,7 @@ class RelocationLimit(Wire):
 
 
 class RatePercentagePerHour(Wire):
-    maxPercentageOfContainersRelocatedInHour: Annotated[StrictFloat | StrictInt, Field(ge=0, le=100)]
+    maxPercentageOfContainersRelocatedInHour: Annotated[Number, Field(ge=0, le=100)]
 
 
 class RatePerInterval(Wire):
@@ -279,7 +288,7 @@ class RatePerInterval(Wire):
 
 class RatePercentagePerInterval(Wire):
     intervalMs: UInt64
-    percentageLimitPerInterval: Annotated[StrictFloat | StrictInt, Field(ge=0, le=100)]
+    percentageLimitPerInterval: Annotated[Number, Field(ge=0, le=100)]
 
 
 class TimeWindow(Wire):
@@ -367,7 +376,7 @@ class CapacityUpdate(Wire):
 
 # -------------------------------------------------------------------------------------- agent channel
 class AgentResources(Wire):
-    cpu: Annotated[StrictFloat | StrictInt, Field(gt=0, le=4096)]
+    cpu: Annotated[Number, Field(gt=0, le=4096)]
     memoryMB: Annotated[StrictInt, Field(gt=0)]
     diskMB: Annotated[StrictInt, Field(ge=0)] = 0
     networkMbps: Annotated[StrictInt, Field(ge=0)] = 0
@@ -393,8 +402,8 @@ class TaskUpdate(Wire):
 
 
 class TaskUsage(Wire):
-    cpuPct: Annotated[StrictFloat | StrictInt, Field(ge=0)]
-    rssMB: Annotated[StrictFloat | StrictInt, Field(ge=0)]
+    cpuPct: Annotated[Number, Field(ge=0)]
+    rssMB: Annotated[Number, Field(ge=0)]
     processes: Annotated[StrictInt, Field(ge=0)]
 
 
@@ -403,7 +412,7 @@ class AgentStatusReport(Wire):
     updates: Annotated[list[TaskUpdate], Field(max_length=10_000)] = []
     runningTaskIds: Annotated[list[Name], Field(max_length=10_000)] = []
     usage: dict[Name, TaskUsage] = {}
-    host: dict[Name, StrictFloat | StrictInt] = {}
+    host: dict[Name, Number] = {}
 
 
 class LogUpload(Wire):

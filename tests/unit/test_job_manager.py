@@ -1,0 +1,256 @@
+"""Job semantics through the JobManager with a hand-driven clock and a real SQLite store.
+
+The agent side is played by calls on the manager's agent channel, so each test is one readable scenario.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from master.api.models import AgentRegistration, AgentStatusReport, CapacityUpdate, JobDescriptor
+from master.job_manager import Conflict, JobManager, NotLeader, Settings, StaleSession
+from master.store.sqlite import SqliteJobStore
+from tests.conftest import batch_job, service_job
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000
+
+    def __call__(self) -> int:
+        return self.now
+
+    def advance(self, ms: int) -> None:
+        self.now += ms
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "titus.db"
+
+
+@pytest.fixture
+def jm(db: Path, clock: Clock) -> Iterator[JobManager]:
+    m = JobManager(SqliteJobStore(db, "NORMAL"), clock, Settings(heartbeat_timeout_ms=5_000))
+    m.start()
+    yield m
+    m.store.close()
+
+
+def register(jm: JobManager, agent_id: str = "a1", cpu: float = 4, memory: int = 4096,
+             running: list[str] | None = None) -> int:
+    reply = jm.register_agent(AgentRegistration.model_validate(
+        {"id": agent_id, "resources": {"cpu": cpu, "memoryMB": memory, "diskMB": 10_000, "networkMbps": 1000},
+         "runningTaskIds": running or []}))
+    return int(reply["sessionEpoch"])
+
+
+def report(jm: JobManager, session: int, *updates: dict[str, Any], agent_id: str = "a1") -> None:
+    jm.agent_report(agent_id, AgentStatusReport.model_validate({"sessionEpoch": session, "updates": list(updates)}))
+
+
+def upd(task_id: str, state: str, reason: str = "normal", exit_code: int | None = None) -> dict[str, Any]:
+    return {"taskId": task_id, "state": state, "reasonCode": reason, "exitCode": exit_code}
+
+
+def submit(jm: JobManager, spec: dict[str, Any]) -> str:
+    return jm.submit(JobDescriptor.model_validate(spec))[0]
+
+
+def active(jm: JobManager, job_id: str) -> list[dict[str, Any]]:
+    return jm.list_tasks({job_id}, None)
+
+
+def states_of(jm: JobManager, job_id: str) -> list[str]:
+    return sorted(t["status"]["state"] for t in active(jm, job_id))
+
+
+def run_all(jm: JobManager, session: int, job_id: str) -> list[str]:
+    jm.schedule_once()
+    ids = [t["id"] for t in active(jm, job_id) if t["status"]["state"] == "Launched"]
+    for tid in ids:
+        report(jm, session, upd(tid, "Started"))
+    return ids
+
+
+def test_batch_job_runs_to_completion(jm: JobManager) -> None:
+    session = register(jm)
+    job_id = submit(jm, batch_job(size=3))
+    ids = run_all(jm, session, job_id)
+    assert len(ids) == 3
+    for tid in ids:
+        report(jm, session, upd(tid, "Finished", "normal", 0))
+    job = jm.get_job(job_id)
+    assert job["status"]["state"] == "Finished"
+    assert job["status"]["reasonCode"] == "normal"
+    finished = jm.list_tasks({job_id}, {"Finished"})
+    assert [t["status"]["reasonCode"] for t in finished] == ["normal"] * 3
+
+
+def test_batch_retries_failures_per_policy_then_fails(jm: JobManager, clock: Clock) -> None:
+    session = register(jm)
+    spec = batch_job(size=1, batch={"retryPolicy": {"immediate": None,
+                                                    "delayed": {"initialDelayMs": 1000, "delayMs": 2000,
+                                                                "retries": 2}}})
+    spec["batch"]["retryPolicy"] = {"delayed": {"initialDelayMs": 1000, "delayMs": 2000, "retries": 2}}
+    job_id = submit(jm, spec)
+    (first,) = run_all(jm, session, job_id)
+    report(jm, session, upd(first, "Finished", "failed", 1))
+    (retry,) = active(jm, job_id)
+    assert retry["taskContext"]["task.resubmitOf"] == first
+    assert retry["taskContext"]["task.resubmitNumber"] == "1"
+    assert jm.schedule_once() == 0  # the delay holds it back
+    clock.advance(1000)
+    (second,) = run_all(jm, session, job_id)
+    report(jm, session, upd(second, "Finished", "failed", 1))
+    clock.advance(1999)
+    assert jm.schedule_once() == 0
+    clock.advance(1)
+    (third,) = run_all(jm, session, job_id)
+    report(jm, session, upd(third, "Finished", "failed", 1))
+    job = jm.get_job(job_id)
+    assert job["status"]["state"] == "Finished"
+    assert job["status"]["reasonCode"] == "failed"
+
+
+def test_service_keeps_desired_and_replaces_killed_tasks(jm: JobManager) -> None:
+    session = register(jm)
+    job_id = submit(jm, service_job(desired=2))
+    ids = run_all(jm, session, job_id)
+    assert len(ids) == 2
+    jm.kill_task(ids[0], shrink=False)
+    assert states_of(jm, job_id) == ["KillInitiated", "Started"]
+    report(jm, session, upd(ids[0], "Finished", "killed", -15))
+    tasks = active(jm, job_id)
+    assert len(tasks) == 2
+    replacement = next(t for t in tasks if t["id"] not in ids)
+    assert replacement["taskContext"]["task.resubmitOf"] == ids[0]
+    killed = jm.get_task(ids[0])
+    assert killed["status"]["reasonCode"] == "killed"
+
+
+def test_kill_with_shrink_lowers_desired_and_respects_min(jm: JobManager) -> None:
+    session = register(jm)
+    job_id = submit(jm, service_job(desired=2, service={"capacity": {"min": 1, "desired": 2, "max": 3}}))
+    ids = run_all(jm, session, job_id)
+    jm.kill_task(ids[0], shrink=True)
+    report(jm, session, upd(ids[0], "Finished", "killed"))
+    assert [t["id"] for t in active(jm, job_id)] == [ids[1]]
+    assert jm.get_job(job_id)["jobDescriptor"]["service"]["capacity"]["desired"] == 1
+    with pytest.raises(Conflict):
+        jm.kill_task(ids[1], shrink=True)
+
+
+def test_scale_up_and_down(jm: JobManager) -> None:
+    session = register(jm)
+    job_id = submit(jm, service_job(desired=1))
+    run_all(jm, session, job_id)
+    jm.update_capacity(job_id, CapacityUpdate(desired=3))
+    run_all(jm, session, job_id)
+    assert states_of(jm, job_id) == ["Started"] * 3
+    jm.update_capacity(job_id, CapacityUpdate(desired=1))
+    assert states_of(jm, job_id) == ["KillInitiated", "KillInitiated", "Started"]
+    with pytest.raises(ValueError, match="min <= desired <= max"):
+        jm.update_capacity(job_id, CapacityUpdate(desired=20))
+
+
+def test_killing_a_job_ends_every_task(jm: JobManager) -> None:
+    session = register(jm)
+    job_id = submit(jm, service_job(desired=2, container={"resources": {"cpu": 3}}))  # one fits, one waits
+    run_all(jm, session, job_id)
+    assert states_of(jm, job_id) == ["Accepted", "Started"]
+    jm.kill_job(job_id)
+    (running,) = [t for t in active(jm, job_id) if t["status"]["state"] == "KillInitiated"]
+    assert jm.get_job(job_id)["status"]["state"] == "KillInitiated"
+    report(jm, session, upd(running["id"], "Finished", "killed"))
+    assert jm.get_job(job_id)["status"]["state"] == "Finished"
+    with pytest.raises(Conflict):
+        jm.kill_job(job_id)
+
+
+def test_never_overcommits_an_agent(jm: JobManager) -> None:
+    register(jm, cpu=1, memory=1024)
+    job_id = submit(jm, service_job(desired=6, container={"resources": {"cpu": 0.25, "memoryMB": 300}}))
+    jm.schedule_once()
+    placed = [t for t in active(jm, job_id) if t["status"]["state"] == "Launched"]
+    assert len(placed) == 3  # memory binds first: 3 x 300 <= 1024 < 4 x 300
+    pending = next(t for t in active(jm, job_id) if t["status"]["state"] == "Accepted")
+    assert pending["pendingReason"] == "insufficient memory on 1 agent"
+
+
+def test_runtime_limit_kills_the_task(jm: JobManager, clock: Clock) -> None:
+    session = register(jm)
+    job_id = submit(jm, batch_job(batch={"runtimeLimitSec": 10}))
+    (tid,) = run_all(jm, session, job_id)
+    clock.advance(10_001)
+    report(jm, session)  # heartbeat, so the agent is not lost meanwhile
+    jm.tick()
+    assert jm.get_task(tid)["status"]["state"] == "KillInitiated"
+    report(jm, session, upd(tid, "Finished", "killed"))
+    assert jm.get_task(tid)["status"]["reasonCode"] == "runtimeLimitExceeded"
+
+
+def test_lost_agent_tasks_are_replaced_and_its_session_is_void(jm: JobManager, clock: Clock) -> None:
+    s1 = register(jm, "a1")
+    job_id = submit(jm, service_job(desired=1))
+    (tid,) = run_all(jm, s1, job_id)
+    s2 = register(jm, "a2")
+    clock.advance(4_000)
+    report(jm, s2, agent_id="a2")
+    clock.advance(2_000)
+    jm.tick()
+    assert jm.get_task(tid)["status"]["reasonCode"] == "lost"
+    jm.schedule_once()
+    (replacement,) = active(jm, job_id)
+    assert replacement["taskContext"]["agent.id"] == "a2"
+    with pytest.raises(StaleSession):
+        report(jm, s1, upd(tid, "Started"))
+    desired = jm.desired_set("a1", register(jm, "a1", running=[tid]), -1, 0)
+    assert desired["tasks"] == []  # the stale task is not wanted: the agent kills it
+
+
+def test_master_restart_keeps_jobs_and_adopts_running_tasks(db: Path, clock: Clock) -> None:
+    first = JobManager(SqliteJobStore(db, "NORMAL"), clock)
+    first.start()
+    session = register(first)
+    job_id = submit(first, service_job(desired=2))
+    ids = run_all(first, session, job_id)
+    first.store.close()
+
+    second = JobManager(SqliteJobStore(db, "NORMAL"), clock)
+    second.start()
+    assert second.epoch == first.epoch + 1
+    new_session = register(second, running=ids)
+    assert states_of(second, job_id) == ["Started", "Started"]
+    assert sorted(t["taskId"] for t in second.desired_set("a1", new_session, -1, 0)["tasks"]) == sorted(ids)
+    second.store.close()
+
+
+def test_deposed_leader_is_fenced(db: Path, clock: Clock) -> None:
+    old = JobManager(SqliteJobStore(db, "NORMAL"), clock)
+    old.start()
+    new = JobManager(SqliteJobStore(db, "NORMAL"), clock)
+    new.start()
+    with pytest.raises(NotLeader):
+        submit(old, batch_job())
+    assert old.fenced
+    assert submit(new, batch_job())
+    old.store.close()
+    new.store.close()
+
+
+def test_idempotency_key_returns_the_same_job(jm: JobManager) -> None:
+    d = JobDescriptor.model_validate(batch_job())
+    first, created = jm.submit(d, "key-1")
+    again, created_again = jm.submit(d, "key-1")
+    assert (again, created, created_again) == (first, True, False)
+    assert jm.submit(d, "key-2")[0] != first
