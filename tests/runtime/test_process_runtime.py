@@ -1,0 +1,183 @@
+"""Checks only the process runtime can answer: real cgroup v1 files, supervisors, restarts, isolation."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from agent.runtime.base import TaskSpec
+from agent.runtime.process import ProcessRuntime
+from tests.runtime.conftest import CGROUP_ROOT
+from tests.runtime.contract import wait_exit, wait_for
+
+V1 = ("memory", "cpu", "cpuacct", "pids")
+
+
+def _spec(script: str, **overrides: object) -> TaskSpec:
+    task_id = str(overrides.pop("task_id", f"task-{uuid.uuid4().hex[:12]}"))
+    return TaskSpec(task_id=task_id, job_id="job-proc", image="ignored", entry_point=("sh", "-c"),
+                    command=(script,), **overrides)  # type: ignore[arg-type]
+
+
+def _cg(controller: str, agent_id: str, task_id: str) -> Path:
+    return Path(CGROUP_ROOT) / controller / "titus" / agent_id / task_id
+
+
+@pytest.fixture(autouse=True)
+def _v1_only(runtime: ProcessRuntime) -> None:
+    if runtime.cgroups.version != 1:
+        pytest.skip("these checks read cgroup v1 files")
+
+
+def test_limits_are_written_to_every_controller(runtime: ProcessRuntime, agent_id: str) -> None:
+    spec = _spec("sleep 300", cpu=0.5, memory_mb=64, pids_limit=50)
+    runtime.start(spec)
+    mem = _cg("memory", agent_id, spec.task_id)
+    assert (mem / "memory.limit_in_bytes").read_text().strip() == str(64 * 2**20)
+    if (mem / "memory.memsw.limit_in_bytes").exists():
+        assert (mem / "memory.memsw.limit_in_bytes").read_text().strip() == str(64 * 2**20)
+    cpu = _cg("cpu", agent_id, spec.task_id)
+    assert (cpu / "cpu.cfs_period_us").read_text().strip() == "100000"
+    assert (cpu / "cpu.cfs_quota_us").read_text().strip() == "50000"
+    assert (cpu / "cpu.shares").read_text().strip() == "512"
+    assert (_cg("pids", agent_id, spec.task_id) / "pids.max").read_text().strip() == "50"
+    runtime.kill(spec.task_id, 0)
+    wait_exit(runtime, spec.task_id)
+    runtime.cleanup(spec.task_id)
+    for controller in V1:
+        assert not _cg(controller, agent_id, spec.task_id).exists()
+
+
+def test_the_program_runs_inside_its_cgroups_from_its_first_instruction(
+    runtime: ProcessRuntime, agent_id: str
+) -> None:
+    spec = TaskSpec(task_id=f"task-{uuid.uuid4().hex[:12]}", job_id="j", image="-",
+                    command=("cat", "/proc/self/cgroup"))
+    runtime.start(spec)
+    assert wait_exit(runtime, spec.task_id).reason == "normal"
+    lines = runtime.logs(spec.task_id, "stdout").decode().splitlines()
+    expected = f"/titus/{agent_id}/{spec.task_id}"
+    for controller in V1:
+        assert any(line.split(":")[1] == controller and line.endswith(expected) for line in lines), controller
+    runtime.cleanup(spec.task_id)
+
+
+def test_busy_loop_gets_at_most_its_cpu_quota_by_cpuacct(runtime: ProcessRuntime, agent_id: str) -> None:
+    spec = _spec("while :; do :; done", cpu=0.5)
+    runtime.start(spec)
+    usage_file = _cg("cpuacct", agent_id, spec.task_id) / "cpuacct.usage"
+    t0, c0 = time.monotonic(), int(usage_file.read_text())
+    time.sleep(2.0)  # the measurement window
+    t1, c1 = time.monotonic(), int(usage_file.read_text())
+    cpu_seconds_per_second = (c1 - c0) / 1e9 / (t1 - t0)
+    assert 0.05 < cpu_seconds_per_second <= 0.6
+    runtime.kill(spec.task_id, 0)
+    wait_exit(runtime, spec.task_id)
+    runtime.cleanup(spec.task_id)
+
+
+def test_oom_is_read_from_the_memory_cgroup(runtime: ProcessRuntime, agent_id: str) -> None:
+    spec = _spec("x=$(head -c 80000000 /dev/zero | tr '\\0' a)", memory_mb=24)
+    runtime.start(spec)
+    status = wait_exit(runtime, spec.task_id)
+    oom_control = (_cg("memory", agent_id, spec.task_id) / "memory.oom_control").read_text()
+    assert "oom_kill 0" not in oom_control
+    assert status.oom_killed and "24 MB" in status.message
+    runtime.cleanup(spec.task_id)
+
+
+def test_the_kernel_refuses_forks_beyond_pids_max(runtime: ProcessRuntime, agent_id: str) -> None:
+    spec = _spec("(while :; do sleep 1000 & done) 2>/dev/null & exec sleep 1000", pids_limit=16)
+    runtime.start(spec)
+    events = _cg("pids", agent_id, spec.task_id) / "pids.events"
+    wait_for(lambda: events.read_text().split() != ["max", "0"], what="a refused fork")
+    assert int((_cg("pids", agent_id, spec.task_id) / "pids.current").read_text()) <= 16
+    runtime.kill(spec.task_id, 0)
+    wait_exit(runtime, spec.task_id)
+    runtime.cleanup(spec.task_id)
+    assert not _cg("pids", agent_id, spec.task_id).exists()
+
+
+def test_exit_status_is_recorded_while_the_agent_is_down(
+    runtimes: Callable[[], ProcessRuntime],
+) -> None:
+    first = runtimes()
+    spec = _spec("while [ ! -e go ]; do sleep 0.02; done; exit 7")
+    first.start(spec)
+    first.close()  # the agent goes away; the task is not its child any more
+    (first.tasks_dir / spec.task_id / "work" / "go").touch()
+    second = runtimes()
+    status = wait_exit(second, spec.task_id)
+    assert (status.exit_code, status.reason) == (7, "failed")
+    second.cleanup(spec.task_id)
+
+
+def test_sigkill_escalation_survives_an_agent_restart(runtimes: Callable[[], ProcessRuntime]) -> None:
+    first = runtimes()
+    spec = _spec("trap '' TERM; echo ready; while :; do sleep 0.05; done")
+    first.start(spec)
+    wait_for(lambda: first.logs(spec.task_id, "stdout") == b"ready\n", what="the trap")
+    first.kill(spec.task_id, grace_s=0.5)
+    first.close()  # its timer thread dies with it, before the grace period is over
+    second = runtimes()
+    assert spec.task_id in second.list_running()  # re-arms the persisted deadline
+    status = wait_exit(second, spec.task_id)
+    assert (status.reason, status.exit_code) == ("killed", 137)
+    second.cleanup(spec.task_id)
+
+
+def test_a_task_outliving_its_supervisor_is_reported_crashed(runtime: ProcessRuntime) -> None:
+    spec = _spec("sleep 300")
+    runtime.start(spec)
+    supervisor = runtime.supervisor_pid(spec.task_id)
+    assert supervisor is not None
+    os.kill(supervisor, signal.SIGKILL)
+    wait_for(lambda: not Path(f"/proc/{supervisor}").exists(), what="the supervisor to go")
+    assert runtime.poll(spec.task_id) is None  # the task itself still runs in its cgroup
+    assert spec.task_id in runtime.list_running()
+    runtime.kill(spec.task_id, 0)
+    status = wait_exit(runtime, spec.task_id)
+    assert (status.reason, status.exit_code) == ("crashed", None)
+    runtime.cleanup(spec.task_id)
+
+
+def test_the_agents_environment_is_not_inherited(
+    runtime: ProcessRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TITUS_AGENT_TOKEN", "secret-agent-token")
+    spec = TaskSpec(task_id=f"task-{uuid.uuid4().hex[:12]}", job_id="j", image="-", command=("env",),
+                    env={"VISIBLE": "1"})
+    runtime.start(spec)
+    wait_exit(runtime, spec.task_id)
+    out = runtime.logs(spec.task_id, "stdout")
+    assert b"VISIBLE=1\n" in out
+    assert b"secret-agent-token" not in out
+    runtime.cleanup(spec.task_id)
+
+
+@pytest.mark.parametrize("bad", ["../../etc", "a/b", ".x", ""])
+def test_unsafe_task_ids_never_reach_a_path(runtime: ProcessRuntime, bad: str) -> None:
+    with pytest.raises(ValueError, match="safe identifier"):
+        runtime.start(_spec("true", task_id=bad))
+    with pytest.raises(ValueError, match="safe identifier"):
+        runtime.poll(bad)
+    assert not any(runtime.data_dir.parent.glob("etc"))
+
+
+def test_unknown_task_is_a_key_error(runtime: ProcessRuntime) -> None:
+    with pytest.raises(KeyError):
+        runtime.poll("never-started")
+
+
+def test_host_usage_is_plausible(runtime: ProcessRuntime) -> None:
+    host = runtime.host_usage()
+    assert host.cpu_count == os.cpu_count()
+    assert 0 < host.memory_available_mb <= host.memory_total_mb
+    assert 0 < host.memory_used_mb < host.memory_total_mb
+    assert 0.0 <= host.cpu_pct <= 100.0
