@@ -34,6 +34,7 @@ class AgentConfig:
     report_interval_s: float = 1.0
     kill_tasks_on_exit: bool = False
     log_tail_bytes: int = 16_384
+    pids_limit: int = 1024  # per task; Titus's job spec has no pids field, so the host sets one
 
 
 @dataclass
@@ -90,6 +91,9 @@ class Agent:
                 for task_id in list(self.tasks):
                     self.runtime.cleanup(task_id)
         self.launcher.shutdown(wait=False, cancel_futures=True)
+        close = getattr(self.runtime, "close", None)
+        if close is not None:
+            close()
 
     def register(self) -> None:
         while not self.stopping.is_set():
@@ -138,7 +142,9 @@ class Agent:
                         self._queue(task_id, "Finished", "killed", "not running on this agent", None)
                     continue
                 if local is None:
-                    spec = _spec(d)
+                    if self.stopping.is_set():
+                        continue
+                    spec = _spec(d, self.config.pids_limit)
                     self.tasks[task_id] = LocalTask(spec=spec, starting=True)
                     self._queue(task_id, "StartInitiated", "normal", "", None)
                     self.launcher.submit(self._launch, spec)
@@ -262,9 +268,9 @@ class Agent:
             log.warning("log upload for %s failed: %s", task_id, exc)
 
 
-def _spec(d: dict[str, Any]) -> TaskSpec:
+def _spec(d: dict[str, Any], pids_limit: int) -> TaskSpec:
     r = d["resources"]
     return TaskSpec(task_id=d["taskId"], job_id=d["jobId"], image=d["image"],
                     entry_point=tuple(d["entryPoint"]), command=tuple(d["command"]), env=dict(d["env"]),
                     cpu=float(r["cpu"]), memory_mb=int(r["memoryMB"]), disk_mb=int(r.get("diskMB", 0)),
-                    network_mbps=int(r.get("networkMbps", 0)))
+                    network_mbps=int(r.get("networkMbps", 0)), pids_limit=pids_limit)

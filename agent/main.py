@@ -7,7 +7,7 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from agent.agent import Agent, AgentConfig
@@ -55,24 +55,31 @@ def config_from(values: Mapping[str, str]) -> tuple[AgentConfig, str, str, Path,
         network_mbps=get_int(values, "TITUS_AGENT_NETWORK_MBPS", 10_000),
         attributes=attributes,
         unknown_task_grace_s=get_float(values, "TITUS_UNKNOWN_TASK_GRACE_S", 5.0),
+        pids_limit=get_int(values, "TITUS_TASK_PIDS_LIMIT", 1024),
         kill_tasks_on_exit=values.get("TITUS_KILL_TASKS_ON_EXIT", "false").lower() == "true",
     )
     data_dir = Path(values.get("TITUS_DATA_DIR", "/var/lib/titus-agent"))
     return config, url, token, data_dir, values.get("TITUS_RUNTIME", "process")
 
 
+def _host_stats_reader() -> Callable[[], dict[str, float]]:
+    from agent.monitor import PsutilMonitor
+
+    monitor = PsutilMonitor()
+
+    def read() -> dict[str, float]:
+        h = monitor.host()
+        return {"cpuCount": h.cpu_count, "cpuPct": round(h.cpu_pct, 2), "memoryTotalMB": round(h.memory_total_mb),
+                "memoryAvailableMB": round(h.memory_available_mb), "memoryUsedMB": round(h.memory_used_mb)}
+
+    return read
+
+
 def run_agent(values: Mapping[str, str]) -> None:
     config, url, token, data_dir, runtime_name = config_from(values)
     data_dir.mkdir(parents=True, exist_ok=True)
     runtime = build_runtime(runtime_name, data_dir, config.agent_id)
-    host_stats = None
-    try:
-        from agent.monitor import host_stats as host_stats_fn
-
-        host_stats = host_stats_fn
-    except ImportError:
-        pass
-    agent = Agent(config, runtime, MasterClient(url, token), host_stats)
+    agent = Agent(config, runtime, MasterClient(url, token), _host_stats_reader())
     done = threading.Event()
 
     def _stop(signum: int, _frame: object) -> None:

@@ -105,6 +105,13 @@ class JobManager:
         self.schedule_wanted = threading.Event()
         self.on_fenced: Callable[[], None] = lambda: None
         self._log_uploads: dict[str, tuple[str, str, bool]] = {}
+        self.closing = False
+
+    def close(self) -> None:
+        """Release long polls at once so the HTTP server can stop without waiting them out."""
+        with self.lock:
+            self.closing = True
+            self.changed.notify_all()
 
     # ================================================================================ start-up
     def start(self) -> None:
@@ -521,7 +528,8 @@ class JobManager:
             agent = self._agent_session(agent_id, session)
             if agent.version == since:
                 self.changed.wait_for(
-                    lambda: agent.version != since or self.agents.get(agent_id) is not agent, timeout=wait_s)
+                    lambda: agent.version != since or self.agents.get(agent_id) is not agent or self.closing,
+                    timeout=wait_s)
             agent = self._agent_session(agent_id, session)
             tasks = []
             for task in self.tasks.values():

@@ -111,4 +111,6 @@ class MasterServer:
 
     def shutdown(self) -> None:
         self.loops.stop()
+        self.manager.close()
+        time.sleep(0.05)  # let released long polls write their answers before the sockets go
         threading.Thread(target=self.server.close, daemon=True).start()

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import click
@@ -96,6 +97,30 @@ def run_dev(port: int, data_dir: Path, agent_memory_mb: int | None, agent_cpu: f
         except subprocess.TimeoutExpired:
             agent.kill()
             agent.wait()
+    _sweep_tasks(data_dir / "agent")
     server.shutdown()
     serving.join(timeout=5)
     click.echo("titus dev: stopped")
+
+
+def _sweep_tasks(agent_dir: Path) -> None:
+    """Safety net for a dev agent that died abruptly: kill whatever is left in its cgroups."""
+    from agent.runtime.process import ProcessRuntime
+
+    try:
+        runtime = ProcessRuntime(agent_dir, "local-agent")
+    except Exception as exc:
+        click.echo(f"titus dev: could not check for leftover tasks: {exc}", err=True)
+        return
+    leftovers = runtime.list_running()
+    for task_id in leftovers:
+        runtime.kill(task_id, 1.0)
+    deadline = time.monotonic() + 5
+    while leftovers and time.monotonic() < deadline:
+        leftovers = [t for t in leftovers if runtime.poll(t) is None]
+        time.sleep(0.05)
+    for task_id in runtime.list_running() + leftovers:
+        runtime.cleanup(task_id)
+    runtime.close()
+    if leftovers:
+        click.echo(f"titus dev: {len(leftovers)} task(s) would not stop: {', '.join(leftovers)}", err=True)

@@ -1,0 +1,264 @@
+"""`titus dev` as a real subprocess: real HTTP, a real agent process, real cgroups, the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.conftest import batch_job, free_port, service_job, wait_for
+
+pytestmark = pytest.mark.e2e
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+AGENT_ID = "local-agent"
+
+
+@dataclass
+class DevCluster:
+    url: str
+    data_dir: Path
+    proc: subprocess.Popen[bytes]
+    token: str
+    port: int
+
+    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        headers = {"Authorization": f"Bearer {self.token}", **kwargs.pop("headers", {})}
+        return requests.request(method, self.url + path, headers=headers, timeout=30, **kwargs)
+
+    def submit(self, job: dict[str, Any]) -> str:
+        r = self.api("POST", "/api/v3/jobs", json=job)
+        assert r.status_code == 202, r.text
+        return str(r.json()["id"])
+
+    def tasks(self, job_id: str, states: str | None = None) -> list[dict[str, Any]]:
+        params = {"jobIds": job_id, **({"taskStates": states} if states else {})}
+        items: list[dict[str, Any]] = self.api("GET", "/api/v3/tasks", params=params).json()["items"]
+        return items
+
+    def started(self, job_id: str) -> list[dict[str, Any]]:
+        return [t for t in self.tasks(job_id) if t["status"]["state"] == "Started"]
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "TITUS_URL": self.url, "TITUS_API_TOKEN": self.token}
+        result = subprocess.run([sys.executable, "-m", "titus.cli", *args], env=env, capture_output=True,
+                                text=True, timeout=60)
+        if check:
+            assert result.returncode == 0, result.stderr
+        return result
+
+
+def start_dev(data_dir: Path, port: int) -> DevCluster:
+    env = {**os.environ, "TITUS_SQLITE_SYNCHRONOUS": "FULL", "TITUS_TASK_PIDS_LIMIT": "128"}
+    env.pop("TITUS_API_TOKEN", None)
+    env.pop("TITUS_AGENT_TOKEN", None)
+    proc = subprocess.Popen([sys.executable, "-m", "titus.cli", "dev", "--port", str(port), "--data-dir",
+                             str(data_dir), "--agent-memory-mb", "2048", "--agent-cpu", "2"], env=env)
+    url = f"http://127.0.0.1:{port}"
+    token_file = data_dir / "api-token"
+    wait_for(token_file.exists, timeout=30, what="the api token file")
+    cluster = DevCluster(url, data_dir, proc, token_file.read_text().strip(), port)
+
+    def agent_ready() -> bool:
+        try:
+            return any(a["state"] == "Registered" for a in cluster.api("GET", "/api/v3/agent/instances").json()[
+                "items"])
+        except requests.RequestException:
+            return False
+
+    wait_for(agent_ready, timeout=30, what="the local agent to register")
+    return cluster
+
+
+def task_cgroups() -> set[str]:
+    base = CGROUP_ROOT / "memory" / "titus" / AGENT_ID
+    return {p.name for p in base.iterdir() if p.is_dir()} if base.exists() else set()
+
+
+def stop_dev(cluster: DevCluster, sig: int = signal.SIGINT) -> None:
+    if cluster.proc.poll() is None:
+        cluster.proc.send_signal(sig)
+        cluster.proc.wait(timeout=40)
+
+
+@pytest.fixture
+def dev(tmp_path: Path) -> Iterator[DevCluster]:
+    cluster = start_dev(tmp_path / "titus", free_port())
+    yield cluster
+    stop_dev(cluster)
+
+
+def test_batch_job_of_three_finishes_normally(dev: DevCluster) -> None:
+    job_id = dev.submit(batch_job(size=3, command=["/bin/sh", "-c", "echo out-$TITUS_TASK_ID; echo oops >&2"]))
+    wait_for(lambda: dev.api("GET", f"/api/v3/jobs/{job_id}").json()["status"]["state"] == "Finished",
+             what="the batch job to finish")
+    finished = dev.tasks(job_id, "Finished")
+    assert len(finished) == 3
+    assert {t["status"]["reasonCode"] for t in finished} == {"normal"}
+    assert {t["exitCode"] for t in finished} == {0}
+    history = [s["state"] for s in finished[0]["statusHistory"]] + [finished[0]["status"]["state"]]
+    assert history == ["Accepted", "Launched", "StartInitiated", "Started", "Finished"]
+    logs = dev.api("GET", f"/api/v3/tasks/{finished[0]['id']}/logs").text
+    assert logs == f"out-{finished[0]['id']}\n"
+    assert dev.api("GET", f"/api/v3/tasks/{finished[0]['id']}/logs", params={"stream": "stderr"}).text == "oops\n"
+
+
+def test_service_job_lifecycle(dev: DevCluster) -> None:
+    job_id = dev.submit(service_job(desired=2))
+    first = wait_for(lambda: len(dev.started(job_id)) == 2 and dev.started(job_id), what="2 Started tasks")
+    victim = first[0]["id"]
+    assert dev.api("DELETE", f"/api/v3/tasks/{victim}").status_code == 200
+
+    def replaced() -> list[dict[str, Any]] | None:
+        started = dev.started(job_id)
+        ids = {t["id"] for t in started}
+        return started if len(started) == 2 and victim not in ids else None
+
+    now_running = wait_for(replaced, what="the killed task to be replaced")
+    replacement = next(t for t in now_running if t["id"] != first[1]["id"])
+    assert replacement["taskContext"]["task.resubmitOf"] == victim
+    assert dev.api("GET", f"/api/v3/tasks/{victim}").json()["status"]["reasonCode"] == "killed"
+
+    r = dev.api("PUT", f"/api/v3/jobs/{job_id}/instances", json={"desired": 3})
+    assert r.status_code == 200, r.text
+    wait_for(lambda: len(dev.started(job_id)) == 3, what="3 Started tasks after scaling up")
+    assert len(task_cgroups() & {t["id"] for t in dev.started(job_id)}) == 3
+
+    assert dev.api("DELETE", f"/api/v3/jobs/{job_id}").status_code == 200
+    wait_for(lambda: dev.api("GET", f"/api/v3/jobs/{job_id}").json()["status"]["state"] == "Finished",
+             what="the killed job to finish")
+    assert dev.tasks(job_id) == []
+    assert {t["status"]["reasonCode"] for t in dev.tasks(job_id, "Finished")} == {"killed"}
+
+
+def test_cli_drives_the_same_api(dev: DevCluster, tmp_path: Path) -> None:
+    spec = tmp_path / "web.json"
+    spec.write_text(json.dumps(service_job(desired=1)))
+    job_id = json.loads(dev.cli("job", "submit", str(spec), "--json").stdout)["id"]
+    wait_for(lambda: len(dev.started(job_id)) == 1, what="1 Started task")
+    assert job_id in dev.cli("job", "list").stdout
+    assert "Started" in dev.cli("job", "get", job_id).stdout
+    scaled = json.loads(dev.cli("job", "scale", job_id, "--desired", "2", "--json").stdout)
+    assert scaled["jobDescriptor"]["service"]["capacity"]["desired"] == 2
+    wait_for(lambda: len(dev.started(job_id)) == 2, what="2 Started tasks")
+    tasks = json.loads(dev.cli("task", "list", "--job", job_id, "--json").stdout)
+    assert len(tasks) == 2
+    dev.cli("task", "kill", tasks[0]["id"], "--shrink")
+    wait_for(lambda: [t["id"] for t in dev.started(job_id)] == [tasks[1]["id"]], what="shrink to 1")
+    dev.cli("job", "kill", job_id)
+    wait_for(lambda: dev.api("GET", f"/api/v3/jobs/{job_id}").json()["status"]["state"] == "Finished",
+             what="job finished")
+
+    bad = dev.cli("job", "get", "no-such-job", check=False)
+    assert bad.returncode == 2 and "not found" in bad.stderr
+    spec.write_text('{"applicationName": 5}')
+    invalid = dev.cli("job", "submit", str(spec), check=False)
+    assert invalid.returncode == 2
+    assert "applicationName" in invalid.stderr and "owner" in invalid.stderr
+
+    echo = batch_job(command=["/bin/echo", "from-cli"])
+    spec.write_text(json.dumps(echo))
+    batch_id = json.loads(dev.cli("job", "submit", str(spec), "--json").stdout)["id"]
+    wait_for(lambda: dev.tasks(batch_id, "Finished"), what="the echo task to finish")
+    task_id = dev.tasks(batch_id, "Finished")[0]["id"]
+    assert dev.cli("task", "logs", task_id).stdout == "from-cli\n"
+
+
+def test_limits_are_enforced_by_the_kernel(dev: DevCluster) -> None:
+    sleeper = dev.submit(service_job(desired=1))
+    wait_for(lambda: dev.started(sleeper), what="a neighbour task")
+    hog = batch_job(command=["python3", "-c", "b = bytearray(200 * 1024 * 1024); print(len(b))"],
+                    container={"resources": {"memoryMB": 64}})
+    oom_job = dev.submit(hog)
+    # bash retries a refused fork instead of exiting, so the bomb keeps pushing against the limit.
+    bomb = batch_job(command=["/bin/bash", "-c", "while :; do sleep 30 & done"],
+                     container={"resources": {"memoryMB": 256}})
+    bomb_job = dev.submit(bomb)
+    (oom,) = wait_for(lambda: dev.tasks(oom_job, "Finished"), what="the memory hog to end")
+    assert oom["status"]["reasonCode"] == "failed"
+    assert "out of memory" in oom["status"]["reasonMessage"]
+
+    (bomb_task,) = wait_for(lambda: [t for t in dev.started(bomb_job) if t.get("usage", {}).get("processes")],
+                            what="the fork bomb to report usage")
+    pids_max = int((CGROUP_ROOT / "pids" / "titus" / AGENT_ID / bomb_task["id"] / "pids.max").read_text())
+    assert pids_max == 128
+    wait_for(lambda: int((CGROUP_ROOT / "pids" / "titus" / AGENT_ID / bomb_task["id"] / "pids.events")
+                         .read_text().split()[1]) > 0, what="the pids limit to refuse a fork")
+    current = int((CGROUP_ROOT / "pids" / "titus" / AGENT_ID / bomb_task["id"] / "pids.current").read_text())
+    assert current <= pids_max
+    assert dev.started(sleeper), "the neighbour must keep running"
+    assert dev.api("GET", "/healthz").status_code == 200
+    dev.api("DELETE", f"/api/v3/jobs/{bomb_job}")
+    wait_for(lambda: dev.tasks(bomb_job, "Finished"), what="the fork bomb to be killed")
+
+
+def test_busy_loop_is_held_to_its_cpu_share(dev: DevCluster) -> None:
+    job_id = dev.submit(batch_job(command=["/bin/sh", "-c", "while :; do :; done"],
+                                  container={"resources": {"cpu": 0.5}}))
+    (task,) = wait_for(lambda: dev.started(job_id), what="the busy loop to start")
+    usage_file = CGROUP_ROOT / "cpuacct" / "titus" / AGENT_ID / task["id"] / "cpuacct.usage"
+    start_ns, start_t = int(usage_file.read_text()), time.monotonic()
+    time.sleep(3)
+    used_s = (int(usage_file.read_text()) - start_ns) / 1e9
+    elapsed = time.monotonic() - start_t
+    assert used_s / elapsed <= 0.6, f"{used_s:.2f} CPU-s in {elapsed:.2f} s"
+    assert used_s / elapsed >= 0.3, "the loop should get about its half core"
+    dev.api("DELETE", f"/api/v3/jobs/{job_id}")
+
+
+def test_acknowledged_job_survives_kill_9(tmp_path: Path) -> None:
+    data_dir, port = tmp_path / "titus", free_port()
+    cluster = start_dev(data_dir, port)
+    acknowledged = [cluster.submit(service_job(desired=1)) for _ in range(3)]
+    last = cluster.api("POST", "/api/v3/jobs", json=batch_job(size=2, command=["/bin/sleep", "60"]))
+    assert last.status_code == 202
+    os.kill(cluster.proc.pid, signal.SIGKILL)  # right after the 202: no chance to flush anything more
+    cluster.proc.wait(timeout=10)
+    acknowledged.append(last.json()["id"])
+
+    restarted = start_dev(data_dir, port)
+    try:
+        for job_id in acknowledged:
+            r = restarted.api("GET", f"/api/v3/jobs/{job_id}")
+            assert r.status_code == 200, job_id
+            assert r.json()["status"]["state"] == "Accepted"
+        for job_id in acknowledged[:3]:
+            wait_for(lambda j=job_id: len(restarted.started(j)) == 1, what="the service task running again")
+        wait_for(lambda: len(restarted.started(acknowledged[3])) == 2, what="both batch tasks running")
+    finally:
+        stop_dev(restarted)
+
+
+def test_ctrl_c_leaves_no_orphans(tmp_path: Path) -> None:
+    cluster = start_dev(tmp_path / "titus", free_port())
+    job_id = cluster.submit(service_job(desired=3))
+    wait_for(lambda: len(cluster.started(job_id)) == 3, what="3 Started tasks")
+    task_ids = {t["id"] for t in cluster.started(job_id)}
+    assert task_ids <= task_cgroups()
+    stop_dev(cluster, signal.SIGINT)
+    assert cluster.proc.returncode == 0
+    assert not (task_ids & task_cgroups()), "task cgroups must be removed"
+    assert _agents_of(tmp_path) == [], "the agent process must be gone"
+
+
+def _agents_of(tmp_path: Path) -> list[int]:
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if "agent" in (proc.info["cmdline"] or []) and str(tmp_path) in proc.environ().get("TITUS_DATA_DIR", ""):
+                found.append(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
