@@ -149,6 +149,8 @@ class ProcessRuntime:
         self._spawner = _Spawner(python)
         self._results: dict[str, ExitStatus] = {}
         self._cpu_samples: dict[str, tuple[float, int]] = {}  # task id -> (wall time, cpu ns)
+        self._pids_of: dict[str, list[int]] = {}  # pids seen at the last usage sample
+        self._groups: dict[str, cgroups.TaskCgroup] = {}  # built once: path building dominated sampling
         self._kill_heap: list[tuple[float, str]] = []
         self._armed: set[str] = set()
         self._cond = threading.Condition()
@@ -162,7 +164,10 @@ class ProcessRuntime:
         return self.tasks_dir / cgroups.validate_id(task_id, "task id")
 
     def _group(self, task_id: str) -> cgroups.TaskCgroup:
-        return self.cgroups.task_group(self.agent_id, task_id)
+        group = self._groups.get(task_id)
+        if group is None:
+            group = self._groups[task_id] = self.cgroups.task_group(self.agent_id, task_id)
+        return group
 
     # --- Runtime -----------------------------------------------------------------------------------------
 
@@ -281,6 +286,8 @@ class ProcessRuntime:
         self._task_dir(task_id)  # validates
         self._remove_group(self._group(task_id))
         self._cpu_samples.pop(task_id, None)
+        self._groups.pop(task_id, None)
+        self.monitor.forget(self._pids_of.pop(task_id, ()))
 
     def logs(self, task_id: str, stream: str, tail_bytes: int = 65536) -> bytes:
         if stream not in _STREAMS:
@@ -311,13 +318,11 @@ class ProcessRuntime:
 
     def usage(self, task_id: str) -> Usage | None:
         group = self._group(task_id)
-        if not group.exists():
-            return None
         pids = group.pids()
         if not pids:
             return None
         now = time.time()
-        cpu_ns = group.stats().cpu_ns
+        cpu_ns = group.cpu_ns()
         previous = self._cpu_samples.get(task_id)
         if previous is None:
             started = (_read_json(self._task_dir(task_id) / "pids.json") or {}).get("started_at", now)
@@ -325,6 +330,8 @@ class ProcessRuntime:
         self._cpu_samples[task_id] = (now, cpu_ns)
         elapsed = now - previous[0]
         cpu_pct = 100.0 * (cpu_ns - previous[1]) / 1e9 / elapsed if elapsed > 0 else 0.0
+        self.monitor.forget(set(self._pids_of.get(task_id, ())) - set(pids))
+        self._pids_of[task_id] = pids
         procs = self.monitor.processes(pids)
         return Usage(cpu_pct=max(0.0, cpu_pct), rss_mb=procs.rss_bytes / 2**20, processes=procs.processes)
 
