@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from agent import cgroups
 from agent.monitor import HostStats, PsutilMonitor
@@ -189,8 +189,7 @@ class ProcessRuntime:
         try:
             group.create(cgroups.Limits(cpu=spec.cpu, memory_mb=spec.memory_mb, pids=spec.pids_limit))
         except (cgroups.CgroupError, OSError) as e:
-            self._remove_group(group)
-            raise LaunchError(f"cannot set up resource limits: {e}") from e
+            self._launch_failed(spec.task_id, group, f"cannot set up resource limits: {e}")
         # The agent's own environment (tokens!) is never inherited; tasks get a clean one.
         env = {"PATH": DEFAULT_PATH, "HOME": str(work), "TITUS_TASK_ID": spec.task_id,
                "TITUS_JOB_ID": spec.job_id, **spec.env}
@@ -206,8 +205,13 @@ class ProcessRuntime:
         }
         reply = self._spawner.request(req, task_dir / "pids.json")
         if "error" in reply:
-            self._remove_group(group)
-            raise LaunchError(str(reply["error"]))
+            self._launch_failed(spec.task_id, group, str(reply["error"]))
+
+    def _launch_failed(self, task_id: str, group: cgroups.TaskCgroup, message: str) -> NoReturn:
+        """Record the failure so poll() reports it too (a restarted agent sees it), then raise."""
+        self._remove_group(group)
+        self._store(task_id, ExitStatus(exit_code=None, reason="failed", message=message))
+        raise LaunchError(message)
 
     def poll(self, task_id: str) -> ExitStatus | None:
         """None while running. Raises KeyError for a task this agent never started."""
