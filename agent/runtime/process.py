@@ -32,7 +32,7 @@ from typing import Any, NoReturn
 from agent import cgroups
 from agent.monitor import HostStats, PsutilMonitor
 from agent.runtime._spawner import _proc_start
-from agent.runtime.base import ExitStatus, LaunchError, TaskSpec, Usage
+from agent.runtime.base import ExitStatus, LaunchError, Runtime, TaskSpec, Usage
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,11 @@ class _Spawner:
         self._python = python
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
 
     def _ensure(self) -> subprocess.Popen[bytes]:
         if self._proc is None or self._proc.poll() is not None:
@@ -344,6 +349,10 @@ class ProcessRuntime:
     def host_usage(self) -> HostStats:
         return self.monitor.host()
 
+    def spawner_pid(self) -> int | None:
+        """The fork server's pid (None until the first start); operators and tests use it."""
+        return self._spawner.pid
+
     def supervisor_pid(self, task_id: str) -> int | None:
         pids = _read_json(self._task_dir(task_id) / "pids.json") or {}
         value = pids.get("supervisor_pid")
@@ -389,3 +398,6 @@ class ProcessRuntime:
                     self._group(task_id).kill_all()
             except Exception:  # one bad task must not stop the escalation of the others
                 log.exception("SIGKILL escalation failed for task %s", task_id)
+
+
+_IMPLEMENTS_RUNTIME: type[Runtime] = ProcessRuntime  # mypy checks the Protocol here, not at the call sites
