@@ -77,6 +77,9 @@ class TaskCgroup(Protocol):
 
     def stats(self) -> CgroupStats: ...
 
+    def cpu_ns(self) -> int:
+        """CPU time of the group alone: the cheap read for frequent usage sampling."""
+
     def kill_all(self, timeout_s: float = 5.0) -> bool:
         """SIGKILL every process in the group until it is empty; True once it is."""
 
@@ -212,13 +215,17 @@ class CgroupV1:
         missing = [c for c in _V1_CONTROLLERS if not (root / c).is_dir()]
         if missing:
             raise CgroupError(f"cgroup v1 at {root} lacks controllers: {', '.join(missing)}")
+        # Co-mounted controllers (cpu,cpuacct) share one directory; join and remove it only once.
+        seen: dict[str, str] = {}
+        for c in _V1_CONTROLLERS:
+            seen.setdefault(os.path.realpath(root / c), c)
+        self._distinct = tuple(seen.values())
 
     def task_group(self, agent_id: str, task_id: str) -> CgroupV1Task:
         validate_id(agent_id, "agent id")
         validate_id(task_id, "task id")
-        return CgroupV1Task(
-            {c: self.root / c / TITUS_DIR / agent_id / task_id for c in _V1_CONTROLLERS}
-        )
+        dirs = {c: self.root / c / TITUS_DIR / agent_id / task_id for c in _V1_CONTROLLERS}
+        return CgroupV1Task(dirs, [dirs[c] for c in self._distinct])
 
     def list_tasks(self, agent_id: str) -> list[str]:
         validate_id(agent_id, "agent id")
@@ -237,13 +244,9 @@ class CgroupV1:
 
 
 class CgroupV1Task:
-    def __init__(self, dirs: dict[str, Path]) -> None:
+    def __init__(self, dirs: dict[str, Path], distinct: list[Path]) -> None:
         self.dirs = dirs
-        unique: dict[str, Path] = {}
-        for _controller, d in dirs.items():
-            key = os.path.realpath(d.parent)
-            unique.setdefault(key, d)
-        self._unique = list(unique.values())
+        self._unique = distinct
 
     @property
     def procs_files(self) -> list[Path]:
@@ -287,6 +290,9 @@ class CgroupV1Task:
             oom_kills=oom_kills,
             pids=len(self.pids()),
         )
+
+    def cpu_ns(self) -> int:
+        return _read_int(self.dirs["cpuacct"] / "cpuacct.usage")
 
     def kill_all(self, timeout_s: float = 5.0) -> bool:
         if not self.dirs["pids"].is_dir():
@@ -378,6 +384,9 @@ class CgroupV2Task:
             oom_kills=events.get("oom_kill", 0),
             pids=len(self.pids()),
         )
+
+    def cpu_ns(self) -> int:
+        return _read_keyed(self.path / "cpu.stat").get("usage_usec", 0) * 1000
 
     def kill_all(self, timeout_s: float = 5.0) -> bool:
         if not self.path.is_dir():

@@ -31,18 +31,32 @@ class PsutilMonitor:
     def __init__(self) -> None:
         # The first cpu_percent(None) call only sets the baseline; prime it so the next one means something.
         psutil.cpu_percent(interval=None)
+        self._procs: dict[int, psutil.Process] = {}
 
     def processes(self, pids: Iterable[int]) -> ProcessStats:
-        """Sum RSS over pids; pids that exit while we look are skipped, not errors."""
+        """Sum RSS over pids; pids that exit while we look are skipped, not errors.
+
+        psutil.Process objects are cached: creating one reads /proc/<pid>/stat to pin the process
+        identity, which doubled the cost of sampling 100 tasks every second.
+        """
         rss = 0
         count = 0
         for pid in pids:
             try:
-                rss += psutil.Process(pid).memory_info().rss
+                proc = self._procs.get(pid)
+                if proc is None:  # pids come from the task's cgroup, so a reused pid is still the task's
+                    proc = self._procs[pid] = psutil.Process(pid)
+                rss += proc.memory_info().rss
             except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+                self._procs.pop(pid, None)
                 continue
             count += 1
         return ProcessStats(rss_bytes=rss, processes=count)
+
+    def forget(self, pids: Iterable[int]) -> None:
+        """Drop cached process handles of pids that left a task."""
+        for pid in pids:
+            self._procs.pop(pid, None)
 
     def uss_bytes(self, pid: int) -> int | None:
         """Memory unique to one process (what killing it would free); for overhead measurements."""

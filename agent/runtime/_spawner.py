@@ -3,8 +3,9 @@
 Why a separate process: each task gets a supervisor that outlives the agent, waits for the task and records
 its exact exit status to a file, so a restarted agent still learns how a task ended. Starting that
 supervisor as a fresh interpreter costs ~30 ms; forking it from this already-running, single-threaded
-process costs ~1 ms. Forking from the agent itself would be cheaper still but unsafe: the agent is
-multi-threaded, and a fork of a threaded process may inherit locks held by other threads.
+process costs a few ms, and the spawner forks the next supervisor right after each start, so a start
+only pays for the fork+exec of the task itself. Forking from the agent directly would be unsafe: the agent
+is multi-threaded, and a fork of a threaded process may inherit locks held by other threads.
 
 Protocol: one JSON object per line on stdin, one JSON reply per line on stdout.
 Request: {"argv", "env", "cwd", "stdout", "stderr", "procs_files", "kill_procs", "task_dir"}.
@@ -88,19 +89,27 @@ def _kill_leftovers(procs_file: str) -> None:
         time.sleep(0.005)
 
 
-def _supervise(req: dict[str, Any], report: int) -> None:
-    """In the forked supervisor: start the task, report, wait, record the exit status. Never returns."""
+def _detach(keep: tuple[int, ...]) -> None:
+    """Make a fresh fork a supervisor: own session, no stray signals, none of the spawner's fds."""
     os.setsid()  # detached from the spawner and the agent: survives both
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the spawner ignores it; we must wait for our child
     null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 65536)
+
+
+def _supervise(req: dict[str, Any], report: int) -> None:
+    """In the forked supervisor: start the task, report, wait, record the exit status. Never returns."""
     log = os.open(os.path.join(req["task_dir"], "supervisor.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    os.dup2(null, 0)
-    os.dup2(null, 1)
     os.dup2(log, 2)
-    os.closerange(3, report)
-    os.closerange(report + 1, 65536)
+    os.close(log)
 
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
     out_fd = os.open(req["stdout"], flags, 0o640)
@@ -150,24 +159,46 @@ def _supervise(req: dict[str, Any], report: int) -> None:
     os._exit(0)
 
 
-def _handle(req: dict[str, Any]) -> dict[str, Any]:
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(r)
-            _supervise(req, w)
-        finally:
-            os._exit(1)
-    os.close(w)
+def _read_all(fd: int) -> bytes:
     chunks = []
-    while chunk := os.read(r, 65536):
+    while chunk := os.read(fd, 65536):
         chunks.append(chunk)
-    os.close(r)
-    if not chunks:
-        return {"error": "task supervisor died before starting the task"}
-    reply: dict[str, Any] = json.loads(b"".join(chunks))
-    return reply
+    os.close(fd)
+    return b"".join(chunks)
+
+
+class _Spare:
+    """A supervisor forked ahead of time, waiting for its request: keeps a fork off the start path."""
+
+    def __init__(self) -> None:
+        req_r, self.req_w = os.pipe()
+        self.report_r, report_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(self.req_w)
+                os.close(self.report_r)
+                _detach(keep=(req_r, report_w))
+                data = _read_all(req_r)
+                if data:  # empty: the spawner went away without using us
+                    _supervise(json.loads(data), report_w)
+            finally:
+                os._exit(0)
+        os.close(req_r)
+        os.close(report_w)
+
+    def run(self, req: dict[str, Any]) -> dict[str, Any]:
+        view = memoryview(json.dumps(req).encode())
+        try:
+            while view:
+                view = view[os.write(self.req_w, view) :]
+        finally:
+            os.close(self.req_w)
+        data = _read_all(self.report_r)
+        if not data:
+            return {"error": "task supervisor died before starting the task"}
+        reply: dict[str, Any] = json.loads(data)
+        return reply
 
 
 def main() -> None:
@@ -175,14 +206,15 @@ def main() -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the agent's to handle
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    spare = _Spare()
     while line := stdin.readline():
         try:
-            reply = _handle(json.loads(line))
+            reply = spare.run(json.loads(line))
         except Exception as e:
             reply = {"error": f"spawner: {e}"}
         stdout.write(json.dumps(reply).encode() + b"\n")
         stdout.flush()
-
+        spare = _Spare()  # after the reply: the next start finds it ready
 
 if __name__ == "__main__":
     main()

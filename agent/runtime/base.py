@@ -54,16 +54,19 @@ class LaunchError(Exception):
 
 class Runtime(Protocol):
     def start(self, spec: TaskSpec) -> None:
-        """Start the task and return once it runs. Raises LaunchError with a user-facing message."""
+        """Start the task and return once it runs. Raises LaunchError with a user-facing message;
+        poll() then reports the same failure (reason failed), so a restarted agent can still report it."""
 
     def poll(self, task_id: str) -> ExitStatus | None:
-        """None while running; the exit status once it has ended (idempotent after that)."""
+        """None while running; the exit status once it has ended (idempotent after that, also after
+        cleanup). Raises KeyError for a task this runtime never started."""
 
     def kill(self, task_id: str, grace_s: float) -> None:
         """Ask the task to stop: SIGTERM now, SIGKILL after grace_s. Returns at once; poll() tells the end."""
 
     def cleanup(self, task_id: str) -> None:
-        """Release everything the ended task held (cgroups, container). Logs are kept."""
+        """Release everything the ended task held (cgroups, container). Logs are kept. Called on a task
+        that still runs, it kills it without grace first."""
 
     def logs(self, task_id: str, stream: str, tail_bytes: int = 65536) -> bytes:
         """stream is "stdout" or "stderr"; the last tail_bytes of it."""

@@ -27,12 +27,12 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from agent import cgroups
 from agent.monitor import HostStats, PsutilMonitor
 from agent.runtime._spawner import _proc_start
-from agent.runtime.base import ExitStatus, LaunchError, TaskSpec, Usage
+from agent.runtime.base import ExitStatus, LaunchError, Runtime, TaskSpec, Usage
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,11 @@ class _Spawner:
         self._python = python
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
 
     def _ensure(self) -> subprocess.Popen[bytes]:
         if self._proc is None or self._proc.poll() is not None:
@@ -149,6 +154,8 @@ class ProcessRuntime:
         self._spawner = _Spawner(python)
         self._results: dict[str, ExitStatus] = {}
         self._cpu_samples: dict[str, tuple[float, int]] = {}  # task id -> (wall time, cpu ns)
+        self._pids_of: dict[str, list[int]] = {}  # pids seen at the last usage sample
+        self._groups: dict[str, cgroups.TaskCgroup] = {}  # built once: path building dominated sampling
         self._kill_heap: list[tuple[float, str]] = []
         self._armed: set[str] = set()
         self._cond = threading.Condition()
@@ -162,7 +169,10 @@ class ProcessRuntime:
         return self.tasks_dir / cgroups.validate_id(task_id, "task id")
 
     def _group(self, task_id: str) -> cgroups.TaskCgroup:
-        return self.cgroups.task_group(self.agent_id, task_id)
+        group = self._groups.get(task_id)
+        if group is None:
+            group = self._groups[task_id] = self.cgroups.task_group(self.agent_id, task_id)
+        return group
 
     # --- Runtime -----------------------------------------------------------------------------------------
 
@@ -184,8 +194,7 @@ class ProcessRuntime:
         try:
             group.create(cgroups.Limits(cpu=spec.cpu, memory_mb=spec.memory_mb, pids=spec.pids_limit))
         except (cgroups.CgroupError, OSError) as e:
-            self._remove_group(group)
-            raise LaunchError(f"cannot set up resource limits: {e}") from e
+            self._launch_failed(spec.task_id, group, f"cannot set up resource limits: {e}")
         # The agent's own environment (tokens!) is never inherited; tasks get a clean one.
         env = {"PATH": DEFAULT_PATH, "HOME": str(work), "TITUS_TASK_ID": spec.task_id,
                "TITUS_JOB_ID": spec.job_id, **spec.env}
@@ -201,8 +210,13 @@ class ProcessRuntime:
         }
         reply = self._spawner.request(req, task_dir / "pids.json")
         if "error" in reply:
-            self._remove_group(group)
-            raise LaunchError(str(reply["error"]))
+            self._launch_failed(spec.task_id, group, str(reply["error"]))
+
+    def _launch_failed(self, task_id: str, group: cgroups.TaskCgroup, message: str) -> NoReturn:
+        """Record the failure so poll() reports it too (a restarted agent sees it), then raise."""
+        self._remove_group(group)
+        self._store(task_id, ExitStatus(exit_code=None, reason="failed", message=message))
+        raise LaunchError(message)
 
     def poll(self, task_id: str) -> ExitStatus | None:
         """None while running. Raises KeyError for a task this agent never started."""
@@ -281,6 +295,8 @@ class ProcessRuntime:
         self._task_dir(task_id)  # validates
         self._remove_group(self._group(task_id))
         self._cpu_samples.pop(task_id, None)
+        self._groups.pop(task_id, None)
+        self.monitor.forget(self._pids_of.pop(task_id, ()))
 
     def logs(self, task_id: str, stream: str, tail_bytes: int = 65536) -> bytes:
         if stream not in _STREAMS:
@@ -311,13 +327,11 @@ class ProcessRuntime:
 
     def usage(self, task_id: str) -> Usage | None:
         group = self._group(task_id)
-        if not group.exists():
-            return None
         pids = group.pids()
         if not pids:
             return None
         now = time.time()
-        cpu_ns = group.stats().cpu_ns
+        cpu_ns = group.cpu_ns()
         previous = self._cpu_samples.get(task_id)
         if previous is None:
             started = (_read_json(self._task_dir(task_id) / "pids.json") or {}).get("started_at", now)
@@ -325,6 +339,8 @@ class ProcessRuntime:
         self._cpu_samples[task_id] = (now, cpu_ns)
         elapsed = now - previous[0]
         cpu_pct = 100.0 * (cpu_ns - previous[1]) / 1e9 / elapsed if elapsed > 0 else 0.0
+        self.monitor.forget(set(self._pids_of.get(task_id, ())) - set(pids))
+        self._pids_of[task_id] = pids
         procs = self.monitor.processes(pids)
         return Usage(cpu_pct=max(0.0, cpu_pct), rss_mb=procs.rss_bytes / 2**20, processes=procs.processes)
 
@@ -332,6 +348,10 @@ class ProcessRuntime:
 
     def host_usage(self) -> HostStats:
         return self.monitor.host()
+
+    def spawner_pid(self) -> int | None:
+        """The fork server's pid (None until the first start); operators and tests use it."""
+        return self._spawner.pid
 
     def supervisor_pid(self, task_id: str) -> int | None:
         pids = _read_json(self._task_dir(task_id) / "pids.json") or {}
@@ -378,3 +398,6 @@ class ProcessRuntime:
                     self._group(task_id).kill_all()
             except Exception:  # one bad task must not stop the escalation of the others
                 log.exception("SIGKILL escalation failed for task %s", task_id)
+
+
+_IMPLEMENTS_RUNTIME: type[Runtime] = ProcessRuntime  # mypy checks the Protocol here, not at the call sites

@@ -13,6 +13,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -89,7 +90,16 @@ class RuntimeContract:
                         command=("/no/such/program-titus",))
         with pytest.raises(LaunchError, match="program-titus"):
             runtime.start(spec)
+        status = runtime.poll(task_id)
+        assert status is not None and status.reason == "failed" and "program-titus" in status.message
         runtime.cleanup(task_id)
+
+    def test_concurrent_starts_all_run(self, runtime: Runtime, start: Callable[..., str]) -> None:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            ids = list(pool.map(lambda i: start(f"echo {i}; exit {i % 2}"), range(16)))
+        for i, task_id in enumerate(ids):
+            assert wait_exit(runtime, task_id).exit_code == i % 2
+            assert runtime.logs(task_id, "stdout") == f"{i}\n".encode()
 
     # --- argv, env, logs --------------------------------------------------------------------------------
 

@@ -181,3 +181,19 @@ def test_host_usage_is_plausible(runtime: ProcessRuntime) -> None:
     assert 0 < host.memory_available_mb <= host.memory_total_mb
     assert 0 < host.memory_used_mb < host.memory_total_mb
     assert 0.0 <= host.cpu_pct <= 100.0
+
+
+def test_a_dead_spawner_is_replaced_on_the_next_start(runtime: ProcessRuntime) -> None:
+    first = _spec("exit 0")
+    runtime.start(first)
+    spawner = runtime.spawner_pid()
+    assert spawner is not None
+    os.kill(spawner, signal.SIGKILL)
+    second = _spec("echo again")
+    runtime.start(second)
+    assert runtime.spawner_pid() not in (None, spawner)
+    assert wait_exit(runtime, second.task_id).reason == "normal"
+    assert runtime.logs(second.task_id, "stdout") == b"again\n"
+    assert wait_exit(runtime, first.task_id).reason == "normal"
+    for spec in (first, second):
+        runtime.cleanup(spec.task_id)
