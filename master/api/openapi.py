@@ -138,7 +138,7 @@ def document() -> dict[str, Any]:
             "get": {"summary": "Registered agents", "responses": {**_ok("Agents"), **_errors(401)}}},
     }
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {"title": "Titus in Python: v3 API", "version": "0.1.0",
                  "description": "Job and task management. Errors are always JSON: {error, fields[path, reason]}."},
         "servers": [{"url": "/"}],

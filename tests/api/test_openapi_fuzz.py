@@ -1,0 +1,41 @@
+"""schemathesis against the served OpenAPI document: no 5xx, every 4xx is the JSON error shape.
+
+The schema is the document the server generates (asserted equal to what /api/v3/openapi.json serves),
+and every generated request goes over real HTTP to a real master.
+"""
+
+from __future__ import annotations
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from master.api.openapi import document
+from tests.conftest import API_TOKEN, RunningMaster
+
+schema = schemathesis.openapi.from_dict(document())
+
+
+def test_served_document_is_the_generated_one(shared_master: RunningMaster) -> None:
+    served = shared_master.api("GET", "/api/v3/openapi.json").json()
+    assert served == document()
+    assert served["openapi"].startswith("3.")
+
+
+@pytest.mark.slow
+@schema.parametrize()
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+def test_api_never_5xx_and_errors_are_json(case: schemathesis.Case, shared_master: RunningMaster) -> None:
+    response = case.call(base_url=shared_master.url, headers={"Authorization": f"Bearer {API_TOKEN}"})
+    case.validate_response(response, checks=[not_a_server_error, status_code_conformance,
+                                             content_type_conformance, response_schema_conformance])
+    if 400 <= response.status_code < 500:
+        body = response.json()
+        assert isinstance(body["error"], str) and body["error"]
+        assert isinstance(body["fields"], list)
