@@ -7,8 +7,21 @@ provider "aws" {
   }
 }
 
+# Zones are named, not discovered, so the set cannot grow behind the cluster's back when AWS adds one.
 data "aws_availability_zones" "available" {
   state = "available"
+
+  filter {
+    name   = "zone-name"
+    values = length(var.azs) > 0 ? var.azs : ["${var.region}a", "${var.region}b", "${var.region}c"]
+  }
+
+  lifecycle {
+    postcondition {
+      condition     = length(self.names) == 3
+      error_message = "Exactly three available zones are needed; set azs to three zone names of the region."
+    }
+  }
 }
 
 data "aws_caller_identity" "current" {}

@@ -25,6 +25,17 @@ variable "tags" {
   default     = {}
 }
 
+variable "azs" {
+  description = "Three availability zone names for the VPC; empty means the region's a, b and c zones."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = length(var.azs) == 0 || length(var.azs) == 3
+    error_message = "azs must name exactly three availability zones, or be empty."
+  }
+}
+
 variable "create_vpc" {
   description = "Create a VPC across three availability zones; false to use vpc_id and the subnet IDs below."
   type        = bool

@@ -152,9 +152,9 @@ resource "aws_vpc_security_group_egress_rule" "lb_to_masters" {
   tags = local.tags
 }
 
-#checkov:skip=CKV_AWS_91:Access logs of a network load balancer cover only TLS listeners; the masters' request log is the API audit trail.
-#checkov:skip=CKV_AWS_150:The load balancer holds no state and deletion protection would make `titus cluster destroy` fail half-way.
 resource "aws_lb" "this" {
+  #checkov:skip=CKV_AWS_91:Access logs of a network load balancer cover only TLS listeners; the masters' request log is the API audit trail.
+  #checkov:skip=CKV_AWS_150:The load balancer holds no state and deletion protection would make `titus cluster destroy` fail half-way.
   name                             = substr("${var.cluster_name}-api", 0, 32)
   load_balancer_type               = "network"
   internal                         = !var.api_internet_facing
