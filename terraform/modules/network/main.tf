@@ -48,7 +48,7 @@ resource "aws_subnet" "private" {
   cidr_block              = cidrsubnet(var.vpc_cidr, 4, count.index)
   map_public_ip_on_launch = false
 
-  tags = merge(local.tags, { Name = "${var.cluster_name}-private-${local.azs[count.index]}", "titus:subnet" = "private" })
+  tags = merge(local.tags, { Name = "${var.cluster_name}-private-${local.azs[count.index]}" })
 }
 
 # Public subnets hold only the NAT gateways and, when the API is public, the load balancer.
@@ -60,7 +60,7 @@ resource "aws_subnet" "public" {
   cidr_block              = cidrsubnet(var.vpc_cidr, 8, 240 + count.index)
   map_public_ip_on_launch = false
 
-  tags = merge(local.tags, { Name = "${var.cluster_name}-public-${local.azs[count.index]}", "titus:subnet" = "public" })
+  tags = merge(local.tags, { Name = "${var.cluster_name}-public-${local.azs[count.index]}" })
 }
 
 resource "aws_internet_gateway" "this" {
