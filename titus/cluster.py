@@ -57,7 +57,9 @@ def describe_aws_credentials() -> str:
     try:
         import botocore.session
     except ImportError as exc:  # pragma: no cover - depends on the installed extras
-        raise ClusterError("botocore is needed to check AWS credentials: pip install 'titus-py[aws]'") from exc
+        raise ClusterError(
+            "botocore is needed to check AWS credentials: pip install 'titus-py[aws]'"
+        ) from exc
     credentials = botocore.session.get_session().get_credentials()
     if credentials is None:
         raise ClusterError(
@@ -109,7 +111,9 @@ class ClusterRunner:
 
     def _run(self, step: str, code: int, ok: Sequence[int] = (0,)) -> int:
         if code not in ok:
-            raise ClusterError(f"terraform {step} failed (exit {code}) in {self.root_module}; see its output above.")
+            raise ClusterError(
+                f"terraform {step} failed (exit {code}) in {self.root_module}; see its output above."
+            )
         return code
 
     def init(self) -> None:
@@ -161,7 +165,7 @@ def _common_options(func: Any) -> Any:
             "--var-file",
             required=True,
             type=click.Path(exists=True, dir_okay=False, path_type=Path),
-            help="Terraform variables file (start from terraform/examples/complete/terraform.tfvars.example).",
+            help="Terraform variables file (start from terraform.tfvars.example in the root module).",
         ),
         click.option(
             "--dir",
@@ -188,7 +192,7 @@ def _prepare(var_file: Path, root_module: Path, terraform_bin: str | None) -> Cl
         "terraform",
         terraform_bin,
         None,
-        "Install Terraform >= 1.9 (https://developer.hashicorp.com/terraform/install) or pass --terraform-bin.",
+        "Install Terraform >= 1.9 (developer.hashicorp.com/terraform/install) or pass --terraform-bin.",
     )
     source = describe_aws_credentials()
     click.echo(f"Using {binary}; AWS credentials from {source}")
@@ -221,7 +225,9 @@ def plan(var_file: Path, root_module: Path, terraform_bin: str | None) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Ansible site playbook run after the apply when it exists.",
 )
-@click.option("--skip-ansible", is_flag=True, help="Do not run the playbook (instances still self-configure).")
+@click.option(
+    "--skip-ansible", is_flag=True, help="Do not run the playbook (instances still self-configure)."
+)
 def apply(
     var_file: Path,
     root_module: Path,
@@ -234,7 +240,10 @@ def apply(
     ansible_bin = None
     if not skip_ansible and playbook.exists():
         ansible_bin = find_executable(
-            "ansible-playbook", None, None, "Install Ansible (pip install ansible-core) or pass --skip-ansible."
+            "ansible-playbook",
+            None,
+            None,
+            "Install Ansible (pip install ansible-core) or pass --skip-ansible.",
         )
     runner = _prepare(var_file, root_module, terraform_bin)
     if not auto_approve:

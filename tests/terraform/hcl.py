@@ -52,7 +52,7 @@ def load_dir(directory: Path) -> dict[str, list[Any]]:
 
 
 def root_dirs() -> list[Path]:
-    return sorted(p for p in MODULES.iterdir() if p.is_dir()) + [EXAMPLE]
+    return [*sorted(p for p in MODULES.iterdir() if p.is_dir()), EXAMPLE]
 
 
 def resources(directory: Path) -> Iterator[Resource]:

@@ -29,9 +29,22 @@ def checkov_bin() -> str:
 def test_checkov_reports_no_failed_checks() -> None:
     # --skip-download keeps checkov offline (no guideline or policy download from its vendor).
     result = subprocess.run(
-        [checkov_bin(), "-d", str(TERRAFORM), "--framework", "terraform", "--skip-download", "--quiet",
-         "--compact", "-o", "json"],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            checkov_bin(),
+            "-d",
+            str(TERRAFORM),
+            "--framework",
+            "terraform",
+            "--skip-download",
+            "--quiet",
+            "--compact",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     reports = json.loads(result.stdout)
     reports = reports if isinstance(reports, list) else [reports]

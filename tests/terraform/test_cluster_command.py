@@ -58,7 +58,12 @@ def env(tmp_path: Path) -> dict[str, str]:
             "AWS_EC2_METADATA_DISABLED": "true",
         }
     )
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI"):
+    for name in (
+        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    ):
         environment.pop(name, None)
     return environment
 
@@ -81,7 +86,12 @@ def var_file(tmp_path: Path) -> Path:
 def titus_cluster(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "titus.cluster", *args],
-        env=env, capture_output=True, text=True, timeout=180, check=False, cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        cwd=REPO,
     )
 
 
@@ -102,7 +112,16 @@ def test_explicit_terraform_path_that_does_not_exist_is_named(
     env: dict[str, str], root: Path, var_file: Path
 ) -> None:
     result = titus_cluster(
-        ["plan", "--dir", str(root), "--var-file", str(var_file), "--terraform-bin", "/nonexistent/terraform"], env
+        [
+            "plan",
+            "--dir",
+            str(root),
+            "--var-file",
+            str(var_file),
+            "--terraform-bin",
+            "/nonexistent/terraform",
+        ],
+        env,
     )
     assert result.returncode != 0
     assert "'/nonexistent/terraform' does not exist" in result.stderr
@@ -119,7 +138,9 @@ def test_missing_aws_credentials_fail_before_terraform_runs(
     assert not (root / ".terraform").exists()
 
 
-def test_failed_init_is_reported_with_non_zero_exit(env: dict[str, str], tmp_path: Path, var_file: Path) -> None:
+def test_failed_init_is_reported_with_non_zero_exit(
+    env: dict[str, str], tmp_path: Path, var_file: Path
+) -> None:
     terraform_bin()
     needs_aws = tmp_path / "needs-aws"
     needs_aws.mkdir()
@@ -151,7 +172,16 @@ def test_plan_apply_and_destroy_drive_terraform_and_the_playbook(
     playbook.write_text("- hosts: all\n  tasks: []\n")
 
     applied = titus_cluster(
-        ["apply", "--dir", str(root), "--var-file", str(var_file), "--auto-approve", "--playbook", str(playbook)],
+        [
+            "apply",
+            "--dir",
+            str(root),
+            "--var-file",
+            str(var_file),
+            "--auto-approve",
+            "--playbook",
+            str(playbook),
+        ],
         env,
     )
     assert applied.returncode == 0, applied.stderr
@@ -171,7 +201,9 @@ def test_plan_apply_and_destroy_drive_terraform_and_the_playbook(
     again = titus_cluster(["plan", "--dir", str(root), "--var-file", str(var_file)], env)
     assert "No changes" in again.stdout, again.stdout + again.stderr
 
-    destroyed = titus_cluster(["destroy", "--dir", str(root), "--var-file", str(var_file), "--auto-approve"], env)
+    destroyed = titus_cluster(
+        ["destroy", "--dir", str(root), "--var-file", str(var_file), "--auto-approve"], env
+    )
     assert destroyed.returncode == 0, destroyed.stderr
     assert json.loads((root / "terraform.tfstate").read_text())["resources"] == []
 
@@ -183,7 +215,16 @@ def test_apply_fails_clearly_when_the_playbook_exists_but_ansible_does_not(
     playbook.write_text("- hosts: all\n")
     env["PATH"] = str(Path(terraform_bin()).parent)
     result = titus_cluster(
-        ["apply", "--dir", str(root), "--var-file", str(var_file), "--auto-approve", "--playbook", str(playbook)],
+        [
+            "apply",
+            "--dir",
+            str(root),
+            "--var-file",
+            str(var_file),
+            "--auto-approve",
+            "--playbook",
+            str(playbook),
+        ],
         env,
     )
     assert result.returncode != 0
@@ -195,7 +236,13 @@ def test_destroy_without_approval_aborts_on_no(env: dict[str, str], root: Path, 
     terraform_bin()
     result = subprocess.run(
         [sys.executable, "-m", "titus.cluster", "destroy", "--dir", str(root), "--var-file", str(var_file)],
-        env=env, input="n\n", capture_output=True, text=True, timeout=180, check=False, cwd=REPO,
+        env=env,
+        input="n\n",
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        cwd=REPO,
     )
     assert result.returncode != 0
     assert "Aborted" in result.stderr

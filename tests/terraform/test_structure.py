@@ -73,7 +73,7 @@ def test_every_output_is_described(directory: Path) -> None:
 def test_modules_hold_no_provider_block_and_the_example_does() -> None:
     for module in MODULES.iterdir():
         assert "provider" not in load_dir(module), f"module {module.name} configures a provider"
-    providers = [list(p)[0] for p in load_dir(EXAMPLE)["provider"]]
+    providers = [next(iter(p)) for p in load_dir(EXAMPLE)["provider"]]
     assert providers == ["aws"]
 
 
@@ -82,7 +82,9 @@ def test_provider_versions_are_lower_bounds_only() -> None:
         for block in load_dir(directory).get("terraform", []):
             for providers in block.get("required_providers", []):
                 for name, spec in providers.items():
-                    assert spec["version"].startswith(">="), f"{directory.name}: {name} pins {spec['version']}"
+                    assert spec["version"].startswith(">="), (
+                        f"{directory.name}: {name} pins {spec['version']}"
+                    )
 
 
 def test_each_module_tag_local_carries_the_cluster_tag() -> None:
@@ -151,7 +153,9 @@ def test_only_shared_tag_keys_are_used() -> None:
 
 def test_both_tiers_come_from_one_module_instance() -> None:
     agent_modules = {
-        name: body for name, body in modules_of(EXAMPLE).items() if body["source"] == "../../modules/agent_tier"
+        name: body
+        for name, body in modules_of(EXAMPLE).items()
+        if body["source"] == "../../modules/agent_tier"
     }
     assert list(agent_modules) == ["agent_tier"]
     body = agent_modules["agent_tier"]
@@ -266,7 +270,9 @@ def _policy_statements(directory: Path, name: str) -> dict[str, dict[str, object
 def test_only_masters_resize_and_only_this_clusters_agent_groups() -> None:
     statements = _policy_statements(MODULES / "master", "this")
     write_actions = {
-        sid for sid, s in statements.items() if any(a.startswith("autoscaling:S") or "Terminate" in a for a in s["actions"])
+        sid
+        for sid, s in statements.items()
+        if any(a.startswith("autoscaling:S") or "Terminate" in a for a in s["actions"])
     }
     assert write_actions == {"ResizeAgentGroups"}
     resize = statements["ResizeAgentGroups"]
@@ -324,3 +330,20 @@ def test_outputs_cover_every_endpoint_and_group() -> None:
         "cluster_name",
         "region",
     }
+
+
+def test_readme_tables_match_the_hcl() -> None:
+    """The inputs/outputs tables are generated (scripts/terraform_docs.py); a stale one fails here."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "terraform_docs", TERRAFORM.parent / "scripts" / "terraform_docs.py"
+    )
+    assert spec is not None and spec.loader is not None
+    docs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(docs)
+    targets = [(d, d / "README.md") for d in root_dirs()] + [(EXAMPLE, TERRAFORM / "README.md")]
+    for directory, readme in targets:
+        assert docs.tables(directory) in readme.read_text(), (
+            f"{readme} is stale: run scripts/terraform_docs.py"
+        )

@@ -63,7 +63,12 @@ def test_valid_inputs_plan_cleanly(tmp_path: Path, source: Path, values: dict[st
         (EXAMPLE, EXAMPLE_VALID, {"cluster_name": "Titus_Prod"}, "cluster_name must be 3-28 characters"),
         (EXAMPLE, EXAMPLE_VALID, {"bastion_cidr_blocks": ["0.0.0.0/0"]}, "0.0.0.0/0 is not allowed"),
         (EXAMPLE, EXAMPLE_VALID, {"api_ingress_cidr_blocks": ["10.0.0.300/8"]}, "valid IPv4 CIDRs"),
-        (EXAMPLE, EXAMPLE_VALID, {"api_internet_facing": True}, "An internet-facing API needs api_certificate_arn"),
+        (
+            EXAMPLE,
+            EXAMPLE_VALID,
+            {"api_internet_facing": True},
+            "An internet-facing API needs api_certificate_arn",
+        ),
         (EXAMPLE, EXAMPLE_VALID, {"ansible_repo_url": "git://example.com/x"}, "must be an https:// git URL"),
         (EXAMPLE, EXAMPLE_VALID, {"master_count": 2}, "master_count must be 1, 3 or 5"),
         (
@@ -84,9 +89,19 @@ def test_valid_inputs_plan_cleanly(tmp_path: Path, source: Path, values: dict[st
             'exactly the keys "critical" and "flex"',
         ),
         (MODULES / "agent_tier", AGENT_VALID, {"tier": "gold"}, 'tier must be "critical" or "flex"'),
-        (MODULES / "agent_tier", AGENT_VALID, {"min_size": 5, "max_size": 2, "desired_capacity": 3}, "at least min_size"),
+        (
+            MODULES / "agent_tier",
+            AGENT_VALID,
+            {"min_size": 5, "max_size": 2, "desired_capacity": 3},
+            "at least min_size",
+        ),
         (MODULES / "agent_tier", AGENT_VALID, {"instance_types": ["huge"]}, "instance_types must list"),
-        (MODULES / "agent_tier", AGENT_VALID, {"ssh_ingress_cidr_blocks": ["0.0.0.0/0"]}, "0.0.0.0/0 is not allowed"),
+        (
+            MODULES / "agent_tier",
+            AGENT_VALID,
+            {"ssh_ingress_cidr_blocks": ["0.0.0.0/0"]},
+            "0.0.0.0/0 is not allowed",
+        ),
     ],
     ids=[
         "bad-cluster-name",
@@ -116,7 +131,7 @@ def test_bootstrap_renders_facts_and_ansible_pull_without_secrets(tmp_path: Path
     (root / "main.tf").write_text(
         f"""
 module "bootstrap" {{
-  source           = "{MODULES / 'bootstrap'}"
+  source           = "{MODULES / "bootstrap"}"
   cluster_name     = "titus-dev"
   role             = "agent"
   region           = "us-east-1"
@@ -166,4 +181,3 @@ def test_bootstrap_refuses_a_token_in_the_facts(tmp_path: Path) -> None:
     )
     assert code != 0
     assert "must not hold a token" in output
-
