@@ -106,6 +106,11 @@ class JobManager:
         self.on_fenced: Callable[[], None] = lambda: None
         self._log_uploads: dict[str, tuple[str, str, bool]] = {}
         self.closing = False
+        # Event-driven scheduling state: a pass looks at new tasks only, unless capacity changed (an agent
+        # came, went or freed resources), when every pending task gets another chance.
+        self._new_pending: set[str] = set()
+        self._delayed: dict[str, int] = {}
+        self._full_pass = True
 
     def close(self) -> None:
         """Release long polls at once so the HTTP server can stop without waiting them out."""
@@ -294,6 +299,10 @@ class JobManager:
         self.tasks[task.id] = task
         self.tasks_by_job[job.id][task.id] = task
         writes.append(self._task_write(task))
+        if delay_ms:
+            self._delayed[task.id] = task.not_before_ms
+        else:
+            self._new_pending.add(task.id)
         return task
 
     def _kill(self, task: Task, reason: str, message: str, now: int, writes: list[Write]) -> None:
@@ -312,6 +321,9 @@ class JobManager:
         job = self.jobs[task.job_id]
         writes.append(self._task_write(task, archived=True))
         del self.tasks[task.id]
+        if task.agent_id is not None:
+            self._full_pass = True  # it freed resources
+
         reason = task.machine.status.reason_code
         if job.state == states.JOB_ACCEPTED and task.replace:
             policy = job.descriptor.retry_policy
@@ -496,6 +508,7 @@ class JobManager:
                           dict(reg.attributes), session, now, now,
                           version=(previous.version + 1) if previous else 1)
             self.agents[reg.id] = agent
+            self._full_pass = True
             writes: list[Write] = []
             running = set(reg.runningTaskIds)
             for task in [t for t in self.tasks.values() if t.agent_id == reg.id]:
@@ -624,7 +637,13 @@ class JobManager:
         with self.lock:
             if self.fenced:
                 return 0
-            pending = [t for t in self.tasks.values() if t.state == states.ACCEPTED and t.not_before_ms <= now]
+            if self._full_pass:
+                candidates: Iterable[Task] = self.tasks.values()
+            else:
+                candidates = (self.tasks[i] for i in self._new_pending if i in self.tasks)
+            pending = [t for t in candidates if t.state == states.ACCEPTED and t.not_before_ms <= now]
+            self._full_pass = False
+            self._new_pending.clear()
             if not pending:
                 return 0
             live = [a for a in self.agents.values() if not a.lost]
@@ -664,6 +683,7 @@ class JobManager:
             for agent in self.agents.values():
                 if not agent.lost and now - agent.last_heartbeat_ms > self.settings.heartbeat_timeout_ms:
                     agent.lost = True
+                    self._full_pass = True
                     log.warning("agent %s lost: no heartbeat for %d ms", agent.id, now - agent.last_heartbeat_ms)
                     for task in [t for t in self.tasks.values() if t.agent_id == agent.id]:
                         reason = task.kill_reason or states.REASON_LOST
@@ -684,7 +704,10 @@ class JobManager:
                     self._bump_agent(task.agent_id)
                     self._finished(task, now, writes)
                     self._reconcile_job(job, now, writes)
-                elif task.state == states.ACCEPTED and task.not_before_ms and task.not_before_ms <= now:
+            for task_id, due in list(self._delayed.items()):
+                if due <= now:
+                    del self._delayed[task_id]
+                    self._new_pending.add(task_id)
                     self.schedule_wanted.set()
             queued = self._queue(writes)
         self._wait(queued)

@@ -110,11 +110,14 @@ def test_batch_retries_failures_per_policy_then_fails(jm: JobManager, clock: Clo
     assert retry["taskContext"]["task.resubmitNumber"] == "1"
     assert jm.schedule_once() == 0  # the delay holds it back
     clock.advance(1000)
+    jm.tick()  # timers hand due retries to the scheduler
     (second,) = run_all(jm, session, job_id)
     report(jm, session, upd(second, "Finished", "failed", 1))
     clock.advance(1999)
+    jm.tick()
     assert jm.schedule_once() == 0
     clock.advance(1)
+    jm.tick()
     (third,) = run_all(jm, session, job_id)
     report(jm, session, upd(third, "Finished", "failed", 1))
     job = jm.get_job(job_id)
