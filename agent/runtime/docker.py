@@ -27,6 +27,7 @@ import docker.errors
 
 from agent.runtime.base import ExitStatus, LaunchError, TaskSpec, Usage
 from agent.runtime.docker_mapping import (
+    EXEC_FAILURE_CODES,
     LABEL_AGENT_ID,
     LABEL_TASK_ID,
     ContainerPolicy,
@@ -120,8 +121,14 @@ class DockerRuntime:
         memory = (attrs.get("HostConfig") or {}).get("Memory") or 0
         with self._lock:
             killed = task_id in self._killed
+        stderr_tail = ""
+        if attrs["State"].get("ExitCode") in EXEC_FAILURE_CODES and not attrs["State"].get("Running"):
+            stderr_tail = self.logs(task_id, "stderr", 4096).decode(errors="replace")
         status = exit_status_from_state(
-            attrs["State"], killed=killed, memory_mb=memory // _MIB if memory else None
+            attrs["State"],
+            killed=killed,
+            memory_mb=memory // _MIB if memory else None,
+            stderr_tail=stderr_tail,
         )
         if status is not None:
             self._remember_final(task_id, status)

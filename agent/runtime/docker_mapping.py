@@ -120,10 +120,19 @@ def create_kwargs(spec: TaskSpec, agent_id: str, policy: ContainerPolicy) -> dic
     return kwargs
 
 
+#: Exit codes with which the container's init (tini) reports that it could not exec the task's command.
+EXEC_FAILURE_CODES: Final = (126, 127)
+_TINI_EXEC_FAILED = re.compile(r"\[FATAL tini \(\d+\)\] (exec .* failed: .*)")
+
+
 def exit_status_from_state(
-    state: Mapping[str, Any], *, killed: bool, memory_mb: int | None = None
+    state: Mapping[str, Any], *, killed: bool, memory_mb: int | None = None, stderr_tail: str = ""
 ) -> ExitStatus | None:
-    """Read Docker's `State` of a container as a task's end, or None while it has not ended."""
+    """Read Docker's `State` of a container as a task's end, or None while it has not ended.
+
+    `stderr_tail` matters only for EXEC_FAILURE_CODES: the init's complaint there is the user's answer to
+    "why did my task not run" (a command missing from the image), so it becomes the message.
+    """
     status = state.get("Status")
     if status not in ("exited", "dead"):
         return None
@@ -143,6 +152,12 @@ def exit_status_from_state(
         return ExitStatus(exit_code=exit_code, reason="killed", message=f"killed on request ({how})")
     if exit_code == 0:
         return ExitStatus(exit_code=0, reason="normal", message="exited with code 0")
+    if exit_code in EXEC_FAILURE_CODES:
+        found = _TINI_EXEC_FAILED.findall(stderr_tail)
+        if found:
+            return ExitStatus(
+                exit_code, "failed", f"the task's command could not be run: {found[-1].strip()}"
+            )
     message = _describe_code(exit_code)
     if error:
         message = f"{message}: {error}"

@@ -90,6 +90,10 @@ start() {
     [ -f "$STATE_DIR/htpasswd" ] && chgrp "$RUN_AS" "$STATE_DIR/htpasswd"
     chmod 0755 "$STATE_DIR"
     as_user=(setpriv --reuid="$RUN_AS" --regid="$RUN_AS" --init-groups)
+    "${as_user[@]}" test -r "$CONFIG" \
+      || die "user $RUN_AS cannot read $CONFIG: every parent directory of $STATE_DIR must be traversable"
+    "${as_user[@]}" test -w "$STORAGE" \
+      || die "user $RUN_AS cannot write $STORAGE: every parent directory must be traversable"
   fi
   setsid "${as_user[@]}" docker-registry serve "$CONFIG" </dev/null >>"$LOG_FILE" 2>&1 &
   echo $! >"$PID_FILE"
