@@ -24,6 +24,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -45,13 +46,17 @@ def _script(path: str, *args: str) -> None:
         sys.exit(f"{path} {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
 
 
-def _ensure_services() -> None:
+def _ensure_services() -> list[str]:
+    """Start dockerd and the registry unless they run; returns the scripts whose service this started."""
+    started = []
     for script in ("scripts/services/dockerd.sh", "scripts/services/registry.sh"):
         status = subprocess.run(["bash", str(ROOT / script), "status"], capture_output=True, check=False)
         if status.returncode != 0:
             _script(script, "install")
             _script(script, "start")
+            started.append(script)
     _script("scripts/images/busybox.sh")
+    return started
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -69,12 +74,21 @@ def _timed_cli(argv: list[str]) -> tuple[float, str]:
 
 
 def run(runs: int, warmup: int = 3) -> dict[str, Any]:
-    _ensure_services()
+    started = _ensure_services()
+    try:
+        return _measure(runs, warmup)
+    finally:
+        for script in reversed(started):
+            _script(script, "stop")
+
+
+def _measure(runs: int, warmup: int) -> dict[str, Any]:
     cli = shutil.which("docker") or "/usr/bin/docker"
     client = docker.from_env()
     client.api.inspect_image(IMAGE)  # present: the start figure must not include a pull
     agent_id = f"bench-{uuid.uuid4().hex[:8]}"
-    rt = DockerRuntime(agent_id)
+    logs = tempfile.TemporaryDirectory(prefix="titus-bench-logs-")  # cleanup() saves logs there
+    rt = DockerRuntime(agent_id, log_dir=logs.name)
     start_ms: list[float] = []
     baseline_ms: list[float] = []
     to_exit_ms: list[float] = []
@@ -107,6 +121,7 @@ def run(runs: int, warmup: int = 3) -> dict[str, Any]:
         for c in client.api.containers(all=True, filters={"label": f"titus.agent_id={agent_id}"}):
             client.api.remove_container(c["Id"], force=True)
         rt.close()
+        logs.cleanup()
     versions = client.version()
     cli_version = subprocess.run([cli, "--version"], capture_output=True, text=True, check=False).stdout
     client.close()
