@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# One command to run the tests: set up (idempotent), start every server the tests use, run the whole suite.
+#
+#   scripts/test.sh [pytest args...]
+# Servers started here and left running for reuse: dockerd, a registry on 127.0.0.1:5000 with a busybox image
+# built offline, ZooKeeper on 127.0.0.1:2181 and Cassandra on 127.0.0.1:9042 (when their scripts exist).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --test
+bash scripts/services/dockerd.sh install
+bash scripts/services/dockerd.sh start
+bash scripts/services/registry.sh install
+bash scripts/services/registry.sh start
+bash scripts/images/busybox.sh
+for service in zookeeper cassandra; do
+  if [ -f "scripts/services/$service.sh" ]; then
+    bash "scripts/services/$service.sh" install
+    bash "scripts/services/$service.sh" start
+  fi
+done
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
