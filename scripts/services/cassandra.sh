@@ -41,6 +41,7 @@ data_dir="${node_dir}/data"
 log_dir="${node_dir}/logs"
 pidfile="${node_dir}/cassandra.pid"
 outfile="${log_dir}/stdout.log"
+PID_MARKER="-Dcassandra.config=file://${conf_dir}/cassandra.yaml"
 native_port="${CASSANDRA_NATIVE_PORT:-9042}"
 storage_port="${CASSANDRA_STORAGE_PORT:-7000}"
 heap_min="${CASSANDRA_HEAP_MIN:-512m}"
@@ -73,7 +74,7 @@ do_install() {
     rm -rf "${lib_dir}.partial"
     mkdir -p "${lib_dir}.partial"
     # Runtime scope only: the test-scoped jars of cassandra-all are not needed to run the server.
-    if ! JAVA_HOME="$java_home" mvn -B -q -f "$POM" "${repo_opt[@]}" \
+    if ! JAVA_HOME="$java_home" mvn -B -q -Dstyle.color=never -f "$POM" "${repo_opt[@]}" \
         "${DEPENDENCY_PLUGIN}:copy-dependencies" \
         -DincludeScope=runtime -DoutputDirectory="${lib_dir}.partial"; then
         rm -rf "${lib_dir}.partial"

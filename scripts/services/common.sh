@@ -23,13 +23,16 @@ apt_install() {
     fi
 }
 
-# Reads a pid file and prints the pid if that process is alive.
+# Reads a pid file and prints the pid if that process is alive and its command line contains $PID_MARKER
+# (set by each script to something unique to its instance). The marker check keeps a stale pid file whose
+# pid the kernel has since reused from making us wait on, or kill, an unrelated process.
 live_pid() {
     local pidfile="$1" pid
     [ -f "$pidfile" ] || return 1
     pid="$(cat "$pidfile" 2>/dev/null)"
     [[ "$pid" =~ ^[0-9]+$ ]] || return 1
     kill -0 "$pid" 2>/dev/null || return 1
+    tr '\0' ' ' <"/proc/${pid}/cmdline" 2>/dev/null | grep -qF -- "${PID_MARKER:?}" || return 1
     printf '%s\n' "$pid"
 }
 

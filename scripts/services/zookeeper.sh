@@ -35,6 +35,7 @@ logfile="${inst_dir}/zookeeper.log"
 cfgfile="${inst_dir}/zoo.cfg"
 start_timeout="${ZK_START_TIMEOUT:-60}"
 tick_ms="${ZK_TICK_MS:-500}"
+PID_MARKER="ZooKeeperServerMain ${cfgfile}"
 
 # Sends a four-letter-word command and prints the answer (empty when nothing answers).
 four_letter() {

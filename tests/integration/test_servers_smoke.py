@@ -63,11 +63,14 @@ def test_zookeeper_ephemeral_node_dies_with_its_session(zookeeper_server: str) -
         observer.close()
 
 
-def test_extra_zookeeper_instance_starts_and_stops(
+def test_extra_zookeeper_instance_starts_once_and_stops(
     zookeeper_factory: Callable[[], ServerHandle], zookeeper_server: str
 ) -> None:
     extra = zookeeper_factory()
     assert extra.hosts != zookeeper_server
+    pid = (extra.directory / "zookeeper.pid").read_text()
+    extra.start()  # a second start of a healthy instance must reuse it, not spawn another
+    assert (extra.directory / "zookeeper.pid").read_text() == pid
     client = KazooClient(hosts=extra.hosts, timeout=10.0)
     client.start(timeout=15.0)
     try:
