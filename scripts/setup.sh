@@ -28,7 +28,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/pip" install -q --upgrade pip
 if [ "${1:-}" = "--test" ]; then
-  "$VENV/bin/pip" install -q -e ".[test,docker,aws,zookeeper,cassandra,cluster,mesos]"
+  "$VENV/bin/pip" install -q -e ".[test,docker,aws,zookeeper,cassandra,cluster]"
   bash scripts/install-checkov.sh
 else
   "$VENV/bin/pip" install -q -e .

@@ -12,6 +12,7 @@ bash scripts/services/dockerd.sh start
 bash scripts/services/registry.sh install
 bash scripts/services/registry.sh start
 bash scripts/images/busybox.sh
+export PYTHON="$PWD/.venv/bin/python"   # cassandra.sh checks CQL readiness with this interpreter's driver
 for service in zookeeper cassandra; do
   if [ -f "scripts/services/$service.sh" ]; then
     bash "scripts/services/$service.sh" install
