@@ -86,7 +86,10 @@ class Agent:
             while ids and time.monotonic() < deadline:
                 ids = [tid for tid in ids if self.runtime.poll(tid) is None]
                 time.sleep(0.05)
-            self._report_once()  # best effort: tell the master how they ended
+            try:
+                self._report_once()  # best effort: tell the master how they ended
+            except Exception as exc:
+                log.warning("final report failed: %s", exc)
             with self.lock:
                 for task_id in list(self.tasks):
                     self.runtime.cleanup(task_id)

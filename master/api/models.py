@@ -420,3 +420,37 @@ class LogUpload(Wire):
     stdout: StrictStr = ""
     stderr: StrictStr = ""
     found: StrictBool = True
+
+
+# ---------------------------------------------------------------------------------- capacity management
+class ResourceDimension(Wire):
+    cpu: Annotated[Number, Field(gt=0, le=MAX_CPU * 16)]
+    memoryMB: Annotated[StrictInt, Field(gt=0, le=MAX_MEMORY_MB * 16)]
+    diskMB: Annotated[StrictInt, Field(ge=0, le=MAX_DISK_MB * 16)] = 0
+    networkMbps: Annotated[StrictInt, Field(ge=0, le=MAX_NETWORK_MBPS * 16)] = 0
+    gpu: Annotated[StrictInt, Field(ge=0, le=MAX_GPU * 16)] = 0
+
+
+def _tier(value: Any) -> Any:
+    """Titus spells tiers Critical/Flex; the cluster tags use critical/flex. Accept either."""
+    if isinstance(value, str) and value.lower() in ("critical", "flex"):
+        return value.lower()
+    return value
+
+
+class ApplicationSla(Wire):
+    """Titus's ApplicationSLA: a capacity group reserving instanceCount x resourceDimension in a tier."""
+
+    appName: Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=_APP_NAME.pattern)]
+    tier: Annotated[Literal["critical", "flex"], BeforeValidator(_tier)]
+    resourceDimension: ResourceDimension
+    instanceCount: Annotated[StrictInt, Field(ge=0, le=100_000)]
+    cellId: Annotated[StrictStr, Field(max_length=64)] = ""
+    schedulerName: Annotated[StrictStr, Field(max_length=64)] = ""
+    resourcePool: Annotated[StrictStr, Field(max_length=64)] = ""
+
+
+class LifecycleUpdate(Wire):
+    lifecycleState: Literal["Active", "PhasedOut", "Removable"]
+    detail: Annotated[StrictStr, Field(max_length=1024)] = ""
+    instanceGroupId: Annotated[StrictStr, Field(max_length=128)] | None = None

@@ -220,7 +220,11 @@ def test_acknowledged_job_survives_kill_9(tmp_path: Path) -> None:
     data_dir, port = tmp_path / "titus", free_port()
     cluster = start_dev(data_dir, port)
     acknowledged = [cluster.submit(service_job(desired=1)) for _ in range(3)]
-    last = cluster.api("POST", "/api/v3/jobs", json=batch_job(size=2, command=["/bin/sleep", "60"]))
+    # titus dev's agent kills its tasks when titus dev dies (no orphans), so the batch job needs retries
+    # to carry on: the lost tasks are retried, the job stays Accepted.
+    retrying = batch_job(size=2, command=["/bin/sleep", "60"])
+    retrying["batch"]["retryPolicy"] = {"immediate": {"retries": 5}}
+    last = cluster.api("POST", "/api/v3/jobs", json=retrying)
     assert last.status_code == 202
     os.kill(cluster.proc.pid, signal.SIGKILL)  # right after the 202: no chance to flush anything more
     cluster.proc.wait(timeout=10)
