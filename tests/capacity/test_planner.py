@@ -17,7 +17,9 @@ BUSY_TWO = [agent("flex-a", 0, tasks=8), agent("flex-a", 1, tasks=8)]
 
 # (id, inputs, expected desired per group)
 SCALE_UP_CASES = [
-    pytest.param(inputs([group("flex-a", desired=2)], tasks=[task(1, waited=5)]), {"flex-a": 2}, id="fresh-task-waits"),
+    pytest.param(
+        inputs([group("flex-a", desired=2)], tasks=[task(1, waited=5)]), {"flex-a": 2}, id="fresh-task-waits"
+    ),
     pytest.param(
         inputs([group("flex-a", desired=2)], agents=BUSY_TWO, tasks=[task(n, waited=60) for n in range(5)]),
         {"flex-a": 4},  # 5 x 4 cpu = 20 cpu -> ceil(20/16) = 2 more
@@ -29,7 +31,9 @@ SCALE_UP_CASES = [
         id="overdue-memory-bound-max-over-dimensions",
     ),
     pytest.param(
-        inputs([group("flex-a", desired=3)], agents=[agent("flex-a", 0, tasks=2)], tasks=[task(1, waited=60)]),
+        inputs(
+            [group("flex-a", desired=3)], agents=[agent("flex-a", 0, tasks=2)], tasks=[task(1, waited=60)]
+        ),
         {"flex-a": 3},  # two instances still booting cover one 4-cpu task
         id="booting-instances-cover-demand",
     ),
@@ -39,7 +43,9 @@ SCALE_UP_CASES = [
         id="bounded-by-asg-max",
     ),
     pytest.param(
-        inputs([group("flex-a", desired=1)], tasks=[task(n, waited=60) for n in range(40)], max_scale_up_step=3),
+        inputs(
+            [group("flex-a", desired=1)], tasks=[task(n, waited=60) for n in range(40)], max_scale_up_step=3
+        ),
         {"flex-a": 4},
         id="rate-limited",
     ),
@@ -53,11 +59,11 @@ SCALE_UP_CASES = [
         {"flex-a": 1},
         id="scale-up-cooldown",
     ),
+    pytest.param(inputs([group("flex-a", desired=0, min_size=2)]), {"flex-a": 2}, id="raised-to-asg-min"),
     pytest.param(
-        inputs([group("flex-a", desired=0, min_size=2)]), {"flex-a": 2}, id="raised-to-asg-min"
-    ),
-    pytest.param(
-        inputs([group("flex-a", desired=0), group("flex-b", desired=0)], tasks=[task(n, 60) for n in range(16)]),
+        inputs(
+            [group("flex-a", desired=0), group("flex-b", desired=0)], tasks=[task(n, 60) for n in range(16)]
+        ),
         {"flex-a": 2, "flex-b": 2},  # 64 cpu split across two zones' groups
         id="spread-over-groups",
     ),
@@ -76,7 +82,9 @@ SCALE_UP_CASES = [
         id="critical-buffer-rounds-up",
     ),
     pytest.param(
-        inputs([group("crit-a", Tier.CRITICAL, desired=10)], cgroups=[cgroup("api", cpu=4, mem=8192, count=4)]),
+        inputs(
+            [group("crit-a", Tier.CRITICAL, desired=10)], cgroups=[cgroup("api", cpu=4, mem=8192, count=4)]
+        ),
         {"crit-a": 10},  # desired never lowered: AWS would pick the victims
         id="critical-never-lowers-desired",
     ),
@@ -89,7 +97,9 @@ def test_desired_sizes(p_inputs: PlanInputs, expected: dict[str, int]) -> None:
 
 
 def test_every_change_has_a_reason() -> None:
-    p = plan(inputs([group("flex-a", desired=2)], agents=BUSY_TWO, tasks=[task(n, 60) for n in range(5)]), NOW)
+    p = plan(
+        inputs([group("flex-a", desired=2)], agents=BUSY_TWO, tasks=[task(n, 60) for n in range(5)]), NOW
+    )
     (d,) = p.desired
     assert d.desired == 4
     assert "5 tasks waited over 30s" in d.reason and "2 more" in d.reason
@@ -97,7 +107,9 @@ def test_every_change_has_a_reason() -> None:
 
 def test_max_too_small_for_reservation_is_reported() -> None:
     p = plan(
-        inputs([group("crit-a", Tier.CRITICAL, max_size=3)], cgroups=[cgroup("api", cpu=16, mem=1, count=10)]),
+        inputs(
+            [group("crit-a", Tier.CRITICAL, max_size=3)], cgroups=[cgroup("api", cpu=16, mem=1, count=10)]
+        ),
         NOW,
     )
     assert p.desired[0].desired == 3
@@ -166,7 +178,11 @@ def test_scale_down_cooldowns(actions: list, expect_phase_out: bool) -> None:  #
 
 def test_idle_agents_kept_for_pending_tasks() -> None:
     g = group("flex-a", desired=3)
-    agents = [agent("flex-a", 0, tasks=1), agent("flex-a", 1, idle_for=3600), agent("flex-a", 2, idle_for=3600)]
+    agents = [
+        agent("flex-a", 0, tasks=1),
+        agent("flex-a", 1, idle_for=3600),
+        agent("flex-a", 2, idle_for=3600),
+    ]
     p = plan(inputs([g], agents=agents, tasks=[task(1, waited=1, cpu=12)]), NOW)
     assert len(p.phase_out) == 1
 
