@@ -65,7 +65,14 @@ def capacity_controller(config_path: str, once: bool) -> None:
     if once:
         import json
 
-        decision = controller.run_once(time.time())
+        controller.leader.start()
+        try:
+            deadline = time.monotonic() + 15
+            while not controller.leader.is_leader() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            decision = controller.run_once(time.time())
+        finally:
+            controller.leader.stop()
         click.echo(json.dumps(decision.to_json() if decision else None))
         return
 
