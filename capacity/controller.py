@@ -154,7 +154,8 @@ class Controller:
         with self._lock:
             self.actions.append(result)
         if result.ok and not result.dry_run:
-            self._recent.append(RecentAction(result.kind, result.node_group_id, result.at, count))
+            agent_id = result.target if result.kind is ActionKind.PHASE_OUT else ""
+            self._recent.append(RecentAction(result.kind, result.node_group_id, result.at, count, agent_id))
         log.log(
             logging.INFO if result.ok else logging.WARNING,
             "capacity action %s %s %s",
@@ -216,6 +217,27 @@ class Controller:
                 self._record(
                     ActionResult(
                         ActionKind.PHASE_OUT, a.node_group_id, a.agent_id, now, False, a.reason, str(exc)
+                    )
+                )
+        for a in decision.reactivate:
+            try:
+                if not self.dry_run:
+                    self.cluster.set_lifecycle(a.agent_id, Lifecycle.ACTIVE)
+                self._record(
+                    ActionResult(
+                        ActionKind.REACTIVATE,
+                        a.node_group_id,
+                        a.agent_id,
+                        now,
+                        True,
+                        a.reason,
+                        dry_run=self.dry_run,
+                    )
+                )
+            except Exception as exc:
+                self._record(
+                    ActionResult(
+                        ActionKind.REACTIVATE, a.node_group_id, a.agent_id, now, False, a.reason, str(exc)
                     )
                 )
         for a in decision.terminate:

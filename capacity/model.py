@@ -125,12 +125,17 @@ class TierConfig:
     max_scale_down_step: int = 50
     #: Whether the tier is sized by the capacity groups' reservations (the critical tier).
     reserve: bool = False
+    #: Agents used below this fraction (max over dimensions) are phased out so they drain as their tasks
+    #: end and can then be terminated empty; nothing is evicted. 0 disables draining.
+    drain_utilisation: float = 0.0
+    #: Draining stops while Active agents would keep less than this fraction of their capacity free.
+    drain_headroom: float = 0.15
 
     @staticmethod
     def default(tier: Tier) -> TierConfig:
         if tier is Tier.CRITICAL:
             return TierConfig(tier=tier, reserve=True, idle_threshold_s=900.0)
-        return TierConfig(tier=tier)
+        return TierConfig(tier=tier, drain_utilisation=0.25)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +207,8 @@ class RecentAction:
     node_group_id: str
     at: float
     count: int = 1
+    #: The agent acted on (phase-out): only agents this controller phased out are ever reactivated.
+    agent_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

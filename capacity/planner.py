@@ -59,6 +59,7 @@ class _GroupView:
 class _Out:
     desired: list[DesiredSize] = field(default_factory=list)
     phase_out: list[AgentAction] = field(default_factory=list)
+    reactivate: list[AgentAction] = field(default_factory=list)
     terminate: list[AgentAction] = field(default_factory=list)
     reports: list[Report] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -74,9 +75,11 @@ def plan(inputs: PlanInputs, now: float) -> CapacityPlan:
         agents_by_group.setdefault(agent.node_group_id, []).append(agent)
     last_up: dict[str, float] = {}
     last_down: dict[str, float] = {}
+    ours = {a.agent_id for a in inputs.recent_actions if a.kind is ActionKind.PHASE_OUT and a.agent_id}
     for action in inputs.recent_actions:
-        book = last_up if action.kind is ActionKind.SCALE_UP else last_down
-        if action.kind in (ActionKind.SCALE_UP, ActionKind.PHASE_OUT, ActionKind.TERMINATE):
+        # Terminations follow phase-outs already decided, so only a phase-out starts a scale-down cooldown.
+        if action.kind in (ActionKind.SCALE_UP, ActionKind.PHASE_OUT):
+            book = last_up if action.kind is ActionKind.SCALE_UP else last_down
             book[action.node_group_id] = max(book.get(action.node_group_id, action.at), action.at)
 
     groups_by_tier: dict[Tier, list[_GroupView]] = {}
@@ -108,13 +111,14 @@ def plan(inputs: PlanInputs, now: float) -> CapacityPlan:
                     Report("", tier, f"{tier_demand.pending_count} {tier} tasks pending; the tier has no ASG")
                 )
             continue
-        _plan_tier(inputs, cfg, groups, tier_demand, now, out)
+        _plan_tier(inputs, cfg, groups, tier_demand, ours, now, out)
 
     future = [t for t in out.wakeups if t > now]
     return CapacityPlan(
         now=now,
         desired=tuple(out.desired),
         phase_out=tuple(out.phase_out),
+        reactivate=tuple(out.reactivate),
         terminate=tuple(out.terminate),
         reports=tuple(out.reports),
         notes=tuple(out.notes),
@@ -196,6 +200,7 @@ def _plan_tier(
     cfg: TierConfig,
     groups: list[_GroupView],
     demand: _TierDemand,
+    ours: set[str],
     now: float,
     out: _Out,
 ) -> None:
@@ -228,6 +233,8 @@ def _plan_tier(
         for k, v in enumerate(g.size.scaled(g.in_flight).as_tuple()):
             in_flight_cap[k] += v
     unmet = _sub(demand.overdue, in_flight_cap)
+    if demand.overdue_count and any(u > 1e-9 for u in unmet):
+        unmet = _reactivate(groups, ours, unmet, demand, out)
     extra = [0] * len(groups)
     if demand.overdue_count and any(u > 1e-9 for u in unmet):
         caps = []
@@ -284,9 +291,46 @@ def _plan_tier(
             out.desired.append(DesiredSize(ng.id, tier, ng.desired, target, "; ".join(reasons)))
         else:
             out.desired.append(DesiredSize(ng.id, tier, ng.desired, ng.desired, "no change"))
-        scaled_up = target > ng.desired
+        scaled_up = target > ng.desired or demand.overdue_count > 0
         keep_for_pending = instances_needed(tuple(pending_left), g.size)
-        _plan_scale_down(cfg, g, max(ng.min_size, floors[idx]), keep_for_pending, scaled_up, now, out)
+        _plan_scale_down(
+            cfg, g, max(ng.min_size, floors[idx]), keep_for_pending, scaled_up, pending_left, now, out
+        )
+
+
+def _free(agent: Agent) -> tuple[float, float, float, float]:
+    return (agent.resources - agent.used).clamped().as_tuple()
+
+
+def _utilisation(agent: Agent) -> float:
+    used, total = agent.used.as_tuple(), agent.resources.as_tuple()
+    return max((u / t for u, t in zip(used, total, strict=True) if t > 0), default=1.0)
+
+
+def _reactivate(
+    groups: Sequence[_GroupView], ours: set[str], unmet: Vec, demand: _TierDemand, out: _Out
+) -> Vec:
+    """Agents this controller phased out to drain are the cheapest capacity when demand returns."""
+    candidates = [
+        a
+        for g in groups
+        for a in g.agents
+        if a.id in ours and a.lifecycle is Lifecycle.PHASED_OUT and a.state is AgentState.REGISTERED
+    ]
+    candidates.sort(key=lambda a: (-_free(a)[0], a.id))
+    for agent in candidates:
+        if not any(u > 1e-9 for u in unmet):
+            break
+        out.reactivate.append(
+            AgentAction(
+                agent.id,
+                agent.instance_id,
+                agent.node_group_id,
+                f"{demand.overdue_count} tasks overdue; reactivating an agent this controller was draining",
+            )
+        )
+        unmet = _sub(unmet, _free(agent))
+    return unmet
 
 
 def _plan_scale_down(
@@ -295,11 +339,13 @@ def _plan_scale_down(
     floor: int,
     keep_for_pending: int,
     scaled_up: bool,
+    pending_left: Vec,
     now: float,
     out: _Out,
 ) -> None:
     ng = g.state
     size = ng.desired
+    reactivated = {a.agent_id for a in out.reactivate}
     # Step 2 of a scale-down: phased-out agents that stayed empty are terminated, exact instance, decrement.
     removable = [
         a
@@ -308,6 +354,7 @@ def _plan_scale_down(
         and not a.task_ids
         and a.critical_task_count == 0
         and a.instance_id in ng.instance_ids
+        and a.id not in reactivated
     ]
     removable.sort(key=lambda a: (a.idle_since if a.idle_since is not None else now, a.id))
     room = max(0, size - floor)
@@ -351,23 +398,21 @@ def _plan_scale_down(
                 idle.append(a)
             else:
                 out.wakeups.append(a.idle_since + cfg.idle_threshold_s)
-    if not idle:
-        return
-    idle.sort(key=lambda a: (a.idle_since, a.id))
+    idle.sort(key=lambda a: (a.idle_since or 0.0, a.id))
     pending_phased = sum(
         1 for a in g.agents if a.lifecycle is not Lifecycle.ACTIVE and a.state is AgentState.REGISTERED
     ) - len([t for t in out.terminate if t.node_group_id == ng.id])
     room = size - floor - max(pending_phased, 0)
     allowed = min(len(idle) - keep_for_pending, room, cfg.max_scale_down_step)
-    if allowed <= 0:
+    if idle and allowed <= 0:
         why = []
         if keep_for_pending:
             why.append(f"{keep_for_pending} kept for pending tasks")
         if room <= 0:
             why.append(f"group at its floor {floor}")
         out.notes.append(f"{ng.id}: {len(idle)} idle agents kept ({', '.join(why) or 'rate limit'})")
-        return
-    for agent in idle[:allowed]:
+    chosen = idle[: max(allowed, 0)]
+    for agent in chosen:
         out.phase_out.append(
             AgentAction(
                 agent.id,
@@ -375,5 +420,63 @@ def _plan_scale_down(
                 ng.id,
                 f"idle for {now - (agent.idle_since or now):.0f}s (threshold {cfg.idle_threshold_s:g}s); "
                 "phasing out before terminating",
+            )
+        )
+    if cfg.drain_utilisation > 0:
+        _plan_drain(
+            cfg, g, room - len(chosen), cfg.max_scale_down_step - len(chosen), pending_left, chosen, out
+        )
+
+
+def _plan_drain(
+    cfg: TierConfig,
+    g: _GroupView,
+    room: int,
+    budget: int,
+    pending_left: Vec,
+    chosen: list[Agent],
+    out: _Out,
+) -> None:
+    """Phase out lightly used agents while the rest keep enough headroom; their tasks finish in place.
+
+    Bin-packing sends new work to fuller agents, so a lightly used agent is one the cluster can do
+    without; phasing it out (never evicting) lets it empty, after which step 2 terminates it.
+    """
+    if room <= 0 or budget <= 0:
+        return
+    skip = {a.id for a in chosen}
+    active = [
+        a
+        for a in g.agents
+        if a.lifecycle is Lifecycle.ACTIVE and a.state is AgentState.REGISTERED and a.id not in skip
+    ]
+    capacity = [0.0, 0.0, 0.0, 0.0]
+    free = [0.0, 0.0, 0.0, 0.0]
+    for a in active:
+        for k, (c, f) in enumerate(zip(a.resources.as_tuple(), _free(a), strict=True)):
+            capacity[k] += c
+            free[k] += f
+    candidates = [
+        a
+        for a in active
+        if a.task_ids and a.critical_task_count == 0 and _utilisation(a) < cfg.drain_utilisation
+    ]
+    candidates.sort(key=lambda a: (_utilisation(a), a.id))
+    for agent in candidates[: min(room, budget)]:
+        agent_free = _free(agent)
+        agent_cap = agent.resources.as_tuple()
+        after_free = [f - af for f, af in zip(free, agent_free, strict=True)]
+        after_cap = [c - ac for c, ac in zip(capacity, agent_cap, strict=True)]
+        after_need = [cfg.drain_headroom * c + p for c, p in zip(after_cap, pending_left, strict=True)]
+        if any(f < n for f, n in zip(after_free, after_need, strict=True)):
+            break
+        free, capacity = after_free, after_cap
+        out.phase_out.append(
+            AgentAction(
+                agent.id,
+                agent.instance_id,
+                g.state.id,
+                f"{_utilisation(agent):.0%} used (drain threshold {cfg.drain_utilisation:.0%}); "
+                "phasing out so its tasks finish in place and it can be terminated empty",
             )
         )

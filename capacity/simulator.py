@@ -118,6 +118,8 @@ class SimAgent:
     tasks: set[int] = field(default_factory=set)
     lifecycle: Lifecycle = Lifecycle.ACTIVE
     idle_since: float | None = None
+    #: The planner's view of this agent, rebuilt only after the agent changed.
+    view: Agent | None = None
 
     def ready(self, now: float) -> bool:
         return self.ready_at <= now
@@ -147,6 +149,7 @@ class SimGroup:
 class Decision:
     launch: dict[str, int] = field(default_factory=dict)
     phase_out: list[str] = field(default_factory=list)
+    reactivate: list[str] = field(default_factory=list)
     terminate: list[str] = field(default_factory=list)
     next_at: float | None = None
 
@@ -187,23 +190,7 @@ class TitusPolicy:
 
     def decide(self, state: SimState, now: float) -> Decision:
         tasks = state.trace.tasks
-        agents = tuple(
-            Agent(
-                id=a.id,
-                instance_id=a.id,
-                node_group_id=a.group,
-                tier=a.tier,
-                lifecycle=a.lifecycle,
-                state=AgentState.REGISTERED,
-                resources=INSTANCE,
-                used=Resources.of(a.used),
-                task_ids=tuple(str(t) for t in a.tasks),
-                critical_task_count=len(a.tasks) if a.tier is Tier.CRITICAL else 0,
-                idle_since=a.idle_since,
-            )
-            for a in state.agents.values()
-            if a.ready(now)
-        )
+        agents = tuple(_view(a) for a in state.agents.values() if a.ready_at <= now)
         pending = tuple(
             PendingTask(str(tid), tasks[tid].tier, Resources.of(tasks[tid].res), since)
             for tid, since in state.pending.items()
@@ -233,11 +220,30 @@ class TitusPolicy:
                 self.recent.append(RecentAction(ActionKind.SCALE_UP, d.node_group_id, now))
         for a in p.phase_out:
             decision.phase_out.append(a.agent_id)
-            self.recent.append(RecentAction(ActionKind.PHASE_OUT, a.node_group_id, now))
+            self.recent.append(RecentAction(ActionKind.PHASE_OUT, a.node_group_id, now, 1, a.agent_id))
+        decision.reactivate.extend(a.agent_id for a in p.reactivate)
         for a in p.terminate:
             decision.terminate.append(a.agent_id)
             self.recent.append(RecentAction(ActionKind.TERMINATE, a.node_group_id, now))
         return decision
+
+
+def _view(a: SimAgent) -> Agent:
+    if a.view is None:
+        a.view = Agent(
+            id=a.id,
+            instance_id=a.id,
+            node_group_id=a.group,
+            tier=a.tier,
+            lifecycle=a.lifecycle,
+            state=AgentState.REGISTERED,
+            resources=INSTANCE,
+            used=Resources.of(a.used),
+            task_ids=tuple(str(t) for t in a.tasks),
+            critical_task_count=len(a.tasks) if a.tier is Tier.CRITICAL else 0,
+            idle_since=a.idle_since,
+        )
+    return a.view
 
 
 def _tier_pending(state: SimState, tier: Tier) -> Vec:
@@ -465,6 +471,7 @@ def simulate(trace: Trace, policy: Policy, boot_s: float = 90.0, tick_s: float =
             agent.used[k] += res[k]
         agent.tasks.add(tid)
         agent.idle_since = None
+        agent.view = None
         state.task_agent[tid] = agent.id
         since = state.pending.pop(tid)
         pending_total[tid] = pending_total.get(tid, 0.0) + (now - since)
@@ -538,6 +545,7 @@ def simulate(trace: Trace, policy: Policy, boot_s: float = 90.0, tick_s: float =
                 continue  # this run of the task was evicted
             agent = state.agents[state.task_agent.pop(tid)]
             agent.tasks.discard(tid)
+            agent.view = None
             res = tasks[tid].res
             for k in range(4):
                 agent.used[k] -= res[k]
@@ -549,6 +557,7 @@ def simulate(trace: Trace, policy: Policy, boot_s: float = 90.0, tick_s: float =
             booted = state.agents.get(str(payload))
             if booted is not None:
                 booted.idle_since = now
+                booted.view = None
                 fill(booted, now)
         elif kind == _TICK:
             if int(payload) != tick_gen:
@@ -561,6 +570,12 @@ def simulate(trace: Trace, policy: Policy, boot_s: float = 90.0, tick_s: float =
             for aid in decision.phase_out:
                 if aid in state.agents:
                     state.agents[aid].lifecycle = Lifecycle.PHASED_OUT
+                state.agents[aid].view = None
+            for aid in decision.reactivate:
+                if aid in state.agents:
+                    state.agents[aid].lifecycle = Lifecycle.ACTIVE
+                    state.agents[aid].view = None
+                    fill(state.agents[aid], now)
             for aid in decision.terminate:
                 scale_actions += 1
                 remove(aid, now)

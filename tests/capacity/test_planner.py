@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from capacity.model import ActionKind, Lifecycle, PlanInputs, Tier
+from capacity.model import ActionKind, Lifecycle, PlanInputs, RecentAction, Tier
 from capacity.planner import plan
 from tests.capacity.builders import NOW, agent, cgroup, group, inputs, recent, task
 
@@ -138,14 +138,43 @@ def test_phased_out_agent_that_got_a_task_is_not_terminated() -> None:
     assert not plan(inputs([g], agents=agents), NOW).terminate
 
 
-@pytest.mark.parametrize(
-    ("critical_tasks", "tasks"), [pytest.param(1, 1, id="critical-task"), pytest.param(0, 1, id="any-task")]
-)
-def test_agents_with_tasks_are_never_phased_out(critical_tasks: int, tasks: int) -> None:
-    g = group("flex-a", desired=1)
-    busy = agent("flex-a", 0, tasks=tasks, critical_tasks=critical_tasks, idle_for=None)
-    p = plan(inputs([g], agents=[busy]), NOW)
+def test_agents_with_tasks_are_never_terminated() -> None:
+    g = group("flex-a", desired=2)
+    agents = [agent("flex-a", 0, tasks=1), agent("flex-a", 1, tasks=1, lifecycle=Lifecycle.PHASED_OUT)]
+    p = plan(inputs([g], agents=agents), NOW)
+    assert not p.terminate
+
+
+def test_critical_agents_are_never_drained() -> None:
+    g = group("flex-a", desired=2)
+    agents = [agent("flex-a", n, tasks=1, critical_tasks=1) for n in range(2)]
+    p = plan(inputs([g], agents=agents), NOW)
     assert not p.phase_out and not p.terminate
+
+
+def test_lightly_used_agents_are_drained_while_headroom_remains() -> None:
+    g = group("flex-a", desired=4)
+    agents = [agent("flex-a", n, tasks=6) for n in range(2)]  # 12 of 16 cpu used
+    agents += [agent("flex-a", 2, tasks=1), agent("flex-a", 3, tasks=1)]  # 2 of 16 cpu used
+    p = plan(inputs([g], agents=agents, drain_utilisation=0.25, drain_headroom=0.15), NOW)
+    # Draining one light agent leaves 3 active with 18 cpu free of 48 (>= 15%); a second would leave
+    # 2 active with 8 of 32 free (25%) and still pass; both go, lightest first, ids as tie-break.
+    assert [a.agent_id for a in p.phase_out] == ["agent-flex-a-2", "agent-flex-a-3"]
+    assert "drain threshold 25%" in p.phase_out[0].reason
+    tight = plan(inputs([g], agents=agents, drain_utilisation=0.25, drain_headroom=0.3), NOW)
+    assert [a.agent_id for a in tight.phase_out] == ["agent-flex-a-2"]
+
+
+def test_drained_agents_are_reactivated_when_demand_returns() -> None:
+    g = group("flex-a", desired=2)
+    agents = [agent("flex-a", 0, tasks=8), agent("flex-a", 1, tasks=1, lifecycle=Lifecycle.PHASED_OUT)]
+    ours = [RecentAction(ActionKind.PHASE_OUT, "flex-a", NOW - 100, 1, "agent-flex-a-1")]
+    p = plan(inputs([g], agents=agents, tasks=[task(1, waited=60)], actions=ours), NOW)
+    assert [a.agent_id for a in p.reactivate] == ["agent-flex-a-1"]
+    assert p.desired[0].desired == 2  # the reactivated agent's free 14 cpu cover the 4-cpu task
+    # An agent phased out by someone else (an operator) is left alone.
+    other = plan(inputs([g], agents=agents, tasks=[task(1, waited=60)]), NOW)
+    assert not other.reactivate and other.desired[0].desired == 3
 
 
 def test_scale_down_respects_min_and_critical_floor() -> None:
@@ -163,7 +192,7 @@ def test_scale_down_respects_min_and_critical_floor() -> None:
     [
         pytest.param([], True, id="no-recent-action"),
         pytest.param([recent(ActionKind.SCALE_UP, "flex-a", ago=100)], False, id="delay-after-scale-up"),
-        pytest.param([recent(ActionKind.TERMINATE, "flex-a", ago=5)], False, id="scale-down-cooldown"),
+        pytest.param([recent(ActionKind.PHASE_OUT, "flex-a", ago=5)], False, id="scale-down-cooldown"),
         pytest.param([recent(ActionKind.SCALE_UP, "flex-b", ago=5)], True, id="other-group-action"),
     ],
 )
@@ -183,7 +212,7 @@ def test_idle_agents_kept_for_pending_tasks() -> None:
         agent("flex-a", 1, idle_for=3600),
         agent("flex-a", 2, idle_for=3600),
     ]
-    p = plan(inputs([g], agents=agents, tasks=[task(1, waited=1, cpu=12)]), NOW)
+    p = plan(inputs([g], agents=agents, tasks=[task(1, waited=1, cpu=12)], drain_utilisation=0.0), NOW)
     assert len(p.phase_out) == 1
 
 
