@@ -62,14 +62,17 @@ def _size(rng: random.Random, kind: str) -> Vec:
     return (cpu, mem, 10 * 1024.0, rng.choice((100.0, 200.0, 400.0)))
 
 
-def make_trace(seed: int = 7, warmup_s: float = 3 * 3600.0, scale: float = 1.0) -> Trace:
+def make_trace(
+    seed: int = 7, warmup_s: float = 3 * 3600.0, scale: float = 1.0, length_s: float = DAY_S
+) -> Trace:
     """A seeded day: diurnal services (peak mid-afternoon) on both tiers, batch bursts on flex.
 
-    `scale` multiplies the arrival rates, so tests can replay a small version of the same day.
+    `scale` multiplies the arrival rates and `length_s` cuts the day short, so tests can replay a small
+    version of the same day.
     """
     rng = random.Random(seed)
     tasks: list[TraceTask] = []
-    start, end = -warmup_s, DAY_S
+    start, end = -warmup_s, length_s
 
     def diurnal(t: float, low: float, high: float) -> float:
         phase = math.sin(2 * math.pi * (t / DAY_S - 0.375))  # trough ~03:00, peak ~15:00
@@ -379,6 +382,8 @@ class SimResult:
     critical_tasks_killed: int
     scale_actions: int
     tasks: int
+    #: Task runs killed by a scale-down (evicted and restarted elsewhere), any tier.
+    tasks_evicted: int = 0
 
     def to_json(self) -> dict[str, float | int]:
         return {
@@ -390,6 +395,7 @@ class SimResult:
             "flex_instance_hours": round(self.instance_hours, 1),
             "oracle_instance_hours": round(self.oracle_instance_hours, 1),
             "tasks": self.tasks,
+            "tasks_evicted": self.tasks_evicted,
         }
 
 
@@ -416,7 +422,15 @@ def oracle_instance_hours(trace: Trace) -> float:
     return total / 60.0
 
 
-def simulate(trace: Trace, policy: Policy, boot_s: float = 90.0, tick_s: float = 10.0) -> SimResult:
+def simulate(
+    trace: Trace,
+    policy: Policy,
+    boot_s: float = 90.0,
+    tick_s: float = 10.0,
+    samples: list[tuple[float, int, int, float, int]] | None = None,
+) -> SimResult:
+    """Replay the trace; `samples`, if given, receives per minute (t, flex instances, ready, used cpu,
+    phased out) for plots and diagnosis."""
     crit_need = instances_needed(
         sum((g.reservation() for g in trace.capacity_groups), Resources()).scaled(1.05), INSTANCE
     )
@@ -457,6 +471,7 @@ def simulate(trace: Trace, policy: Policy, boot_s: float = 90.0, tick_s: float =
     pending_total: dict[int, float] = {}
     finish_gen: dict[int, int] = {}
     critical_killed = 0
+    evicted = 0
     scale_actions = 0
     flex_seconds = 0.0
     last_t = trace.start
@@ -505,10 +520,11 @@ def simulate(trace: Trace, policy: Policy, boot_s: float = 90.0, tick_s: float =
                 start(tid, agent, now)
 
     def remove(agent_id: str, now: float) -> None:
-        nonlocal critical_killed
+        nonlocal critical_killed, evicted
         agent = state.agents.pop(agent_id, None)
         if agent is None:
             return
+        evicted += len(agent.tasks)
         for tid in sorted(agent.tasks):
             if tasks[tid].tier is Tier.CRITICAL:
                 critical_killed += 1
@@ -533,6 +549,17 @@ def simulate(trace: Trace, policy: Policy, boot_s: float = 90.0, tick_s: float =
                 cap = INSTANCE.as_tuple()
                 if any(len(ready) * cap[k] < reservation[k] - 1e-9 for k in range(4)):
                     below_minutes += 1
+                if samples is not None:
+                    flex = [a for a in state.agents.values() if a.tier is Tier.FLEX]
+                    samples.append(
+                        (
+                            next_minute,
+                            len(flex),
+                            sum(1 for a in flex if a.ready_at <= next_minute),
+                            sum(a.used[0] for a in flex),
+                            sum(1 for a in flex if a.lifecycle is not Lifecycle.ACTIVE),
+                        )
+                    )
                 next_minute += 60.0
         last_t = now
         if kind == _ARRIVE:
@@ -609,6 +636,7 @@ def simulate(trace: Trace, policy: Policy, boot_s: float = 90.0, tick_s: float =
         critical_tasks_killed=critical_killed,
         scale_actions=scale_actions,
         tasks=len(waits),
+        tasks_evicted=evicted,
     )
 
 
