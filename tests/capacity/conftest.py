@@ -125,3 +125,53 @@ def aws(moto_url: str) -> Aws:
     asg, ec2 = make_clients("us-east-1", moto_url)
     # A fresh cluster name per test keeps tests independent on the shared server.
     return Aws(moto_url, asg, ec2, f"test-{uuid.uuid4().hex[:8]}")
+
+
+ZOOKEEPER_JAR = "/usr/share/java/zookeeper.jar"
+
+
+@pytest.fixture(scope="session")
+def zookeeper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real standalone ZooKeeper (Debian's `zookeeper` package) on 127.0.0.1."""
+    if not os.path.exists(ZOOKEEPER_JAR) or shutil.which("java") is None:
+        pytest.skip("ZooKeeper not installed: apt-get install zookeeper")
+    base = tmp_path_factory.mktemp("zk")
+    port = free_port()
+    cfg = base / "zoo.cfg"
+    cfg.write_text(
+        f"tickTime=500\ndataDir={base / 'data'}\nclientPort={port}\nclientPortAddress=127.0.0.1\n"
+        "admin.enableServer=false\n4lw.commands.whitelist=ruok\n"
+    )
+    proc = subprocess.Popen(
+        [
+            "java",
+            "-Xmx128m",
+            "-cp",
+            ZOOKEEPER_JAR,
+            "-Dzookeeper.admin.enableServer=false",
+            "org.apache.zookeeper.server.ZooKeeperServerMain",
+            str(cfg),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(b"ruok")
+                if s.recv(4) == b"imok":
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("ZooKeeper did not start")
+        time.sleep(0.2)
+    yield f"127.0.0.1:{port}"
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
