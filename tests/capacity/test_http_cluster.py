@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from click.testing import CliRunner
 
 from capacity.cli import capacity_controller
 from capacity.cluster import ClusterError, HttpClusterView
 from capacity.model import Lifecycle, Tier
 from capacity.status import StatusServer
-from tests.capacity.conftest import Aws
+from tests.capacity.conftest import Aws, free_port
 from tests.capacity.fake_master import agent_doc, create_fake_master, task_doc
 
 TOKEN = "master-token"
@@ -94,3 +100,65 @@ def test_cli_rejects_unknown_config_keys(tmp_path: Path) -> None:
     config.write_text('cluster = "x"\n[tiers.flex]\npending_treshold_s = 3\n')
     result = CliRunner().invoke(capacity_controller, ["--config", str(config), "--once"])
     assert result.exit_code != 0 and "pending_treshold_s" in result.output
+
+
+def test_controller_process_serves_its_decisions(
+    aws: Aws, master: tuple[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """The real loop in its own process: scales the ASG and shows why at GET /api/v3/capacity."""
+    url, state = master
+    flex = aws.tier_asg("flex", desired=0, max_size=5)
+    state["tasks"] = [task_doc("t1", "flex", 1_000, cpu=8)]
+    port = free_port()
+    config = tmp_path / "capacity.json"
+    config.write_text(
+        json.dumps(
+            {
+                "cluster": aws.cluster,
+                "endpoint_url": aws.url,
+                "master_url": url,
+                "token_env": "TEST_TITUS_TOKEN",
+                "status_port": port,
+                "interval_s": 1,
+            }
+        )
+    )
+    env = {
+        **os.environ,
+        "TEST_TITUS_TOKEN": TOKEN,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from capacity.cli import capacity_controller; capacity_controller()",
+            "--config",
+            str(config),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    status = f"http://127.0.0.1:{port}/api/v3/capacity"
+    doc: dict[str, Any] = {}
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (doc.get("recentActions")):
+            try:
+                resp = requests.get(status, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=2)
+                doc = resp.json() if resp.status_code == 200 else {}
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        assert requests.get(status, timeout=2).status_code == 401
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert doc["recentActions"][0]["kind"] == "scale_up" and doc["recentActions"][0]["ok"]
+    assert aws.describe(flex)["DesiredCapacity"] == 1
+    log_lines = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
+    assert any(line.get("event") == "action" for line in log_lines)
