@@ -1,0 +1,1 @@
+"""Capacity controller: sizes the critical and flex tiers' autoscaling groups (issue 6)."""

@@ -1,0 +1,171 @@
+"""The controller's view of the Titus cluster: agents, pending tasks, capacity groups, and phase-out.
+
+`ClusterView` is the seam the lead can implement directly against the master's services; `HttpClusterView`
+implements it over the master's v3 HTTP API; `MemoryCluster` is a real in-memory implementation for tests
+and the simulator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import requests
+
+from capacity.model import (
+    Agent,
+    AgentState,
+    CapacityGroup,
+    Lifecycle,
+    PendingTask,
+    Resources,
+    Tier,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSnapshot:
+    agents: tuple[Agent, ...]
+    pending_tasks: tuple[PendingTask, ...]
+    capacity_groups: tuple[CapacityGroup, ...]
+
+
+class ClusterView(Protocol):
+    def snapshot(self) -> ClusterSnapshot:
+        """One consistent-enough read of agents, Accepted tasks and capacity groups."""
+
+    def set_lifecycle(self, agent_id: str, lifecycle: Lifecycle) -> None:
+        """Phase an agent out (no new placements) or back in; its running tasks stay."""
+
+
+class ClusterError(Exception):
+    """The master answered something we cannot use; the message names the call."""
+
+
+class MemoryCluster:
+    """In-memory cluster: agents and tasks are plain objects the test or simulator mutates."""
+
+    def __init__(
+        self,
+        agents: Sequence[Agent] = (),
+        pending: Sequence[PendingTask] = (),
+        capacity_groups: Sequence[CapacityGroup] = (),
+    ) -> None:
+        self.agents: dict[str, Agent] = {a.id: a for a in agents}
+        self.pending: list[PendingTask] = list(pending)
+        self.capacity_groups: list[CapacityGroup] = list(capacity_groups)
+        self.lifecycle_calls: list[tuple[str, Lifecycle]] = []
+
+    def snapshot(self) -> ClusterSnapshot:
+        return ClusterSnapshot(tuple(self.agents.values()), tuple(self.pending), tuple(self.capacity_groups))
+
+    def set_lifecycle(self, agent_id: str, lifecycle: Lifecycle) -> None:
+        if agent_id not in self.agents:
+            raise ClusterError(f"agent {agent_id} unknown")
+        self.agents[agent_id] = replace(self.agents[agent_id], lifecycle=lifecycle)
+        self.lifecycle_calls.append((agent_id, lifecycle))
+
+
+def parse_resources(doc: Mapping[str, Any] | None) -> Resources:
+    doc = doc or {}
+    return Resources(
+        cpu=float(doc.get("cpu", 0)),
+        memory_mb=float(doc.get("memoryMB", 0)),
+        disk_mb=float(doc.get("diskMB", 0)),
+        network_mbps=float(doc.get("networkMbps", 0)),
+    )
+
+
+def parse_agent(doc: Mapping[str, Any]) -> Agent:
+    """One item of GET /api/v3/agent/instances.
+
+    Running tasks on a critical-tier agent are critical; the API does not say the tier of each running
+    task, and the planner never touches an agent with any task, so nothing depends on a finer count.
+    """
+    tier = Tier(doc["tier"])
+    task_ids = tuple(str(t) for t in doc.get("taskIds") or ())
+    attributes = doc.get("attributes") or {}
+    idle_ms = doc.get("idleSince")
+    return Agent(
+        id=str(doc["id"]),
+        instance_id=str(attributes.get("instanceId") or doc["id"]),
+        node_group_id=str(doc["instanceGroupId"]),
+        tier=tier,
+        lifecycle=Lifecycle(doc.get("lifecycle", "Active")),
+        state=AgentState(doc.get("state", "Registered")),
+        resources=parse_resources(doc.get("resources")),
+        used=parse_resources(doc.get("used")),
+        task_ids=task_ids,
+        critical_task_count=len(task_ids) if tier is Tier.CRITICAL else 0,
+        idle_since=None if idle_ms is None or task_ids else float(idle_ms) / 1000.0,
+    )
+
+
+def parse_task(doc: Mapping[str, Any]) -> PendingTask:
+    """One item of GET /api/v3/tasks?taskStates=Accepted; status.timestamp (ms) is when it was accepted."""
+    status = doc.get("status") or {}
+    return PendingTask(
+        id=str(doc["id"]),
+        tier=Tier(doc.get("tier", "flex")),
+        resources=parse_resources(doc.get("resources")),
+        pending_since=float(status.get("timestamp", 0)) / 1000.0,
+        capacity_group=str(doc.get("capacityGroup") or ""),
+    )
+
+
+def parse_capacity_group(doc: Mapping[str, Any]) -> CapacityGroup:
+    return CapacityGroup(
+        name=str(doc["appName"]),
+        tier=Tier(doc["tier"]),
+        resource_dimension=parse_resources(doc.get("resourceDimension")),
+        instance_count=int(doc.get("instanceCount", 0)),
+    )
+
+
+class HttpClusterView:
+    """ClusterView over the master's v3 API with a bearer token (requests; one pooled session)."""
+
+    def __init__(self, base_url: str, token: str, page_size: int = 1000, timeout_s: float = 10.0) -> None:
+        self._base = base_url.rstrip("/")
+        self._timeout = timeout_s
+        self._page_size = page_size
+        self._session = requests.Session()
+        self._session.headers["Authorization"] = f"Bearer {token}"
+
+    def _get(self, path: str, params: Mapping[str, str | int] | None = None) -> Any:
+        resp = self._session.get(f"{self._base}{path}", params=params, timeout=self._timeout)
+        if resp.status_code != 200:
+            raise ClusterError(f"GET {path}: HTTP {resp.status_code}: {resp.text[:200]}")
+        return resp.json()
+
+    def _pending_pages(self) -> Iterator[Mapping[str, Any]]:
+        """Follows `pagination.cursor` when the master gives one, else `page` numbers, while hasMore."""
+        params: dict[str, str | int] = {"taskStates": "Accepted", "pageSize": self._page_size}
+        for page in range(1, 100_000):
+            doc = self._get("/api/v3/tasks", params)
+            yield from doc.get("items", [])
+            pagination = doc.get("pagination") or {}
+            if not pagination.get("hasMore"):
+                return
+            cursor = pagination.get("cursor")
+            params = {"taskStates": "Accepted", "pageSize": self._page_size}
+            if cursor:
+                params["cursor"] = str(cursor)
+            else:
+                params["page"] = page
+        raise ClusterError("GET /api/v3/tasks: pagination did not end")
+
+    def snapshot(self) -> ClusterSnapshot:
+        agents = tuple(parse_agent(d) for d in self._get("/api/v3/agent/instances").get("items", []))
+        pending = tuple(parse_task(d) for d in self._pending_pages())
+        groups = tuple(parse_capacity_group(d) for d in self._get("/api/v3/management/applications"))
+        return ClusterSnapshot(agents, pending, groups)
+
+    def set_lifecycle(self, agent_id: str, lifecycle: Lifecycle) -> None:
+        path = f"/api/v3/agent/instances/{agent_id}/lifecycle"
+        resp = self._session.put(
+            f"{self._base}{path}", json={"lifecycle": str(lifecycle)}, timeout=self._timeout
+        )
+        if resp.status_code not in (200, 204):
+            raise ClusterError(f"PUT {path}: HTTP {resp.status_code}: {resp.text[:200]}")
