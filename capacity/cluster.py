@@ -165,7 +165,7 @@ class HttpClusterView:
     def set_lifecycle(self, agent_id: str, lifecycle: Lifecycle) -> None:
         path = f"/api/v3/agent/instances/{agent_id}/lifecycle"
         resp = self._session.put(
-            f"{self._base}{path}", json={"lifecycle": str(lifecycle)}, timeout=self._timeout
+            f"{self._base}{path}", json={"lifecycleState": str(lifecycle)}, timeout=self._timeout
         )
         if resp.status_code not in (200, 204):
             raise ClusterError(f"PUT {path}: HTTP {resp.status_code}: {resp.text[:200]}")

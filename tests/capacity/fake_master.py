@@ -26,7 +26,7 @@ def create_fake_master(state: dict[str, Any], token: str) -> Flask:
         body = request.get_json()
         for agent in state["agents"]:
             if agent["id"] == agent_id:
-                agent["lifecycle"] = body["lifecycle"]
+                agent["lifecycle"] = body["lifecycleState"]
                 return "", 204
         return jsonify(error="not found"), 404
 
