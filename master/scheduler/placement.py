@@ -1,0 +1,686 @@
+"""The placement engine: `schedule(request) -> reply`, a pure function of a cluster snapshot.
+
+One pass works on private, mutable copies of the free resources so every decision sees the ones made
+before it in the same pass (free resources, uniqueHost, zoneBalance counts, capacity-group usage).
+
+Order of work. Tasks are grouped by capacity group. First every group places the tasks that fit in
+what is left of its reservation, groups taking turns lowest usage/reservation ratio first; then the
+rest are placed best effort, again lowest ratio first, so use beyond reservations is shared fairly.
+A critical-tier task beyond its group's reservation may not eat into what other critical groups have
+reserved and not yet used (checked on the tier's total free resources), which is what keeps a
+reservation honoured across passes. Within a group tasks keep the order the caller gave.
+
+Choosing an agent. Only Active agents of the task's tier, never over-committing any dimension. Tasks
+without constraints take the fast path: one lookup in the tier's free index (see `index.py`) for the
+fullest agent that fits. Constrained tasks narrow by index first (machineId by id, availabilityZone
+and zoneBalance by the per-zone indexes) and check the remaining rules per agent. Soft constraints
+are an all-or-nothing preference: the engine first looks for an agent meeting hard and soft
+constraints together, then for one meeting the hard ones. `spread` tasks take the emptiest agent
+not yet running their job, in the zone where their job has fewest tasks.
+
+Every placement only ever removes options from later tasks (resources shrink, uniqueHost and
+exclusiveHost exclude more), so a request shape that found no agent will find none later in the pass;
+that negative cache is what keeps a full cluster from costing a full scan per pending task.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from master.scheduler.constraints import Constraints, merge, parse_constraints
+from master.scheduler.index import FreeIndex, LevelScale
+from master.scheduler.model import (
+    DIMENSIONS,
+    LIFECYCLE_ACTIVE,
+    REASON_OTHER_TIER,
+    TIER_CRITICAL,
+    Assignment,
+    CapacityGroupView,
+    PendingReason,
+    PendingTask,
+    Resources,
+    ScheduleReply,
+    ScheduleRequest,
+)
+
+Demand = tuple[int, int, int, int, int]
+#: How many emptiest-first candidates a spread task looks through for one not running its job.
+SPREAD_SCAN = 64
+#: How many failed shapes the negative cache keeps per constraint shape.
+NEGATIVE_CACHE_SIZE = 16
+
+
+def millicores(cpu: float) -> int:
+    """Cpu as integer millicores, so sums over thousands of placements never drift."""
+    return round(cpu * 1000)
+
+
+def demand_of(resources: Resources) -> Demand:
+    return (
+        millicores(resources.cpu),
+        resources.memory_mb,
+        resources.disk_mb,
+        resources.network_mbps,
+        resources.gpu,
+    )
+
+
+def _sub(a: Demand, b: Demand) -> Demand:
+    return (a[0] - b[0], a[1] - b[1], a[2] - b[2], a[3] - b[3], a[4] - b[4])
+
+
+def _add(a: Demand, b: Demand) -> Demand:
+    return (a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3], a[4] + b[4])
+
+
+def _within(a: Demand, b: Demand) -> bool:
+    return a[0] <= b[0] and a[1] <= b[1] and a[2] <= b[2] and a[3] <= b[3] and a[4] <= b[4]
+
+
+_ZERO: Demand = (0, 0, 0, 0, 0)
+
+
+class _Cluster:
+    """Mutable per-pass copy of the agents: free resources as parallel lists, plus the free indexes."""
+
+    def __init__(self, request: ScheduleRequest) -> None:
+        agents = request.agents
+        self.agents = agents
+        n = len(agents)
+        self.fc = [0] * n
+        self.fm = [0] * n
+        self.fd = [0] * n
+        self.fn = [0] * n
+        self.fg = [0] * n
+        self.lc = [-1] * n  # cpu level in the free index; -1: not indexed (not Active, or held exclusively)
+        self.lr = [-1] * n  # rest (memory, disk, network) level
+        self.zone: list[str] = [""] * n
+        self.itype: list[str] = [""] * n
+        self.ids: list[tuple[str, str]] = [("", "")] * n
+        self.attrs: list[dict[str, str]] = [{}] * n
+        self.tasks_on = [0] * n  # tasks running or placed, any job
+        self.exclusive = [False] * n
+        self.base_jobs: list[Mapping[str, int]] = [{}] * n
+        self.placed_jobs: list[dict[str, int] | None] = [None] * n
+        self.by_id: dict[str, list[int]] = defaultdict(list)
+        self.tier_zones: dict[str, list[str]] = {}
+        self.tier_free: dict[str, list[int]] = {}
+        self.tier_index: dict[str, FreeIndex] = {}
+        self.zone_index: dict[tuple[str, str], FreeIndex] = {}
+        self.type_index: dict[tuple[str, str], FreeIndex] = {}
+        self.scale: dict[str, LevelScale] = {}
+
+        weights = request.weights
+        capacity: dict[str, list[int]] = {}
+        zones: dict[str, set[str]] = defaultdict(set)
+        itypes: dict[str, set[str]] = defaultdict(set)
+        for i, agent in enumerate(agents):
+            attrs = {k.lower(): v.lower() for k, v in agent.attributes.items()}
+            self.attrs[i] = attrs
+            zone = attrs.get("zone", "")
+            self.zone[i] = zone
+            self.itype[i] = attrs.get("instancetype", "")
+            self.ids[i] = (agent.agent_id.lower(), attrs.get("id", agent.agent_id.lower()))
+            for ident in set(self.ids[i]):
+                self.by_id[ident].append(i)
+            free = _sub(demand_of(agent.total), demand_of(agent.used))
+            self.fc[i], self.fm[i], self.fd[i], self.fn[i], self.fg[i] = free
+            self.base_jobs[i] = agent.job_task_counts
+            self.tasks_on[i] = sum(agent.job_task_counts.values())
+            self.exclusive[i] = agent.exclusive
+            if agent.lifecycle == LIFECYCLE_ACTIVE:
+                zones[agent.tier].add(zone)
+                itypes[agent.tier].add(self.itype[i])
+                cap = capacity.setdefault(agent.tier, [1, 1])
+                cap[0] = max(cap[0], millicores(agent.total.cpu))
+                cap[1] = max(cap[1], agent.total.memory_mb)
+                tf = self.tier_free.setdefault(agent.tier, [0, 0, 0, 0, 0])
+                for d in range(5):
+                    tf[d] += max(free[d], 0)
+        for tier, cap in capacity.items():
+            self.scale[tier] = LevelScale(weights.cpu, weights.memory, cap[0], cap[1])
+            self.tier_index[tier] = self.scale[tier].index()
+            self.tier_zones[tier] = sorted(zones[tier])
+            for zone in zones[tier]:
+                self.zone_index[(tier, zone)] = self.scale[tier].index()
+            for itype in itypes[tier]:
+                self.type_index[(tier, itype)] = self.scale[tier].index()
+        for i, agent in enumerate(agents):
+            if agent.lifecycle == LIFECYCLE_ACTIVE and not agent.exclusive:
+                self._index(i, agent.tier)
+
+    def _index(self, i: int, tier: str) -> None:
+        c, r = self.scale[tier].free_cell(self.fc[i], self.fm[i])
+        self.lc[i] = c
+        self.lr[i] = r
+        self.tier_index[tier].add(i, c, r)
+        self.zone_index[(tier, self.zone[i])].add(i, c, r)
+        self.type_index[(tier, self.itype[i])].add(i, c, r)
+
+    def _unindex(self, i: int, tier: str) -> None:
+        c, r = self.lc[i], self.lr[i]
+        self.tier_index[tier].remove(i, c, r)
+        self.zone_index[(tier, self.zone[i])].remove(i, c, r)
+        self.type_index[(tier, self.itype[i])].remove(i, c, r)
+        self.lc[i] = -1
+
+    def job_count(self, i: int, job: str) -> int:
+        placed = self.placed_jobs[i]
+        return self.base_jobs[i].get(job, 0) + (placed.get(job, 0) if placed else 0)
+
+    def fits(self, i: int, d: Demand) -> bool:
+        return (
+            self.fc[i] >= d[0]
+            and self.fm[i] >= d[1]
+            and self.fd[i] >= d[2]
+            and self.fn[i] >= d[3]
+            and self.fg[i] >= d[4]
+        )
+
+    def commit(self, i: int, tier: str, job: str, d: Demand, exclusive: bool) -> None:
+        self._unindex(i, tier)
+        self.fc[i] -= d[0]
+        self.fm[i] -= d[1]
+        self.fd[i] -= d[2]
+        self.fn[i] -= d[3]
+        self.fg[i] -= d[4]
+        tf = self.tier_free[tier]
+        for k in range(5):
+            tf[k] -= d[k]
+        self.tasks_on[i] += 1
+        placed = self.placed_jobs[i]
+        if placed is None:
+            placed = self.placed_jobs[i] = {}
+        placed[job] = placed.get(job, 0) + 1
+        if exclusive:
+            self.exclusive[i] = True
+        else:
+            self._index(i, tier)
+
+
+@dataclass(slots=True)
+class _Task:
+    task: PendingTask
+    demand: Demand
+    hard: Constraints
+    soft: Constraints
+    preferred: Constraints | None  # hard and soft merged; None when they contradict
+
+
+@dataclass(slots=True)
+class _Group:
+    name: str
+    tier: str
+    reservation: Demand
+    used: Demand
+    queue: list[_Task] = field(default_factory=list)
+    overflow: list[_Task] = field(default_factory=list)
+
+    def ratio(self) -> tuple[float, float]:
+        """Dominant share of the reservation in use; groups without one share what is left last."""
+        shares = [u / r for u, r in zip(self.used, self.reservation, strict=True) if r > 0]
+        if not shares:
+            return (float("inf"), float(sum(self.used)))
+        return (max(shares), 0.0)
+
+
+class _Pass:
+    """One scheduling pass: the mutable state and the decisions made so far."""
+
+    def __init__(self, request: ScheduleRequest) -> None:
+        self.request = request
+        self.cluster = _Cluster(request)
+        self.zone_counts: dict[str, dict[str, int]] = {}
+        self.placed_per_job: Counter[str] = Counter()
+        self.negative: dict[object, list[Demand]] = {}
+        self.assignments: list[Assignment] = []
+        self.failed: list[_Task] = []
+        self.task_reason: dict[str, str] = {}
+        self._parsed: dict[tuple[tuple[str, str], ...], Constraints] = {}
+
+    # --- constraint helpers -------------------------------------------------------------------------
+
+    def _parse(self, constraints: Mapping[str, str]) -> Constraints:
+        if not constraints:
+            return Constraints()
+        key = tuple(constraints.items())
+        parsed = self._parsed.get(key)
+        if parsed is None:
+            parsed = self._parsed[key] = parse_constraints(constraints)
+        return parsed
+
+    def _zone_count(self, job: str, zone: str) -> int:
+        counts = self.zone_counts.get(job)
+        if counts is None:
+            base = self.request.job_zone_counts.get(job, {})
+            counts = self.zone_counts[job] = {z.lower(): c for z, c in base.items()}
+        return counts.get(zone, 0)
+
+    def balanced_zones(self, job: str, tier: str) -> list[str]:
+        """Zones where the job has its fewest tasks: the only ones a hard zoneBalance task may use."""
+        zones = self.cluster.tier_zones.get(tier, [])
+        if not zones:
+            return []
+        counts = [self._zone_count(job, z) for z in zones]
+        low = min(counts)
+        return [z for z, c in zip(zones, counts, strict=True) if c == low]
+
+    def _predicate(
+        self, t: _Task, cons: Constraints, by_type: bool, zones: list[str] | None
+    ) -> Callable[[int], bool] | None:
+        """Per-agent checks the chosen indexes cannot answer; None when they answer everything."""
+        checks: list[Callable[[int], bool]] = []
+        cl = self.cluster
+        job = t.task.job_id
+        if cons.machine_type is not None and not by_type:
+            mtype = cons.machine_type
+            checks.append(lambda i: cl.itype[i] == mtype)
+        if zones is not None:
+            allowed = set(zones)
+            checks.append(lambda i: cl.zone[i] in allowed)
+        if cons.attributes:
+            wanted = cons.attributes
+            attrs = cl.attrs
+            checks.append(lambda i: all(attrs[i].get(name) == value for name, value in wanted))
+        if cons.exclusive_host:
+            checks.append(lambda i: cl.tasks_on[i] == 0)
+        if cons.unique_host:
+            checks.append(lambda i: cl.job_count(i, job) == 0)
+        if not checks:
+            return None
+        if len(checks) == 1:
+            return checks[0]
+        return lambda i: all(check(i) for check in checks)
+
+    # --- search -------------------------------------------------------------------------------------
+
+    def _negative_key(self, t: _Task, cons: Constraints) -> object:
+        job = t.task.job_id
+        if cons.job_dependent:
+            return (t.task.tier, cons, job, self.placed_per_job[job])
+        return (t.task.tier, cons)
+
+    def _known_infeasible(self, key: object, demand: Demand) -> bool:
+        failed = self.negative.get(key)
+        return bool(failed) and any(_within(f, demand) for f in failed or ())
+
+    def _remember_infeasible(self, key: object, demand: Demand) -> None:
+        failed = self.negative.setdefault(key, [])
+        if len(failed) < NEGATIVE_CACHE_SIZE:
+            failed.append(demand)
+
+    def find(self, t: _Task, cons: Constraints) -> int | None:
+        key = self._negative_key(t, cons)
+        if self._known_infeasible(key, t.demand):
+            return None
+        found = self._search(t, cons)
+        if found is None:
+            self._remember_infeasible(key, t.demand)
+        return found
+
+    def _search(self, t: _Task, cons: Constraints) -> int | None:
+        cl = self.cluster
+        task = t.task
+        tier = task.tier
+        d = t.demand
+        index = cl.tier_index.get(tier)
+        if index is None:
+            return None
+        fits = cl.fits
+        if cons.machine_id is not None:
+            pred = self._predicate(t, cons, False, None)
+            for i in cl.by_id.get(cons.machine_id, ()):
+                if (
+                    cl.lc[i] >= 0
+                    and cl.agents[i].tier == tier
+                    and (cons.zone is None or cl.zone[i] == cons.zone)
+                    and (not cons.zone_balance or cl.zone[i] in self.balanced_zones(task.job_id, tier))
+                    and fits(i, d)
+                    and (pred is None or pred(i))
+                ):
+                    return i
+            return None
+        zones: list[str] | None = None
+        if cons.zone_balance:
+            zones = self.balanced_zones(task.job_id, tier)
+            if cons.zone is not None:
+                zones = [z for z in zones if z == cons.zone]
+        elif cons.zone is not None:
+            zones = [cons.zone]
+        if task.spread or cons.exclusive_host:
+            return self._spread(t, zones, self._predicate(t, cons, False, None))
+        if cons.machine_type is not None:
+            # Instance types are few and large, so their index narrows more than a zone's would.
+            by_type = cl.type_index.get((tier, cons.machine_type))
+            if by_type is None:
+                return None
+            indexes = [by_type]
+            pred = self._predicate(t, cons, True, zones)
+        else:
+            pred = self._predicate(t, cons, False, None)
+            if zones is None:
+                indexes = [index]
+            else:
+                indexes = [cl.zone_index[(tier, z)] for z in zones if (tier, z) in cl.zone_index]
+        need_c, need_r = cl.scale[tier].need_cell(d[0], d[1])
+        best: int | None = None
+        best_score = 0.0
+        fc, fm, fd, fn, fg = cl.fc, cl.fm, cl.fd, cl.fn, cl.fg
+        c, m, k, n, g = d
+        for idx in indexes:
+            for i in idx.ascending(need_c, need_r):
+                if (
+                    fc[i] >= c
+                    and fm[i] >= m
+                    and fd[i] >= k
+                    and fn[i] >= n
+                    and fg[i] >= g
+                    and (pred is None or pred(i))
+                ):
+                    score = idx.wc * cl.lc[i] + idx.wr * cl.lr[i]
+                    if best is None or score < best_score:
+                        best, best_score = i, score
+                    break
+        return best
+
+    def _spread(self, t: _Task, zones: list[str] | None, pred: Callable[[int], bool] | None) -> int | None:
+        """Emptiest agent not running the job, in the zone where the job has fewest tasks."""
+        cl = self.cluster
+        task = t.task
+        tier = task.tier
+        job = task.job_id
+        d = t.demand
+        if zones is None:
+            zones = cl.tier_zones.get(tier, [])
+        ordered = sorted(zones, key=lambda z: (self._zone_count(job, z), z))
+        for zone in ordered:
+            idx = cl.zone_index.get((tier, zone))
+            if idx is None:
+                continue
+            fallback: int | None = None
+            looked = 0
+            for i in idx.descending():
+                if not cl.fits(i, d) or (pred is not None and not pred(i)):
+                    continue
+                if cl.job_count(i, job) == 0:
+                    return i
+                if fallback is None:
+                    fallback = i
+                looked += 1
+                if looked >= SPREAD_SCAN:
+                    break
+            if fallback is not None:
+                return fallback
+        return None
+
+    # --- placing ------------------------------------------------------------------------------------
+
+    def try_place(self, t: _Task) -> bool:
+        task = t.task
+        chosen: int | None = None
+        if t.hard.empty and t.soft.empty and not task.spread:
+            chosen = self._fast(t)
+        else:
+            if t.preferred is not None and t.preferred != t.hard:
+                chosen = self.find(t, t.preferred)
+            if chosen is None:
+                chosen = self.find(t, t.hard)
+        if chosen is None:
+            return False
+        self.commit(t, chosen)
+        return True
+
+    def _fast(self, t: _Task) -> int | None:
+        """Unconstrained bin packing: the fullest agent of the tier that fits, from the tier index."""
+        cl = self.cluster
+        tier = t.task.tier
+        index = cl.tier_index.get(tier)
+        if index is None:
+            return None
+        d = t.demand
+        failed = self.negative.get(tier)
+        if failed and any(_within(f, d) for f in failed):
+            return None
+        c, m, k, n, g = d
+        fc, fm, fd, fn, fg = cl.fc, cl.fm, cl.fd, cl.fn, cl.fg
+        need_c, need_r = cl.scale[tier].need_cell(c, m)
+        for i in index.ascending(need_c, need_r):
+            if fc[i] >= c and fm[i] >= m and fd[i] >= k and fn[i] >= n and fg[i] >= g:
+                return i
+        self._remember_infeasible(tier, d)
+        return None
+
+    def commit(self, t: _Task, i: int) -> None:
+        task = t.task
+        job = task.job_id
+        self.cluster.commit(i, task.tier, job, t.demand, t.hard.exclusive_host)
+        self._zone_count(job, self.cluster.zone[i])
+        counts = self.zone_counts[job]
+        zone = self.cluster.zone[i]
+        counts[zone] = counts.get(zone, 0) + 1
+        self.placed_per_job[job] += 1
+        self.assignments.append(Assignment(task.task_id, self.cluster.agents[i].agent_id))
+
+
+def _groups(request: ScheduleRequest, tasks: Iterable[_Task]) -> list[_Group]:
+    known: dict[str, CapacityGroupView] = {g.name: g for g in request.capacity_groups}
+    groups: dict[str, _Group] = {}
+    for t in tasks:
+        name = t.task.capacity_group
+        group = groups.get(name)
+        if group is None:
+            view = known.get(name)
+            if view is None:
+                group = _Group(name, t.task.tier, _ZERO, _ZERO)
+            else:
+                group = _Group(name, view.tier, demand_of(view.reservation), demand_of(view.used))
+            groups[name] = group
+        group.queue.append(t)
+    for group in groups.values():
+        # Most constrained first: a task that only some agents can take goes before those any agent can,
+        # so unconstrained work does not fill the few agents it needed. Stable, so order is kept otherwise.
+        group.queue.sort(key=_narrowness)
+    for view in request.capacity_groups:
+        if view.name not in groups:
+            groups[view.name] = _Group(
+                view.name, view.tier, demand_of(view.reservation), demand_of(view.used)
+            )
+    return list(groups.values())
+
+
+def _narrowness(t: _Task) -> int:
+    h = t.hard
+    if h.machine_id is not None or h.zone is not None or h.machine_type is not None or h.attributes:
+        return 0
+    return 1
+
+
+def _unused(g: _Group) -> Demand:
+    """What a critical group has reserved and not used; zero for flex groups, whose reservation is soft."""
+    if g.tier != TIER_CRITICAL:
+        return _ZERO
+    r, u = g.reservation, g.used
+    return (
+        max(r[0] - u[0], 0),
+        max(r[1] - u[1], 0),
+        max(r[2] - u[2], 0),
+        max(r[3] - u[3], 0),
+        max(r[4] - u[4], 0),
+    )
+
+
+def _run_reserved(p: _Pass, groups: list[_Group]) -> None:
+    """Phase one: tasks that fit in their group's remaining reservation, lowest ratio first."""
+    heap = [(g.ratio(), n, g) for n, g in enumerate(groups) if g.queue]
+    heapq.heapify(heap)
+    positions = [0] * len(groups)
+    while heap:
+        _, n, g = heapq.heappop(heap)
+        t = g.queue[positions[n]]
+        positions[n] += 1
+        after = _add(g.used, t.demand)
+        if any(r > 0 for r in g.reservation) and _within(after, g.reservation):
+            if p.try_place(t):
+                g.used = after
+            else:
+                p.failed.append(t)
+        else:
+            g.overflow.append(t)
+        if positions[n] < len(g.queue):
+            heapq.heappush(heap, (g.ratio(), n, g))
+
+
+def _run_best_effort(p: _Pass, groups: list[_Group]) -> None:
+    """Phase two: the rest, lowest usage/reservation ratio first, leaving critical headroom alone."""
+    held: dict[str, Demand] = {}
+    for g in groups:
+        held[g.tier] = _add(held.get(g.tier, _ZERO), _unused(g))
+    heap = [(g.ratio(), n, g) for n, g in enumerate(groups) if g.overflow]
+    heapq.heapify(heap)
+    positions = [0] * len(groups)
+    tier_free = p.cluster.tier_free
+    while heap:
+        _, n, g = heapq.heappop(heap)
+        t = g.overflow[positions[n]]
+        positions[n] += 1
+        tier = t.task.tier
+        own = _unused(g)
+        others = _sub(held.get(tier, _ZERO), own)
+        free = tier_free.get(tier)
+        if others != _ZERO and free is not None and not _within(_add(others, t.demand), _as_demand(free)):
+            p.task_reason[t.task.task_id] = (
+                f"capacity group {g.name} is beyond its reservation and the rest of the "
+                f"{tier} tier is reserved for other capacity groups"
+            )
+            p.failed.append(t)
+        elif p.try_place(t):
+            g.used = _add(g.used, t.demand)
+            held[tier] = _add(others, _unused(g))
+        else:
+            p.failed.append(t)
+        if positions[n] < len(g.overflow):
+            heapq.heappush(heap, (g.ratio(), n, g))
+
+
+def _as_demand(values: list[int]) -> Demand:
+    return (values[0], values[1], values[2], values[3], values[4])
+
+
+def schedule(request: ScheduleRequest) -> ScheduleReply:
+    """Place as many pending tasks as the cluster allows; say why for each one left over."""
+    p = _Pass(request)
+    tasks: list[_Task] = []
+    seen: set[str] = set()
+    for task in request.tasks:
+        if task.task_id in seen:
+            raise ValueError(f"task {task.task_id} appears twice in one request")
+        seen.add(task.task_id)
+        hard = p._parse(task.hard_constraints)
+        soft = p._parse(task.soft_constraints)
+        tasks.append(_Task(task, demand_of(task.resources), hard, soft, merge(hard, soft)))
+    groups = _groups(request, tasks)
+    _run_reserved(p, groups)
+    _run_best_effort(p, groups)
+    return ScheduleReply(tuple(p.assignments), _diagnose(p))
+
+
+# --- why pending ------------------------------------------------------------------------------------
+
+
+def _diagnose(p: _Pass) -> dict[str, PendingReason]:
+    """A reason for every task left over, computed once per distinct task shape on the end-of-pass state."""
+    out: dict[str, PendingReason] = {}
+    cache: dict[object, PendingReason] = {}
+    static: dict[str, tuple[Counter[str], dict[str, Counter[str]]]] = {}
+    budget = p.request.max_diagnoses
+    skipped = 0
+    for t in p.failed:
+        task = t.task
+        key: object = (task.tier, t.demand, t.hard, task.job_id if t.hard.job_dependent else None)
+        reason = cache.get(key)
+        if reason is None:
+            if len(cache) >= budget:
+                skipped += 1
+                reason = PendingReason(
+                    task_reason="no agent fits; not diagnosed in this pass (diagnosis budget)"
+                )
+            else:
+                if task.tier not in static:
+                    static[task.tier] = _static_exclusions(p, task.tier)
+                reason = cache[key] = _diagnose_one(p, t, static[task.tier])
+        extra = p.task_reason.get(task.task_id)
+        if extra is not None:
+            reason = PendingReason(reason.excluded, reason.by_instance_group, extra)
+        out[task.task_id] = reason
+    return out
+
+
+def _static_exclusions(p: _Pass, tier: str) -> tuple[Counter[str], dict[str, Counter[str]]]:
+    """Agents excluded whatever the task asks: other tiers, and this tier's agents that are not Active."""
+    total: Counter[str] = Counter()
+    per_group: dict[str, Counter[str]] = defaultdict(Counter)
+    for agent in p.cluster.agents:
+        if agent.tier != tier:
+            reason = REASON_OTHER_TIER
+        elif agent.lifecycle != LIFECYCLE_ACTIVE:
+            reason = agent.lifecycle
+        else:
+            continue
+        total[reason] += 1
+        per_group[agent.instance_group][reason] += 1
+    return total, per_group
+
+
+def _diagnose_one(p: _Pass, t: _Task, static: tuple[Counter[str], dict[str, Counter[str]]]) -> PendingReason:
+    cl = p.cluster
+    task = t.task
+    cons = t.hard
+    d = t.demand
+    total = Counter(static[0])
+    per_group: dict[str, Counter[str]] = defaultdict(Counter, {g: Counter(c) for g, c in static[1].items()})
+    balanced = set(p.balanced_zones(task.job_id, task.tier)) if cons.zone_balance else set()
+    free = (cl.fc, cl.fm, cl.fd, cl.fn, cl.fg)
+    for i, agent in enumerate(cl.agents):
+        if agent.tier != task.tier or agent.lifecycle != LIFECYCLE_ACTIVE:
+            continue
+        reason: str | None = None
+        if cons.machine_id is not None and cons.machine_id not in cl.ids[i]:
+            reason = "machineId"
+        elif cons.zone is not None and cl.zone[i] != cons.zone:
+            reason = "availabilityZone"
+        elif cons.machine_type is not None and cl.itype[i] != cons.machine_type:
+            reason = "machineType"
+        else:
+            for name, value in cons.attributes:
+                if cl.attrs[i].get(name) != value:
+                    reason = f"attribute.{name}"
+                    break
+        if reason is None:
+            if cl.exclusive[i] or (cons.exclusive_host and cl.tasks_on[i] > 0):
+                reason = "exclusiveHost"
+            elif cons.unique_host and cl.job_count(i, task.job_id) > 0:
+                reason = "uniqueHost"
+            elif cons.zone_balance and cl.zone[i] not in balanced:
+                reason = "zoneBalance"
+            else:
+                for dim, have, want in zip(DIMENSIONS, free, d, strict=True):
+                    if have[i] < want:
+                        reason = dim
+                        break
+        if reason is None:
+            reason = "deferred"
+        total[reason] += 1
+        per_group[agent.instance_group][reason] += 1
+    task_reason = None
+    if total.get("deferred"):
+        # Only reachable when the pass held the task back (capacity headroom) rather than no agent fitting.
+        del total["deferred"]
+        for counts in per_group.values():
+            counts.pop("deferred", None)
+        task_reason = "held back in this pass although agents have room"
+    if task.tier not in cl.tier_index:
+        task_reason = task_reason or f"no Active agents in the {task.tier} tier"
+    return PendingReason(dict(total), {g: dict(c) for g, c in per_group.items() if c}, task_reason)
