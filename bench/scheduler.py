@@ -155,9 +155,13 @@ def generate(n_tasks: int, n_agents: int, seed: int, uniform: bool) -> Workload:
             )
     groups: list[CapacityGroupView] = []
     for g in CRITICAL_GROUPS if not uniform else ():
-        groups.append(CapacityGroupView(g, "critical", Resources(4, 16_384, 40_000, 512).scale(1200), Resources()))
+        groups.append(
+            CapacityGroupView(g, "critical", Resources(4, 16_384, 40_000, 512).scale(1200), Resources())
+        )
     for g in FLEX_GROUPS:
-        groups.append(CapacityGroupView(g, "flex", Resources(4, 16_384, 40_000, 512).scale(2000), Resources()))
+        groups.append(
+            CapacityGroupView(g, "flex", Resources(4, 16_384, 40_000, 512).scale(2000), Resources())
+        )
     return Workload(tasks, agents, groups, UNIFORM_TYPE.resources() if uniform else None)
 
 
@@ -173,7 +177,14 @@ def first_fit(tasks: Sequence[PendingTask], agents: Sequence[AgentView]) -> dict
         cpu, mem, disk, net = r.cpu, r.memory_mb, r.disk_mb, r.network_mbps
         tier = task.tier
         for i, f in enumerate(free):
-            if f[0] >= cpu and f[1] >= mem and f[2] >= disk and f[3] >= net and usable[i] and tiers[i] == tier:
+            if (
+                f[0] >= cpu
+                and f[1] >= mem
+                and f[2] >= disk
+                and f[3] >= net
+                and usable[i]
+                and tiers[i] == tier
+            ):
                 f[0] -= cpu
                 f[1] -= mem
                 f[2] -= disk
@@ -265,19 +276,30 @@ def measure(algorithm: str, n_tasks: int, n_agents: int, seed: int) -> dict[str,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--agents", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--baseline-tasks", type=int, default=None, help="first-fit size (default: --tasks)")
-    parser.add_argument("--baseline-agents", type=int, default=None, help="first-fit size (default: --agents)")
+    parser.add_argument(
+        "--baseline-agents", type=int, default=None, help="first-fit size (default: --agents)"
+    )
     parser.add_argument("--json", action="store_true", help="write bench/results/scheduler.json")
     args = parser.parse_args(argv)
     result = measure("engine", args.tasks, args.agents, args.seed)
     base_tasks = args.baseline_tasks or args.tasks
     base_agents = args.baseline_agents or args.agents
-    result["baseline"] = {"algorithm": "first fit", **measure("first-fit", base_tasks, base_agents, args.seed)}
-    result["goals"] = {"placements_per_s": ">= 20000", "agents_used_ratio": "<= 1.05", "peak_rss_mb": "<= 1024"}
+    result["baseline"] = {
+        "algorithm": "first fit",
+        **measure("first-fit", base_tasks, base_agents, args.seed),
+    }
+    result["goals"] = {
+        "placements_per_s": ">= 20000",
+        "agents_used_ratio": "<= 1.05",
+        "peak_rss_mb": "<= 1024",
+    }
     result["params"] = {"tasks": args.tasks, "agents": args.agents, "seed": args.seed, "python": sys.version}
     for name, figures in (("engine", result), ("first fit", result["baseline"])):
         print(

@@ -7,11 +7,12 @@ whose cpu or memory is spent is never looked at. (A single combined fitness scor
 an agent with all its cpu gone but memory free sits in the middle of a one-dimensional order and every
 task would check it.) Disk, network and gpus are checked per agent; they rarely bind.
 
-Each row keeps a Python int as a bitmap of its non-empty columns, so the fullest non-empty bucket of a
-row above a bound is a mask and a lowest-set-bit away. Bin packing visits buckets in order of the
-weighted fitness (fuller first) and stops as soon as no later row can beat the best bucket found;
-spreading visits them emptiest first. Moving an agent after a placement is two dict operations and two
-bit flips.
+Cells are grouped by diagonal, the weighted free amount `row * wc + column * wm`, with a bitmap (a
+Python int) of non-empty diagonals and, per diagonal, one of its non-empty cells. Bin packing walks the
+diagonals above the task's own, fullest first; on each the cells that could fit are a contiguous range
+of rows, so a diagonal holding only agents short of cpu or memory costs one mask operation. Spreading
+walks them emptiest first. Moving an agent after a placement is two dict operations and a few bit
+flips; nothing is ever re-sorted.
 
 A sorted container (sortedcontainers.SortedList) would give exact order in one dimension at
 O(log n) per update; it would still need the second dimension to skip spent agents, and the bitmaps
@@ -31,19 +32,26 @@ MEMORY_QUANTUM: Final = 256  # MB
 
 
 class FreeIndex:
-    """Agents (by table position) bucketed by (cpu level, rest level)."""
+    """Agents (by table position) bucketed by cell (cpu row, memory column), cells grouped by fitness.
 
-    __slots__ = ("buckets", "columns", "n_rows", "rows", "size", "wc", "wr")
+    A cell's fitness is its diagonal `row * wc + column * wm` (integer weights), the weighted free
+    amount: lower is fuller. `diagonals` is a bitmap of non-empty diagonals and `cells_on[d]` a bitmap,
+    over rows, of the non-empty cells on diagonal d. A task's cells form a quadrant (row and column at
+    least the task's); on one diagonal that quadrant is a contiguous range of rows, so skipping every
+    cell of a diagonal that is too short in cpu or in memory is one mask operation.
+    """
 
-    def __init__(self, n_rows: int, n_columns: int, cpu_weight: float, memory_weight: float) -> None:
+    __slots__ = ("buckets", "cells_on", "columns", "diagonals", "n_rows", "size", "wc", "wm")
+
+    def __init__(self, n_rows: int, n_columns: int, wc: int, wm: int) -> None:
         self.n_rows = n_rows
         self.columns = n_columns
+        self.wc = wc
+        self.wm = wm
         self.buckets: list[dict[int, None] | None] = [None] * (n_rows * n_columns)
-        self.rows = [0] * n_rows
+        self.cells_on = [0] * ((n_rows - 1) * wc + (n_columns - 1) * wm + 1)
+        self.diagonals = 0
         self.size = 0
-        # Fitness of a bucket: weighted free fraction of the largest agent, as cheap products.
-        self.wc = cpu_weight / n_rows
-        self.wr = memory_weight / n_columns
 
     def __len__(self) -> int:
         return self.size
@@ -54,7 +62,10 @@ class FreeIndex:
         if bucket is None:
             bucket = self.buckets[cell] = {}
         if not bucket:
-            self.rows[c] |= 1 << r
+            d = c * self.wc + r * self.wm
+            if not self.cells_on[d]:
+                self.diagonals |= 1 << d
+            self.cells_on[d] |= 1 << c
         bucket[agent] = None
         self.size += 1
 
@@ -63,67 +74,49 @@ class FreeIndex:
         assert bucket is not None
         del bucket[agent]
         if not bucket:
-            self.rows[c] &= ~(1 << r)
+            d = c * self.wc + r * self.wm
+            self.cells_on[d] &= ~(1 << c)
+            if not self.cells_on[d]:
+                self.diagonals &= ~(1 << d)
         self.size -= 1
 
     def ascending(self, need_c: int, need_r: int) -> Iterator[int]:
-        """Agents whose levels are at least the task's, fullest bucket first: the bin-packing order."""
-        wc, wr = self.wc, self.wr
-        rows = self.rows
-        buckets = self.buckets
-        columns = self.columns
-        above = -1 << need_r  # columns need_r and up
-        visited: dict[int, int] = {}
-        while True:
-            best_c = -1
-            best_r = 0
-            best_score = float("inf")
-            for c in range(need_c, self.n_rows):
-                if wc * c >= best_score:
-                    break
-                mask = rows[c] & above
-                if mask and visited:
-                    mask &= ~visited.get(c, 0)
-                if mask:
-                    r = (mask & -mask).bit_length() - 1
-                    score = wc * c + wr * r
-                    if score < best_score:
-                        best_c, best_r, best_score = c, r, score
-            if best_c < 0:
-                return
-            bucket = buckets[best_c * columns + best_r]
-            assert bucket is not None
-            yield from bucket
-            visited[best_c] = visited.get(best_c, 0) | (1 << best_r)
+        """Agents in the task's quadrant, fullest diagonal first: the bin-packing order."""
+        wc, wm, columns = self.wc, self.wm, self.columns
+        buckets, cells_on = self.buckets, self.cells_on
+        first = need_c * wc + need_r * wm
+        pending = self.diagonals >> first
+        from_row = -1 << need_c
+        while pending:
+            low = pending & -pending
+            pending ^= low
+            d = first + low.bit_length() - 1
+            # Rows whose cell on this diagonal has a column of at least need_r.
+            last_row = (d - need_r * wm) // wc
+            rows = cells_on[d] & from_row & ((2 << last_row) - 1)
+            while rows:
+                bit = rows & -rows
+                rows ^= bit
+                c = bit.bit_length() - 1
+                bucket = buckets[c * columns + (d - c * wc) // wm]
+                assert bucket is not None
+                yield from bucket
 
     def descending(self) -> Iterator[int]:
-        """All agents, emptiest bucket first: the spreading order."""
-        wc, wr = self.wc, self.wr
-        rows = self.rows
-        buckets = self.buckets
-        columns = self.columns
-        visited: dict[int, int] = {}
-        while True:
-            best_c = -1
-            best_r = 0
-            best_score = -1.0
-            for c in range(self.n_rows - 1, -1, -1):
-                if wc * c + wr * columns <= best_score:
-                    break
-                mask = rows[c]
-                if mask and visited:
-                    mask &= ~visited.get(c, 0)
-                if mask:
-                    r = mask.bit_length() - 1
-                    score = wc * c + wr * r
-                    if score > best_score:
-                        best_c, best_r, best_score = c, r, score
-            if best_c < 0:
-                return
-            bucket = buckets[best_c * columns + best_r]
-            assert bucket is not None
-            yield from bucket
-            visited[best_c] = visited.get(best_c, 0) | (1 << best_r)
+        """All agents, emptiest diagonal first: the spreading order."""
+        wc, wm, columns = self.wc, self.wm, self.columns
+        buckets, cells_on = self.buckets, self.cells_on
+        pending = self.diagonals
+        while pending:
+            d = pending.bit_length() - 1
+            pending ^= 1 << d
+            rows = cells_on[d]
+            while rows:
+                c = rows.bit_length() - 1
+                rows ^= 1 << c
+                bucket = buckets[c * columns + (d - c * wc) // wm]
+                assert bucket is not None
+                yield from bucket
 
 
 class LevelScale:
@@ -139,8 +132,7 @@ class LevelScale:
         self.memory_q = _quantum(MEMORY_QUANTUM, max_memory, MAX_COLUMNS)
         self.n_rows = max_cpu // self.cpu_q + 1
         self.n_columns = max_memory // self.memory_q + 1
-        self.wc = cpu_weight
-        self.wm = memory_weight
+        self.wc, self.wm = _integer_weights(cpu_weight / self.n_rows, memory_weight / self.n_columns)
 
     def index(self) -> FreeIndex:
         return FreeIndex(self.n_rows, self.n_columns, self.wc, self.wm)
@@ -164,6 +156,21 @@ class LevelScale:
         if c >= self.n_rows or m >= self.n_columns:
             return (self.n_rows, 0)
         return (c, m)
+
+
+def _integer_weights(cpu: float, memory: float) -> tuple[int, int]:
+    """Small whole weights in the ratio of the per-cell fitness weights (diagonals need integers).
+
+    A weight of zero still counts a little (1 against up to 4): the order only breaks ties between
+    agents then, and the diagonals stay well defined.
+    """
+    if cpu <= 0 or memory <= 0:
+        return (1, 4) if cpu <= 0 else (4, 1)
+    ratio = cpu / memory
+    return min(
+        ((a, b) for a in range(1, 5) for b in range(1, 5)),
+        key=lambda ab: (abs(ab[0] / ab[1] - ratio) / ratio, ab[0] + ab[1]),
+    )
 
 
 def _quantum(base: int, largest: int, most: int) -> int:

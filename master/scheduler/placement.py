@@ -86,8 +86,11 @@ _ZERO: Demand = (0, 0, 0, 0, 0)
 class _Cluster:
     """Mutable per-pass copy of the agents: free resources as parallel lists, plus the free indexes."""
 
-    def __init__(self, request: ScheduleRequest) -> None:
+    def __init__(self, request: ScheduleRequest, smallest: Mapping[str, Demand]) -> None:
         agents = request.agents
+        # Per tier, the least any pending task asks of each dimension: an agent with less free in some
+        # dimension can take nothing in this pass, so it is left out of the indexes altogether.
+        self.smallest = smallest
         self.agents = agents
         n = len(agents)
         self.fc = [0] * n
@@ -153,6 +156,15 @@ class _Cluster:
                 self._index(i, agent.tier)
 
     def _index(self, i: int, tier: str) -> None:
+        least = self.smallest.get(tier)
+        if least is None or not (
+            self.fc[i] >= least[0]
+            and self.fm[i] >= least[1]
+            and self.fd[i] >= least[2]
+            and self.fn[i] >= least[3]
+            and self.fg[i] >= least[4]
+        ):
+            return
         c, r = self.scale[tier].free_cell(self.fc[i], self.fm[i])
         self.lc[i] = c
         self.lr[i] = r
@@ -208,6 +220,8 @@ class _Task:
     hard: Constraints
     soft: Constraints
     preferred: Constraints | None  # hard and soft merged; None when they contradict
+    fast: bool  # no constraints and no spreading: the fast path
+    try_preferred: bool  # soft constraints add something the hard ones do not ask
 
 
 @dataclass(slots=True)
@@ -221,36 +235,29 @@ class _Group:
 
     def ratio(self) -> tuple[float, float]:
         """Dominant share of the reservation in use; groups without one share what is left last."""
-        shares = [u / r for u, r in zip(self.used, self.reservation, strict=True) if r > 0]
-        if not shares:
+        share = -1.0
+        for u, r in zip(self.used, self.reservation):  # noqa: B905 - both are Demand
+            if r > 0 and u / r > share:
+                share = u / r
+        if share < 0:
             return (float("inf"), float(sum(self.used)))
-        return (max(shares), 0.0)
+        return (share, 0.0)
 
 
 class _Pass:
     """One scheduling pass: the mutable state and the decisions made so far."""
 
-    def __init__(self, request: ScheduleRequest) -> None:
+    def __init__(self, request: ScheduleRequest, smallest: Mapping[str, Demand]) -> None:
         self.request = request
-        self.cluster = _Cluster(request)
+        self.cluster = _Cluster(request, smallest)
         self.zone_counts: dict[str, dict[str, int]] = {}
         self.placed_per_job: Counter[str] = Counter()
         self.negative: dict[object, list[Demand]] = {}
         self.assignments: list[Assignment] = []
         self.failed: list[_Task] = []
         self.task_reason: dict[str, str] = {}
-        self._parsed: dict[tuple[tuple[str, str], ...], Constraints] = {}
 
     # --- constraint helpers -------------------------------------------------------------------------
-
-    def _parse(self, constraints: Mapping[str, str]) -> Constraints:
-        if not constraints:
-            return Constraints()
-        key = tuple(constraints.items())
-        parsed = self._parsed.get(key)
-        if parsed is None:
-            parsed = self._parsed[key] = parse_constraints(constraints)
-        return parsed
 
     def _zone_count(self, job: str, zone: str) -> int:
         counts = self.zone_counts.get(job)
@@ -380,7 +387,7 @@ class _Pass:
                     and fg[i] >= g
                     and (pred is None or pred(i))
                 ):
-                    score = idx.wc * cl.lc[i] + idx.wr * cl.lr[i]
+                    score = idx.wc * cl.lc[i] + idx.wm * cl.lr[i]
                     if best is None or score < best_score:
                         best, best_score = i, score
                     break
@@ -419,12 +426,11 @@ class _Pass:
     # --- placing ------------------------------------------------------------------------------------
 
     def try_place(self, t: _Task) -> bool:
-        task = t.task
         chosen: int | None = None
-        if t.hard.empty and t.soft.empty and not task.spread:
+        if t.fast:
             chosen = self._fast(t)
         else:
-            if t.preferred is not None and t.preferred != t.hard:
+            if t.try_preferred and t.preferred is not None:
                 chosen = self.find(t, t.preferred)
             if chosen is None:
                 chosen = self.find(t, t.hard)
@@ -571,20 +577,47 @@ def _as_demand(values: list[int]) -> Demand:
 
 def schedule(request: ScheduleRequest) -> ScheduleReply:
     """Place as many pending tasks as the cluster allows; say why for each one left over."""
-    p = _Pass(request)
     tasks: list[_Task] = []
     seen: set[str] = set()
+    parsed: dict[tuple[tuple[str, str], ...], Constraints] = {}
+    smallest: dict[str, Demand] = {}
     for task in request.tasks:
         if task.task_id in seen:
             raise ValueError(f"task {task.task_id} appears twice in one request")
         seen.add(task.task_id)
-        hard = p._parse(task.hard_constraints)
-        soft = p._parse(task.soft_constraints)
-        tasks.append(_Task(task, demand_of(task.resources), hard, soft, merge(hard, soft)))
+        hard = _parse(parsed, task.hard_constraints)
+        soft = _parse(parsed, task.soft_constraints)
+        preferred = merge(hard, soft)
+        demand = demand_of(task.resources)
+        least = smallest.get(task.tier)
+        smallest[task.tier] = demand if least is None else _least(least, demand)
+        fast = hard.empty and soft.empty and not task.spread
+        tasks.append(
+            _Task(task, demand, hard, soft, preferred, fast, preferred is not None and preferred != hard)
+        )
+    p = _Pass(request, smallest)
     groups = _groups(request, tasks)
     _run_reserved(p, groups)
     _run_best_effort(p, groups)
     return ScheduleReply(tuple(p.assignments), _diagnose(p))
+
+
+def _least(a: Demand, b: Demand) -> Demand:
+    return (min(a[0], b[0]), min(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3]), min(a[4], b[4]))
+
+
+def _parse(cache: dict[tuple[tuple[str, str], ...], Constraints], raw: Mapping[str, str]) -> Constraints:
+    """Parsed constraints, once per distinct map: tasks of one job share theirs."""
+    if not raw:
+        return _NO_CONSTRAINTS
+    key = tuple(raw.items())
+    parsed = cache.get(key)
+    if parsed is None:
+        parsed = cache[key] = parse_constraints(raw)
+    return parsed
+
+
+_NO_CONSTRAINTS = Constraints()
 
 
 # --- why pending ------------------------------------------------------------------------------------
