@@ -200,8 +200,11 @@ class _Cluster:
         self.fn[i] -= d[3]
         self.fg[i] -= d[4]
         tf = self.tier_free[tier]
-        for k in range(5):
-            tf[k] -= d[k]
+        tf[0] -= d[0]
+        tf[1] -= d[1]
+        tf[2] -= d[2]
+        tf[3] -= d[3]
+        tf[4] -= d[4]
         self.tasks_on[i] += 1
         placed = self.placed_jobs[i]
         if placed is None:
@@ -232,6 +235,8 @@ class _Group:
     used: Demand
     queue: list[_Task] = field(default_factory=list)
     overflow: list[_Task] = field(default_factory=list)
+    position: int = 0  # next task to try in the current phase's list
+    phase_two: bool = False
 
     def ratio(self) -> tuple[float, float]:
         """Dominant share of the reservation in use; groups without one share what is left last."""
@@ -462,13 +467,16 @@ class _Pass:
     def commit(self, t: _Task, i: int) -> None:
         task = t.task
         job = task.job_id
-        self.cluster.commit(i, task.tier, job, t.demand, t.hard.exclusive_host)
-        self._zone_count(job, self.cluster.zone[i])
-        counts = self.zone_counts[job]
-        zone = self.cluster.zone[i]
+        cl = self.cluster
+        cl.commit(i, task.tier, job, t.demand, t.hard.exclusive_host)
+        zone = cl.zone[i]
+        counts = self.zone_counts.get(job)
+        if counts is None:
+            self._zone_count(job, zone)
+            counts = self.zone_counts[job]
         counts[zone] = counts.get(zone, 0) + 1
         self.placed_per_job[job] += 1
-        self.assignments.append(Assignment(task.task_id, self.cluster.agents[i].agent_id))
+        self.assignments.append(Assignment(task.task_id, cl.agents[i].agent_id))
 
 
 def _groups(request: ScheduleRequest, tasks: Iterable[_Task]) -> list[_Group]:
@@ -522,21 +530,40 @@ def _run_reserved(p: _Pass, groups: list[_Group]) -> None:
     """Phase one: tasks that fit in their group's remaining reservation, lowest ratio first."""
     heap = [(g.ratio(), n, g) for n, g in enumerate(groups) if g.queue]
     heapq.heapify(heap)
-    positions = [0] * len(groups)
     while heap:
         _, n, g = heapq.heappop(heap)
-        t = g.queue[positions[n]]
-        positions[n] += 1
-        after = _add(g.used, t.demand)
-        if any(r > 0 for r in g.reservation) and _within(after, g.reservation):
-            if p.try_place(t):
-                g.used = after
+        reserved = any(r > 0 for r in g.reservation)
+        while True:
+            t = g.queue[g.position]
+            g.position += 1
+            after = _add(g.used, t.demand)
+            if reserved and _within(after, g.reservation):
+                if p.try_place(t):
+                    g.used = after
+                else:
+                    p.failed.append(t)
             else:
-                p.failed.append(t)
-        else:
-            g.overflow.append(t)
-        if positions[n] < len(g.queue):
-            heapq.heappush(heap, (g.ratio(), n, g))
+                g.overflow.append(t)
+            if _yield_turn(heap, g, n):
+                break
+    for g in groups:
+        g.position = 0
+
+
+def _yield_turn(heap: list[tuple[tuple[float, float], int, _Group]], g: _Group, n: int) -> bool:
+    """Hand the turn to another group if one now has a lower usage ratio (keeps `g` queued if it has work).
+
+    Checking against the heap's top instead of pushing and popping after every task keeps the cost
+    of fairness to one comparison per task while the same group stays the lowest.
+    """
+    queue = g.overflow if g.phase_two else g.queue
+    if g.position >= len(queue):
+        return True
+    key = g.ratio()
+    if heap and (heap[0][0], heap[0][1]) < (key, n):
+        heapq.heappush(heap, (key, n, g))
+        return True
+    return False
 
 
 def _run_best_effort(p: _Pass, groups: list[_Group]) -> None:
@@ -546,29 +573,38 @@ def _run_best_effort(p: _Pass, groups: list[_Group]) -> None:
         held[g.tier] = _add(held.get(g.tier, _ZERO), _unused(g))
     heap = [(g.ratio(), n, g) for n, g in enumerate(groups) if g.overflow]
     heapq.heapify(heap)
-    positions = [0] * len(groups)
     tier_free = p.cluster.tier_free
+    for g in groups:
+        g.phase_two = True
     while heap:
         _, n, g = heapq.heappop(heap)
-        t = g.overflow[positions[n]]
-        positions[n] += 1
-        tier = t.task.tier
-        own = _unused(g)
-        others = _sub(held.get(tier, _ZERO), own)
-        free = tier_free.get(tier)
-        if others != _ZERO and free is not None and not _within(_add(others, t.demand), _as_demand(free)):
-            p.task_reason[t.task.task_id] = (
-                f"capacity group {g.name} is beyond its reservation and the rest of the "
-                f"{tier} tier is reserved for other capacity groups"
-            )
-            p.failed.append(t)
-        elif p.try_place(t):
-            g.used = _add(g.used, t.demand)
-            held[tier] = _add(others, _unused(g))
-        else:
-            p.failed.append(t)
-        if positions[n] < len(g.overflow):
-            heapq.heappush(heap, (g.ratio(), n, g))
+        while True:
+            t = g.overflow[g.position]
+            g.position += 1
+            _best_effort_one(p, g, t, held, tier_free)
+            if _yield_turn(heap, g, n):
+                break
+
+
+def _best_effort_one(
+    p: _Pass, g: _Group, t: _Task, held: dict[str, Demand], tier_free: dict[str, list[int]]
+) -> None:
+    """One task beyond its group's reservation, if the tier can spare it."""
+    tier = t.task.tier
+    own = _unused(g)
+    others = _sub(held.get(tier, _ZERO), own)
+    free = tier_free.get(tier)
+    if others != _ZERO and free is not None and not _within(_add(others, t.demand), _as_demand(free)):
+        p.task_reason[t.task.task_id] = (
+            f"capacity group {g.name} is beyond its reservation and the rest of the "
+            f"{tier} tier is reserved for other capacity groups"
+        )
+        p.failed.append(t)
+    elif p.try_place(t):
+        g.used = _add(g.used, t.demand)
+        held[tier] = _add(others, _unused(g))
+    else:
+        p.failed.append(t)
 
 
 def _as_demand(values: list[int]) -> Demand:
@@ -580,30 +616,47 @@ def schedule(request: ScheduleRequest) -> ScheduleReply:
     tasks: list[_Task] = []
     seen: set[str] = set()
     parsed: dict[tuple[tuple[str, str], ...], Constraints] = {}
-    smallest: dict[str, Demand] = {}
+    # Tasks of one job share their constraint maps, so the parsed forms are looked up by identity;
+    # the entry keeps the maps alive so no id is reused while the loop runs.
+    by_maps: dict[
+        tuple[int, int], tuple[object, object, Constraints, Constraints, Constraints | None, bool]
+    ] = {}
+    demands: dict[str, list[Demand]] = defaultdict(list)
+    plain: tuple[Constraints, Constraints, Constraints | None, bool] = (
+        _NO_CONSTRAINTS,
+        _NO_CONSTRAINTS,
+        _NO_CONSTRAINTS,
+        False,
+    )
     for task in request.tasks:
         if task.task_id in seen:
             raise ValueError(f"task {task.task_id} appears twice in one request")
         seen.add(task.task_id)
-        hard = _parse(parsed, task.hard_constraints)
-        soft = _parse(parsed, task.soft_constraints)
-        preferred = merge(hard, soft)
+        hard_map, soft_map = task.hard_constraints, task.soft_constraints
+        if not hard_map and not soft_map:
+            hard, soft, preferred, try_preferred = plain
+            fast = not task.spread
+        else:
+            entry = by_maps.get((id(hard_map), id(soft_map)))
+            if entry is None:
+                h, so = _parse(parsed, hard_map), _parse(parsed, soft_map)
+                merged = merge(h, so)
+                entry = (hard_map, soft_map, h, so, merged, merged is not None and merged != h)
+                by_maps[(id(hard_map), id(soft_map))] = entry
+            _, _, hard, soft, preferred, try_preferred = entry
+            fast = not task.spread and hard.empty and soft.empty
         demand = demand_of(task.resources)
-        least = smallest.get(task.tier)
-        smallest[task.tier] = demand if least is None else _least(least, demand)
-        fast = hard.empty and soft.empty and not task.spread
-        tasks.append(
-            _Task(task, demand, hard, soft, preferred, fast, preferred is not None and preferred != hard)
-        )
+        demands[task.tier].append(demand)
+        tasks.append(_Task(task, demand, hard, soft, preferred, fast, try_preferred))
+    smallest: dict[str, Demand] = {}
+    for tier, amounts in demands.items():
+        c, m, k, n, g = (min(column) for column in zip(*amounts, strict=True))
+        smallest[tier] = (c, m, k, n, g)
     p = _Pass(request, smallest)
     groups = _groups(request, tasks)
     _run_reserved(p, groups)
     _run_best_effort(p, groups)
     return ScheduleReply(tuple(p.assignments), _diagnose(p))
-
-
-def _least(a: Demand, b: Demand) -> Demand:
-    return (min(a[0], b[0]), min(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3]), min(a[4], b[4]))
 
 
 def _parse(cache: dict[tuple[tuple[str, str], ...], Constraints], raw: Mapping[str, str]) -> Constraints:
