@@ -102,13 +102,12 @@ class _Cluster:
         self.lr = [-1] * n  # rest (memory, disk, network) level
         self.zone: list[str] = [""] * n
         self.itype: list[str] = [""] * n
-        self.ids: list[tuple[str, str]] = [("", "")] * n
-        self.attrs: list[dict[str, str]] = [{}] * n
+        self._attrs: list[dict[str, str] | None] = [None] * n
+        self._by_id: dict[str, list[int]] | None = None
         self.tasks_on = [0] * n  # tasks running or placed, any job
         self.exclusive = [False] * n
         self.base_jobs: list[Mapping[str, int]] = [{}] * n
         self.placed_jobs: list[dict[str, int] | None] = [None] * n
-        self.by_id: dict[str, list[int]] = defaultdict(list)
         self.tier_zones: dict[str, list[str]] = {}
         self.tier_free: dict[str, list[int]] = {}
         self.tier_index: dict[str, FreeIndex] = {}
@@ -116,33 +115,54 @@ class _Cluster:
         self.type_index: dict[tuple[str, str], FreeIndex] = {}
         self.scale: dict[str, LevelScale] = {}
 
+        # This loop runs once per agent per pass, so it is kept lean: anything only some constraints
+        # need (lower-cased attributes, the id lookup) is built on first use instead.
         weights = request.weights
         capacity: dict[str, list[int]] = {}
         zones: dict[str, set[str]] = defaultdict(set)
         itypes: dict[str, set[str]] = defaultdict(set)
+        fc, fm, fd, fn, fg = self.fc, self.fm, self.fd, self.fn, self.fg
         for i, agent in enumerate(agents):
-            attrs = {k.lower(): v.lower() for k, v in agent.attributes.items()}
-            self.attrs[i] = attrs
-            zone = attrs.get("zone", "")
-            self.zone[i] = zone
-            self.itype[i] = attrs.get("instancetype", "")
-            self.ids[i] = (agent.agent_id.lower(), attrs.get("id", agent.agent_id.lower()))
-            for ident in set(self.ids[i]):
-                self.by_id[ident].append(i)
-            free = _sub(demand_of(agent.total), demand_of(agent.used))
-            self.fc[i], self.fm[i], self.fd[i], self.fn[i], self.fg[i] = free
-            self.base_jobs[i] = agent.job_task_counts
-            self.tasks_on[i] = sum(agent.job_task_counts.values())
-            self.exclusive[i] = agent.exclusive
+            attributes = agent.attributes
+            zone = attributes.get("zone")
+            itype = attributes.get("instanceType")
+            if zone is None or itype is None:
+                lowered = self.attrs(i)
+                zone = lowered.get("zone", "") if zone is None else zone
+                itype = lowered.get("instancetype", "") if itype is None else itype
+            zone = self.zone[i] = zone.lower()
+            itype = self.itype[i] = itype.lower()
+            total, used = agent.total, agent.used
+            c = fc[i] = round(total.cpu * 1000) - round(used.cpu * 1000)
+            m = fm[i] = total.memory_mb - used.memory_mb
+            k = fd[i] = total.disk_mb - used.disk_mb
+            w = fn[i] = total.network_mbps - used.network_mbps
+            g = fg[i] = total.gpu - used.gpu
+            jobs = agent.job_task_counts
+            if jobs:
+                self.base_jobs[i] = jobs
+                self.tasks_on[i] = sum(jobs.values())
+            if agent.exclusive:
+                self.exclusive[i] = True
             if agent.lifecycle == LIFECYCLE_ACTIVE:
-                zones[agent.tier].add(zone)
-                itypes[agent.tier].add(self.itype[i])
-                cap = capacity.setdefault(agent.tier, [1, 1])
-                cap[0] = max(cap[0], millicores(agent.total.cpu))
-                cap[1] = max(cap[1], agent.total.memory_mb)
-                tf = self.tier_free.setdefault(agent.tier, [0, 0, 0, 0, 0])
-                for d in range(5):
-                    tf[d] += max(free[d], 0)
+                agent_tier: str = agent.tier
+                zones[agent_tier].add(zone)
+                itypes[agent_tier].add(itype)
+                cap = capacity.get(agent_tier)
+                if cap is None:
+                    cap = capacity[agent_tier] = [1, 1]
+                    self.tier_free[agent_tier] = [0, 0, 0, 0, 0]
+                total_cpu = round(total.cpu * 1000)
+                if total_cpu > cap[0]:
+                    cap[0] = total_cpu
+                if total.memory_mb > cap[1]:
+                    cap[1] = total.memory_mb
+                tf = self.tier_free[agent_tier]
+                tf[0] += c if c > 0 else 0
+                tf[1] += m if m > 0 else 0
+                tf[2] += k if k > 0 else 0
+                tf[3] += w if w > 0 else 0
+                tf[4] += g if g > 0 else 0
         for tier, cap in capacity.items():
             self.scale[tier] = LevelScale(weights.cpu, weights.memory, cap[0], cap[1])
             self.tier_index[tier] = self.scale[tier].index()
@@ -154,6 +174,26 @@ class _Cluster:
         for i, agent in enumerate(agents):
             if agent.lifecycle == LIFECYCLE_ACTIVE and not agent.exclusive:
                 self._index(i, agent.tier)
+
+    def attrs(self, i: int) -> dict[str, str]:
+        """Agent attributes with names and values lower-cased (Titus matches them case-insensitively)."""
+        lowered = self._attrs[i]
+        if lowered is None:
+            lowered = self._attrs[i] = {k.lower(): v.lower() for k, v in self.agents[i].attributes.items()}
+        return lowered
+
+    def ids(self, i: int) -> tuple[str, str]:
+        """The names machineId may use for an agent: its agent id and its "id" attribute."""
+        own = self.agents[i].agent_id.lower()
+        return (own, self.attrs(i).get("id", own))
+
+    def by_id(self, ident: str) -> list[int]:
+        if self._by_id is None:
+            self._by_id = defaultdict(list)
+            for i in range(len(self.agents)):
+                for name in set(self.ids(i)):
+                    self._by_id[name].append(i)
+        return self._by_id.get(ident, [])
 
     def _index(self, i: int, tier: str) -> None:
         least = self.smallest.get(tier)
@@ -295,8 +335,7 @@ class _Pass:
             checks.append(lambda i: cl.zone[i] in allowed)
         if cons.attributes:
             wanted = cons.attributes
-            attrs = cl.attrs
-            checks.append(lambda i: all(attrs[i].get(name) == value for name, value in wanted))
+            checks.append(lambda i: all(cl.attrs(i).get(name) == value for name, value in wanted))
         if cons.exclusive_host:
             checks.append(lambda i: cl.tasks_on[i] == 0)
         if cons.unique_host:
@@ -344,7 +383,7 @@ class _Pass:
         fits = cl.fits
         if cons.machine_id is not None:
             pred = self._predicate(t, cons, False, None)
-            for i in cl.by_id.get(cons.machine_id, ()):
+            for i in cl.by_id(cons.machine_id):
                 if (
                     cl.lc[i] >= 0
                     and cl.agents[i].tier == tier
@@ -733,7 +772,7 @@ def _diagnose_one(p: _Pass, t: _Task, static: tuple[Counter[str], dict[str, Coun
         if agent.tier != task.tier or agent.lifecycle != LIFECYCLE_ACTIVE:
             continue
         reason: str | None = None
-        if cons.machine_id is not None and cons.machine_id not in cl.ids[i]:
+        if cons.machine_id is not None and cons.machine_id not in cl.ids(i):
             reason = "machineId"
         elif cons.zone is not None and cl.zone[i] != cons.zone:
             reason = "availabilityZone"
@@ -741,7 +780,7 @@ def _diagnose_one(p: _Pass, t: _Task, static: tuple[Counter[str], dict[str, Coun
             reason = "machineType"
         else:
             for name, value in cons.attributes:
-                if cl.attrs[i].get(name) != value:
+                if cl.attrs(i).get(name) != value:
                     reason = f"attribute.{name}"
                     break
         if reason is None:
