@@ -8,19 +8,24 @@ what is left of its reservation, groups taking turns lowest usage/reservation ra
 rest are placed best effort, again lowest ratio first, so use beyond reservations is shared fairly.
 A critical-tier task beyond its group's reservation may not eat into what other critical groups have
 reserved and not yet used (checked on the tier's total free resources), which is what keeps a
-reservation honoured across passes. Within a group tasks keep the order the caller gave.
+reservation honoured across passes. Within a group, tasks only some agents can take (machineId,
+availabilityZone, machineType, attribute) go first, so unconstrained work does not fill the few agents
+they need; otherwise tasks keep the order the caller gave.
 
 Choosing an agent. Only Active agents of the task's tier, never over-committing any dimension. Tasks
 without constraints take the fast path: one lookup in the tier's free index (see `index.py`) for the
-fullest agent that fits. Constrained tasks narrow by index first (machineId by id, availabilityZone
-and zoneBalance by the per-zone indexes) and check the remaining rules per agent. Soft constraints
+fullest agent that fits. Constrained tasks narrow by index first (machineId by id, machineType by the
+per-type index, availabilityZone and zoneBalance by the per-zone indexes) and check the remaining
+rules per agent. Soft constraints
 are an all-or-nothing preference: the engine first looks for an agent meeting hard and soft
 constraints together, then for one meeting the hard ones. `spread` tasks take the emptiest agent
 not yet running their job, in the zone where their job has fewest tasks.
 
 Every placement only ever removes options from later tasks (resources shrink, uniqueHost and
 exclusiveHost exclude more), so a request shape that found no agent will find none later in the pass;
-that negative cache is what keeps a full cluster from costing a full scan per pending task.
+that negative cache is what keeps a full cluster from costing a full scan per pending task. The one
+exception, zoneBalance (a placement can raise the minimum and open zones), is handled by keying
+job-dependent shapes on how many tasks of the job the pass has placed.
 """
 
 from __future__ import annotations
