@@ -118,6 +118,17 @@ HARD_CASES = {
         {"t0": "a", "t1": "b", "t2": "b", "t3": None},
         {"t3": {"zoneBalance": 1, "cpu": 1}},
     ),
+    "zoneBalance opens a zone once the job's lowest zone catches up": Case(
+        [agent("a", zone="z1", cpu=2), agent("b", zone="z2", cpu=8)],
+        [
+            task("t0", cpu=4, hard={"zoneBalance": "true"}),
+            task("t1", hard={"zoneBalance": "true"}),
+            task("t2", cpu=4, hard={"zoneBalance": "true"}),
+        ],
+        {"t0": None, "t1": "a", "t2": "b"},
+        {"t0": {"cpu": 1, "zoneBalance": 1}},
+        zone_counts={"j1": {"z2": 1}},
+    ),
 }
 
 
