@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from master.scheduler.constraints import Constraints, merge, parse_constraints
@@ -54,6 +54,8 @@ from master.scheduler.model import (
 Demand = tuple[int, int, int, int, int]
 #: How many emptiest-first candidates a spread task looks through for one not running its job.
 SPREAD_SCAN = 64
+#: How many agents of one index cell the disk/network tie-break looks at.
+TIE_SCAN = 8
 #: How many failed shapes the negative cache keeps per constraint shape.
 NEGATIVE_CACHE_SIZE = 16
 
@@ -155,21 +157,28 @@ class _Cluster:
                 itypes[agent_tier].add(itype)
                 cap = capacity.get(agent_tier)
                 if cap is None:
-                    cap = capacity[agent_tier] = [1, 1]
+                    cap = capacity[agent_tier] = [1, 1, 1, 1]
                     self.tier_free[agent_tier] = [0, 0, 0, 0, 0]
                 total_cpu = round(total.cpu * 1000)
                 if total_cpu > cap[0]:
                     cap[0] = total_cpu
                 if total.memory_mb > cap[1]:
                     cap[1] = total.memory_mb
+                if total.disk_mb > cap[2]:
+                    cap[2] = total.disk_mb
+                if total.network_mbps > cap[3]:
+                    cap[3] = total.network_mbps
                 tf = self.tier_free[agent_tier]
                 tf[0] += c if c > 0 else 0
                 tf[1] += m if m > 0 else 0
                 tf[2] += k if k > 0 else 0
                 tf[3] += w if w > 0 else 0
                 tf[4] += g if g > 0 else 0
+        self.tie: dict[str, tuple[float, float] | None] = {}
         for tier, cap in capacity.items():
             self.scale[tier] = LevelScale(weights.cpu, weights.memory, cap[0], cap[1])
+            if weights.disk > 0 or weights.network > 0:
+                self.tie[tier] = (weights.disk / cap[2], weights.network / cap[3])
             self.tier_index[tier] = self.scale[tier].index()
             self.tier_zones[tier] = sorted(zones[tier])
             for zone in zones[tier]:
@@ -223,6 +232,23 @@ class _Cluster:
         self.zone_index[(tier, self.zone[i])].remove(i, c, r)
         self.type_index[(tier, self.itype[i])].remove(i, c, r)
         self.lc[i] = -1
+
+    def best_in_cell(
+        self, first: int, rest: Iterator[int], ok: Callable[[int], bool], tie: tuple[float, float]
+    ) -> int:
+        """Among the next few agents in `first`'s cell (same free cpu and memory), the fullest by the
+        disk and network weights; only consulted when those weights are set."""
+        lc, lr, fd, fn = self.lc, self.lr, self.fd, self.fn
+        wd, wn = tie
+        best, best_score = first, wd * fd[first] + wn * fn[first]
+        for looked, j in enumerate(rest):
+            if looked >= TIE_SCAN or lc[j] != lc[first] or lr[j] != lr[first]:
+                break
+            if ok(j):
+                score = wd * fd[j] + wn * fn[j]
+                if score < best_score:
+                    best, best_score = j, score
+        return best
 
     def job_count(self, i: int, job: str) -> int:
         placed = self.placed_jobs[i]
@@ -426,8 +452,15 @@ class _Pass:
         best_score = 0.0
         fc, fm, fd, fn, fg = cl.fc, cl.fm, cl.fd, cl.fn, cl.fg
         c, m, k, n, g = d
+        tie = cl.tie.get(tier)
+        check = pred
+
+        def ok(j: int) -> bool:
+            return fits(j, d) and (check is None or check(j))
+
         for idx in indexes:
-            for i in idx.ascending(need_c, need_r):
+            candidates = idx.ascending(need_c, need_r)
+            for i in candidates:
                 if (
                     fc[i] >= c
                     and fm[i] >= m
@@ -436,9 +469,10 @@ class _Pass:
                     and fg[i] >= g
                     and (pred is None or pred(i))
                 ):
-                    score = idx.wc * cl.lc[i] + idx.wm * cl.lr[i]
+                    chosen = i if tie is None else cl.best_in_cell(i, candidates, ok, tie)
+                    score = idx.wc * cl.lc[chosen] + idx.wm * cl.lr[chosen]
                     if best is None or score < best_score:
-                        best, best_score = i, score
+                        best, best_score = chosen, score
                     break
         return best
 
@@ -502,9 +536,13 @@ class _Pass:
         c, m, k, n, g = d
         fc, fm, fd, fn, fg = cl.fc, cl.fm, cl.fd, cl.fn, cl.fg
         need_c, need_r = cl.scale[tier].need_cell(c, m)
-        for i in index.ascending(need_c, need_r):
+        candidates = index.ascending(need_c, need_r)
+        for i in candidates:
             if fc[i] >= c and fm[i] >= m and fd[i] >= k and fn[i] >= n and fg[i] >= g:
-                return i
+                tie = cl.tie.get(tier)
+                if tie is None:
+                    return i
+                return cl.best_in_cell(i, candidates, lambda j: cl.fits(j, d), tie)
         self._remember_infeasible(tier, d)
         return None
 

@@ -278,6 +278,28 @@ FITNESS_CASES = {
         FitnessWeights(cpu=1, memory=0.01, disk=0, network=0),
         "cpu-full",
     ),
+    "disk weight breaks a cpu/memory tie toward the fuller disk": (
+        [agent("roomy"), agent("tight", used=Resources(0, 0, 90_000))],
+        task(disk=1000),
+        FitnessWeights(disk=1),
+        "tight",
+    ),
+    "without a disk weight the tie goes to the first agent": (
+        [agent("roomy"), agent("tight", used=Resources(0, 0, 90_000))],
+        task(disk=1000),
+        FitnessWeights(),
+        "roomy",
+    ),
+    "network weight breaks a tie for a constrained task too": (
+        [
+            agent("roomy", zone="z1"),
+            agent("tight", zone="z1", used=Resources(0, 0, 0, 900)),
+            agent("c", zone="z2"),
+        ],
+        task(hard={"availabilityZone": "z1"}),
+        FitnessWeights(network=1),
+        "tight",
+    ),
     "memory weight packs by memory": (
         [agent("cpu-full", used=Resources(3, 0)), agent("mem-full", used=Resources(0, 6144))],
         task(),
