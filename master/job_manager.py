@@ -17,11 +17,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from master.api.models import AgentRegistration, AgentStatusReport, CapacityUpdate, JobDescriptor, TaskUpdate
+from master.api.models import (
+    AgentRegistration,
+    AgentStatusReport,
+    ApplicationSla,
+    CapacityUpdate,
+    JobDescriptor,
+    TaskUpdate,
+)
 from master.core import placement, states
 from master.core.entities import TAIL_LIMIT, Job, Task
 from master.core.retry import retries_allowed, retry_delay_ms
 from master.core.states import IllegalTransition, Status, StatusMachine
+from master.groups import DEFAULT_GROUP, CapacityGroup, InstanceGroup, default_group
 from master.store.base import JobStore, PendingWrite, StaleEpoch, StoreError, Write
 
 log = logging.getLogger("titus.master")
@@ -57,6 +65,10 @@ class Agent:
     version: int = 1  # bumped whenever the agent's desired set changes; agents long-poll on it
     host: dict[str, float] = field(default_factory=dict)
     log_requests: set[str] = field(default_factory=set)
+    lifecycle: str = "Active"  # an operator's or the capacity controller's phase-out of this one agent
+    lifecycle_detail: str = ""
+    record_version: int = 0  # version of the stored lifecycle record
+    idle_since_ms: int | None = None  # when its last task left; None while it runs something
 
     def to_wire(self, used: placement.Resources, task_ids: list[str]) -> dict[str, Any]:
         def res(r: placement.Resources) -> dict[str, Any]:
@@ -111,6 +123,9 @@ class JobManager:
         self._new_pending: set[str] = set()
         self._delayed: dict[str, int] = {}
         self._full_pass = True
+        self.capacity_groups: dict[str, CapacityGroup] = {DEFAULT_GROUP: default_group()}
+        self.instance_groups: dict[str, InstanceGroup] = {}
+        self._agent_lifecycles: dict[str, tuple[str, str, int]] = {}  # stored phase-outs, applied on register
 
     def close(self) -> None:
         """Release long polls at once so the HTTP server can stop without waiting them out."""
@@ -130,6 +145,15 @@ class JobManager:
                 self.tasks_by_job[job.id] = {}
                 if job.idempotency_key:
                     self.idempotency[job.idempotency_key] = job.id
+            for stored in self.store.load_active("capacity_group"):
+                sla = ApplicationSla.model_validate(stored.record)
+                self.capacity_groups[sla.appName] = CapacityGroup(sla, stored.version)
+            for stored in self.store.load_active("instance_group"):
+                group = InstanceGroup.from_record(stored.record, stored.version)
+                self.instance_groups[group.id] = group
+            for stored in self.store.load_active("agent"):
+                r = stored.record
+                self._agent_lifecycles[r["id"]] = (r["lifecycle"], r.get("detail", ""), stored.version)
             for stored in self.store.load_active("task"):
                 task = Task.from_record(stored.record, stored.version)
                 if task.job_id in self.jobs:
@@ -323,6 +347,8 @@ class JobManager:
         del self.tasks[task.id]
         if task.agent_id is not None:
             self._full_pass = True  # it freed resources
+            if task.agent_id in self.agents:
+                self.agents[task.agent_id].idle_since_ms = now
 
         reason = task.machine.status.reason_code
         if job.state == states.JOB_ACCEPTED and task.replace:
@@ -509,7 +535,13 @@ class JobManager:
                           version=(previous.version + 1) if previous else 1)
             self.agents[reg.id] = agent
             self._full_pass = True
+            if previous is not None:
+                agent.lifecycle, agent.lifecycle_detail = previous.lifecycle, previous.lifecycle_detail
+                agent.record_version, agent.idle_since_ms = previous.record_version, previous.idle_since_ms
+            elif reg.id in self._agent_lifecycles:
+                agent.lifecycle, agent.lifecycle_detail, agent.record_version = self._agent_lifecycles[reg.id]
             writes: list[Write] = []
+            self._instance_group_for(agent, writes)
             running = set(reg.runningTaskIds)
             for task in [t for t in self.tasks.values() if t.agent_id == reg.id]:
                 # The agent restarted: what it does not run any more, beyond what it was yet to start, is lost.
@@ -619,9 +651,18 @@ class JobManager:
 
     def agent_views(self) -> list[dict[str, Any]]:
         with self.lock:
-            return [a.to_wire(self._used(a.id), [t.id for t in self.tasks.values() if t.agent_id == a.id
-                                                 and t.state in states.TASK_ON_AGENT])
-                    for a in sorted(self.agents.values(), key=lambda a: a.id)]
+            views = []
+            for a in sorted(self.agents.values(), key=lambda a: a.id):
+                task_ids = [t.id for t in self.tasks.values() if t.agent_id == a.id and t.state in states.TASK_ON_AGENT]
+                view = a.to_wire(self._used(a.id), task_ids)
+                view["lifecycle"] = self.agent_lifecycle(a)
+                view["lifecycleDetail"] = a.lifecycle_detail
+                group = self.instance_groups.get(view["instanceGroupId"])
+                if group is not None:
+                    view["tier"] = group.tier
+                view["idleSince"] = None if task_ids else max(a.registered_ms, a.idle_since_ms or 0)
+                views.append(view)
+            return views
 
     def _used(self, agent_id: str) -> placement.Resources:
         used = placement.ZERO
@@ -713,3 +754,120 @@ class JobManager:
         self._wait(queued)
         if writes:
             self.schedule_wanted.set()
+
+    # ========================================================================== capacity groups
+    def tier_of_group(self, name: str) -> str:
+        group = self.capacity_groups.get(name)
+        return group.tier if group is not None else "flex"
+
+    def capacity_group_exists(self, name: str) -> bool:
+        return name in self.capacity_groups
+
+    def list_capacity_groups(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [g.to_wire() for g in sorted(self.capacity_groups.values(), key=lambda g: g.name)]
+
+    def get_capacity_group(self, name: str) -> dict[str, Any]:
+        with self.lock:
+            group = self.capacity_groups.get(name)
+            if group is None:
+                raise NotFound(f"capacity group {name} not found")
+            return group.to_wire()
+
+    def put_capacity_group(self, sla: ApplicationSla, create: bool) -> dict[str, Any]:
+        with self.lock:
+            existing = self.capacity_groups.get(sla.appName)
+            if create and existing is not None:
+                raise Conflict(f"capacity group {sla.appName} already exists")
+            if not create and existing is None:
+                raise NotFound(f"capacity group {sla.appName} not found")
+            if existing is not None and existing.tier != sla.tier and self._group_in_use(sla.appName):
+                raise Conflict(f"capacity group {sla.appName} has active jobs; its tier cannot change")
+            group = CapacityGroup(sla, existing.version if existing else 0)
+            write = Write("capacity_group", group.name, group.version, sla.to_json())
+            group.version += 1
+            self.capacity_groups[group.name] = group
+            self._full_pass = True
+            pending = self._queue([write])
+        self._wait(pending)
+        self.schedule_wanted.set()
+        return group.to_wire()
+
+    def delete_capacity_group(self, name: str) -> None:
+        with self.lock:
+            group = self.capacity_groups.get(name)
+            if group is None:
+                raise NotFound(f"capacity group {name} not found")
+            if name == DEFAULT_GROUP:
+                raise Conflict("the DEFAULT capacity group cannot be deleted")
+            if self._group_in_use(name):
+                raise Conflict(f"capacity group {name} has active jobs")
+            write = Write("capacity_group", name, group.version, group.sla.to_json(), archived=True)
+            del self.capacity_groups[name]
+            pending = self._queue([write])
+        self._wait(pending)
+
+    def _group_in_use(self, name: str) -> bool:
+        return any(j.descriptor.capacityGroup == name for j in self.jobs.values())
+
+    # =========================================================================== instance groups
+    def _instance_group_for(self, agent: Agent, writes: list[Write]) -> InstanceGroup:
+        group_id = agent.attributes.get("instanceGroup", "default")
+        group = self.instance_groups.get(group_id)
+        if group is None:
+            group = InstanceGroup(group_id, agent.attributes.get("tier", "flex"))
+            writes.append(Write("instance_group", group.id, 0, group.to_record()))
+            group.version = 1
+            self.instance_groups[group_id] = group
+        return group
+
+    def agent_lifecycle(self, agent: Agent) -> str:
+        """An agent's own phase-out wins over its group's; otherwise the group decides."""
+        if agent.lifecycle != "Active":
+            return agent.lifecycle
+        group = self.instance_groups.get(agent.attributes.get("instanceGroup", "default"))
+        return group.lifecycle if group is not None else "Active"
+
+    def list_instance_groups(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [self._instance_group_wire(g) for g in sorted(self.instance_groups.values(), key=lambda g: g.id)]
+
+    def get_instance_group(self, group_id: str) -> dict[str, Any]:
+        with self.lock:
+            group = self.instance_groups.get(group_id)
+            if group is None:
+                raise NotFound(f"instance group {group_id} not found")
+            return self._instance_group_wire(group)
+
+    def _instance_group_wire(self, group: InstanceGroup) -> dict[str, Any]:
+        members = [a.id for a in self.agents.values() if a.attributes.get("instanceGroup", "default") == group.id]
+        return {**group.to_record(), "agentIds": sorted(members)}
+
+    def set_instance_group_lifecycle(self, group_id: str, state: str, detail: str) -> dict[str, Any]:
+        with self.lock:
+            group = self.instance_groups.get(group_id)
+            if group is None:
+                raise NotFound(f"instance group {group_id} not found")
+            group.lifecycle, group.detail = state, detail
+            write = Write("instance_group", group.id, group.version, group.to_record())
+            group.version += 1
+            self._full_pass = True
+            pending = self._queue([write])
+        self._wait(pending)
+        self.schedule_wanted.set()
+        return self.get_instance_group(group_id)
+
+    def set_agent_lifecycle(self, agent_id: str, state: str, detail: str) -> dict[str, Any]:
+        with self.lock:
+            agent = self.agents.get(agent_id)
+            if agent is None:
+                raise NotFound(f"agent {agent_id} not found")
+            agent.lifecycle, agent.lifecycle_detail = state, detail
+            record = {"id": agent.id, "lifecycle": state, "detail": detail}
+            write = Write("agent", agent.id, agent.record_version, record)
+            agent.record_version += 1
+            self._full_pass = True
+            pending = self._queue([write])
+        self._wait(pending)
+        self.schedule_wanted.set()
+        return next(a for a in self.agent_views() if a["id"] == agent_id)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-Kind = Literal["job", "task", "agent"]
+Kind = Literal["job", "task", "agent", "capacity_group", "instance_group"]
 
 
 @dataclass(frozen=True)
