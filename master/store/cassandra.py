@@ -142,17 +142,6 @@ class CassandraSettings:
         return f"{{'class': 'NetworkTopologyStrategy', {dcs}}}"
 
 
-def parse_datacenters(text: str) -> tuple[tuple[str, int], ...]:
-    """'dc1:3,dc2:3' -> (('dc1', 3), ('dc2', 3)); the form TITUS_CASSANDRA_DATACENTERS takes."""
-    out: list[tuple[str, int]] = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, rf = part.partition(":")
-        if not sep or not name.strip() or not rf.strip().isdigit():
-            raise ValueError(f"datacenter {part!r}: expected NAME:REPLICATION_FACTOR")
-        out.append((name.strip(), int(rf)))
-    return tuple(out)
-
-
 # ============================================================================== committer plumbing
 @dataclass
 class _Request:
@@ -207,7 +196,8 @@ def _fold(writes: Sequence[Write]) -> tuple[list[_Op], list[tuple[str, str]]]:
         body = json.dumps(w.record, separators=(",", ":"))
         op = ops.get((w.kind, w.id))
         if op is None:
-            ops[(w.kind, w.id)] = _Op(w.kind, w.id, w.expected_version, w.expected_version + 1, body, w.archived)
+            ops[(w.kind, w.id)] = _Op(w.kind, w.id, w.expected_version, w.expected_version + 1, body,
+                                      w.archived)
         elif w.expected_version != op.new_version:
             raise VersionConflict(f"{w.kind} {w.id} is not at version {w.expected_version}")
         else:
@@ -269,7 +259,8 @@ class CassandraJobStore:
             if current == 0:
                 self._ddl(f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = "
                           f"{self.settings.replication_cql()}")
-                self._ddl(f"CREATE TABLE IF NOT EXISTS {ks}.schema_version (name text PRIMARY KEY, version int)")
+                self._ddl(f"CREATE TABLE IF NOT EXISTS {ks}.schema_version "
+                          "(name text PRIMARY KEY, version int)")
             self._session.set_keyspace(ks)
             for number in range(current + 1, target + 1):
                 for statement in MIGRATIONS[number - 1]:

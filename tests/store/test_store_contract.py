@@ -11,6 +11,7 @@ import pytest
 
 from master.store.base import JobStore, StaleEpoch, VersionConflict, Write
 from master.store.sqlite import SqliteJobStore
+
 if TYPE_CHECKING:
     from tests.fixtures.servers import CassandraEndpoint
 
