@@ -120,6 +120,9 @@ class CassandraSettings:
     archive_ttl_s: int = 7 * _DAY_S
     serial_consistency: str = "LOCAL_SERIAL"
     request_timeout_s: float = 12.0
+    # A group commit skips its before-write epoch read if the previous after-write read is this recent.
+    # Acknowledgement never depends on it (the after-write read does); it only narrows the window.
+    epoch_fresh_s: float = 0.25
 
     def __post_init__(self) -> None:
         if not self.keyspace.isidentifier():
@@ -244,6 +247,10 @@ class CassandraJobStore:
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._committer: threading.Thread | None = None
         self._closed = False
+        # The last epoch the committer read at the serial level, and when (monotonic: it keeps running
+        # through a SIGSTOP, so a writer that was paused always reads again before writing).
+        self._epoch_seen = 0
+        self._epoch_read_at = -1e9
 
     # ------------------------------------------------------------------------------------ lifecycle
     def migrate(self, up_to: int | None = None) -> None:
@@ -400,9 +407,16 @@ class CassandraJobStore:
             if stop:
                 return
 
+    def _committer_epoch(self, reuse_recent: bool) -> int:
+        now = time.monotonic()
+        if not reuse_recent or now - self._epoch_read_at > self.settings.epoch_fresh_s:
+            self._epoch_seen = self._read_epoch()
+            self._epoch_read_at = now
+        return self._epoch_seen
+
     def _commit(self, group: list[_Request]) -> None:
         try:
-            current = self._read_epoch()
+            current = self._committer_epoch(reuse_recent=True)
         except (DriverException, RequestExecutionException) as exc:
             for r in group:
                 r.error = StoreError(f"cassandra: epoch check failed: {exc}")
@@ -423,7 +437,7 @@ class CassandraJobStore:
         if not any(not b.failed for b in batches):
             return
         try:
-            after = self._read_epoch()
+            after = self._committer_epoch(reuse_recent=False)
         except (DriverException, RequestExecutionException) as exc:
             after, error = None, StoreError(f"cassandra: epoch re-check failed: {exc}")
         for b in batches:

@@ -229,3 +229,34 @@ def test_a_deposed_writer_is_refused_even_with_writes_already_queued(open_store:
             p.wait()
     stored = new.get("job", job_id)
     assert stored is not None and stored.record["by"] == "new" and stored.version == 2
+
+
+class CrashesMidMove(CassandraJobStore):
+    """Stops an archive move after its conditional first step, as a master killed at that moment would."""
+
+    def _complete_archive_moves(self, ops: list[Any]) -> None:
+        pass
+
+
+def test_an_archive_move_cut_short_is_invisible_and_finished_by_the_next_leader(
+        open_store: OpenStore, settings: CassandraSettings) -> None:
+    crashing = CrashesMidMove(settings)
+    crashing.migrate()
+    try:
+        epoch = crashing.acquire_epoch()
+        job_id = uid("moving")
+        crashing.apply(epoch, [Write("job", job_id, 0, {"id": job_id})])
+        crashing.apply(epoch, [Write("job", job_id, 1, {"id": job_id, "note": "done"}, archived=True)])
+    finally:
+        crashing.close()
+    reader = open_store()
+    assert job_id not in [s.record["id"] for s in reader.load_active("job")]
+    half_moved = reader.get("job", job_id)
+    assert half_moved is not None and half_moved.version == 2 and half_moved.record["note"] == "done"
+    assert job_id not in [s.record["id"] for s in reader.list_archived("job", 1000)]
+
+    reader.acquire_epoch()  # the next leader
+
+    assert job_id in [s.record["id"] for s in reader.list_archived("job", 1000)]
+    moved = reader.get("job", job_id)
+    assert moved is not None and moved.version == 2 and moved.record["note"] == "done"
