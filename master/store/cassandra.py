@@ -20,28 +20,34 @@ Conditional writes: an insert is `INSERT ... IF NOT EXISTS`; an update is `UPDAT
 epoch <= ?`, so neither a stale version nor a row already stamped by a newer leader can be overwritten.
 
 Batches are atomic from the caller's point of view although Cassandra has no multi-partition transaction:
-the store applies a batch's inserts (and at most one update) last-resort-reversibly and undoes what did
-apply when any row of the batch is refused: inserted rows are deleted (`IF version = <ours>`), and when a
-batch updates two or more rows their previous contents are read (at the serial level) first so they can be
-put back. A crash of the master in the middle of that can leave part of a refused batch applied; the
-master then stops leading (any store error fences it), and the next leader loads whatever is stored.
+the store applies a batch's rows conditionally and undoes what did apply when any row of the batch is
+refused (a batch's single update goes last, after its inserts, so it never needs undoing): inserted rows are
+deleted (`IF version = <ours>`), and when a batch updates two or more rows their previous contents are read
+(at the serial level) first so they can be put back. A crash of the master in the middle of that can leave
+part of a refused batch applied; the master then stops leading (any store error fences it), and the next
+leader loads whatever is stored.
 
-Fencing, and the window that remains. LWTs are per partition, so one statement cannot both check the
-epoch row and write an entity. Each group commit therefore (1) reads the epoch at the serial level before
-writing and refuses batches from an older epoch, (2) conditions every update on `epoch <= writer's`, and
-(3) reads the epoch again after its writes committed and reports StaleEpoch instead of success if it
-moved. (3) is what makes acknowledgement safe: a batch acknowledged at epoch e committed before any newer
-leader's `acquire_epoch`, hence before that leader's `load_active`, which therefore sees it. What (1)
-cannot exclude is a writer that passed its check, stalled (GC, SIGSTOP) while a new leader took over and
-loaded state, and then landed writes: those writes are never acknowledged (3), but they are in the store.
-An insert becomes a row the new leader does not know until its next start; an update of a row the new
-leader has not written yet bumps its version, so the new leader's next write of that row gets a
-VersionConflict and it fences itself (safe, costs a failover). Closing the window entirely needs
-multi-partition transactions (Accord, Cassandra 5.1+).
+Fencing, and the window that remains. LWTs are per partition, so one statement cannot both check the epoch
+row and write an entity. Each group commit therefore (1) reads the epoch at the serial level before writing
+(or reuses the previous group's after-write read if it is younger than `epoch_fresh_s`, measured on the
+monotonic clock, which keeps running through a SIGSTOP) and refuses batches from an older epoch, (2)
+conditions every update on `epoch <= writer's`, and (3) reads the epoch again after its writes committed and
+reports StaleEpoch instead of success if it moved. (3) is what makes acknowledgement safe: a batch
+acknowledged at epoch e committed before any newer leader's `acquire_epoch`, hence before that leader's
+`load_active`, which therefore sees it. What (1) cannot exclude is a writer that passed its check, stalled
+(GC, SIGSTOP) while a new leader took over and loaded state, and then landed writes: those writes are never
+acknowledged (3), but they are in the store. An insert becomes a row the new leader does not know until its
+next start; an update of a row the new leader has not written yet bumps its version, so the new leader's
+next write of that row gets a VersionConflict and it fences itself (safe, costs a failover). Closing the
+window entirely needs multi-partition transactions (Accord, Cassandra 5.1+).
 
 Ordering: one committer thread takes everything queued (group commit). Batches keep queue order wherever
 they touch a common entity: the group is cut into segments of batches with pairwise disjoint entities,
 each segment's statements run concurrently (async), segments run one after the other.
+
+Cost: a submission is one LWT per row (job, each task, the idempotency key), each a Paxos round on
+the Cassandra side (about 2 ms of server CPU per LWT measured on the single test node with paxos v1 and
+C1-only JIT); `paxos_variant: v2` in cassandra.yaml makes them cheaper.
 
 Archive moves: a write with archived=True first updates the active row conditionally (flagging it
 archived, so load_active skips it from that moment), then inserts the archive row (with its TTL) and the
