@@ -76,7 +76,9 @@ from master.store.base import Kind, StaleEpoch, Stored, StoreError, VersionConfl
 
 log = logging.getLogger("titus.store.cassandra")
 
-KINDS: tuple[Kind, ...] = ("job", "task", "agent")
+KINDS_V1: tuple[Kind, ...] = ("job", "task", "agent")
+KINDS_V3: tuple[Kind, ...] = ("capacity_group", "instance_group")
+KINDS: tuple[Kind, ...] = (*KINDS_V1, *KINDS_V3)
 _DAY_S = 86_400
 
 
@@ -97,9 +99,9 @@ def _entity_columns() -> str:
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: the entities, the epoch, idempotency keys.
     (
-        *(f"CREATE TABLE IF NOT EXISTS {_active_table(k)} ({_entity_columns()})" for k in KINDS),
+        *(f"CREATE TABLE IF NOT EXISTS {_active_table(k)} ({_entity_columns()})" for k in KINDS_V1),
         *(f"CREATE TABLE IF NOT EXISTS {_archive_table(k)} "
-          "(id text PRIMARY KEY, version bigint, archived_at timestamp, body text)" for k in KINDS),
+          "(id text PRIMARY KEY, version bigint, archived_at timestamp, body text)" for k in KINDS_V1),
         "CREATE TABLE IF NOT EXISTS idempotency (key text PRIMARY KEY, job_id text)",
         "CREATE TABLE IF NOT EXISTS leader (name text PRIMARY KEY, epoch bigint)",
     ),
@@ -107,6 +109,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         "CREATE TABLE IF NOT EXISTS archive_log (kind text, day int, archived_at timestamp, id text, "
         "PRIMARY KEY ((kind, day), archived_at, id)) WITH CLUSTERING ORDER BY (archived_at DESC, id ASC)",
+    ),
+    # 3: capacity groups (ApplicationSLA) and instance groups (agent pools with their lifecycle).
+    (
+        *(f"CREATE TABLE IF NOT EXISTS {_active_table(k)} ({_entity_columns()})" for k in KINDS_V3),
+        *(f"CREATE TABLE IF NOT EXISTS {_archive_table(k)} "
+          "(id text PRIMARY KEY, version bigint, archived_at timestamp, body text)" for k in KINDS_V3),
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -361,7 +369,8 @@ class CassandraJobStore:
         return epoch
 
     def _finish_interrupted_moves(self) -> None:
-        for kind in KINDS:
+        kinds = KINDS if self.schema_version() >= 3 else KINDS_V1  # a store not yet upgraded has no v3 tables
+        for kind in kinds:
             rows = self._session.execute(self._bind(
                 f"SELECT id, version, body FROM {_active_table(kind)} WHERE archived = true ALLOW FILTERING",
                 ()))

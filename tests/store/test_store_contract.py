@@ -160,3 +160,12 @@ def test_migrate_is_idempotent(store_factory: StoreFactory) -> None:
     store.migrate()
     assert store.get("job", "j1") is not None
     assert store.acquire_epoch() == epoch + 1
+
+
+@pytest.mark.parametrize("kind", ["capacity_group", "instance_group"])
+def test_group_kinds_round_trip(store_factory: StoreFactory, kind: str) -> None:
+    store = store_factory()
+    epoch = store.acquire_epoch()
+    store.apply(epoch, [Write(kind, "g1", 0, {"id": "g1", "n": 1})])  # type: ignore[arg-type]
+    store.apply(epoch, [Write(kind, "g1", 1, {"id": "g1", "n": 2})])  # type: ignore[arg-type]
+    assert [s.record for s in store.load_active(kind)] == [{"id": "g1", "n": 2}]  # type: ignore[arg-type]
