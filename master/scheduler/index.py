@@ -1,14 +1,15 @@
 """Incremental index of agents by free resources, so one pass never rescans the cluster per task.
 
 Agents sit in a table of buckets: the row is the agent's free cpu and the column its free memory, each
-in quanta (250 millicores and 256 MB, coarser only for very large agents). Both are exact lower bounds
-in the units tasks ask for, so a task's own row and column bound those of any agent it fits: an agent
-whose cpu or memory is spent is never looked at. (A single combined fitness score cannot promise that:
-an agent with all its cpu gone but memory free sits in the middle of a one-dimensional order and every
-task would check it.) Disk, network and gpus are checked per agent; they rarely bind.
+in quanta (250 millicores and 256 MB, or whole multiples of those that keep an index within 256 rows
+and 512 columns, e.g. 512 MB for 128 GB agents). Both round down, so a task's own row and column bound
+those of any agent it fits: an agent whose cpu or memory is spent is never looked at. (A single
+combined fitness score cannot promise that: an agent with all its cpu gone but memory free sits in the
+middle of a one-dimensional order and every task would check it.) Disk, network and gpus are checked
+per agent; they rarely bind.
 
 Cells are grouped by diagonal, the weighted free amount `row * wc + column * wm`, with a bitmap (a
-Python int) of non-empty diagonals and, per diagonal, one of its non-empty cells. Bin packing walks the
+Python int) of non-empty diagonals and, per diagonal, a bitmap of its non-empty cells. Bin packing walks the
 diagonals above the task's own, fullest first; on each the cells that could fit are a contiguous range
 of rows, so a diagonal holding only agents short of cpu or memory costs one mask operation. Spreading
 walks them emptiest first. Moving an agent after a placement is two dict operations and a few bit
