@@ -30,6 +30,8 @@ from master.core.entities import TAIL_LIMIT, Job, Task
 from master.core.retry import retries_allowed, retry_delay_ms
 from master.core.states import IllegalTransition, Status, StatusMachine
 from master.groups import DEFAULT_GROUP, CapacityGroup, InstanceGroup, default_group
+from master.scheduler import model as sched
+from master.scheduler.placement import schedule as place
 from master.store.base import JobStore, PendingWrite, StaleEpoch, StoreError, Write
 
 log = logging.getLogger("titus.master")
@@ -92,6 +94,11 @@ class Settings:
     archive_memory_jobs: int = 10_000
     finished_tasks_per_job: int = 200
     log_wait_s: float = 5.0
+
+
+def engine_resources(job: Job) -> sched.Resources:
+    r = job.descriptor.container.resources
+    return sched.Resources(float(r.cpu), r.memoryMB, r.diskMB, r.networkMbps, r.gpu)
 
 
 def task_resources(job: Job) -> placement.Resources:
@@ -673,7 +680,7 @@ class JobManager:
 
     # =============================================================================== scheduling
     def schedule_once(self) -> int:
-        """One placement pass; returns how many tasks were placed."""
+        """One placement pass through the pure engine; returns how many tasks were placed."""
         now = self.clock()
         with self.lock:
             if self.fenced:
@@ -687,32 +694,85 @@ class JobManager:
             self._new_pending.clear()
             if not pending:
                 return 0
-            live = [a for a in self.agents.values() if not a.lost]
-            free = {a.id: a.resources for a in live}
-            for t in self.tasks.values():
-                if t.state in states.TASK_ON_AGENT and t.agent_id in free:
-                    free[t.agent_id] = free[t.agent_id].minus(task_resources(self.jobs[t.job_id]))
             pending.sort(key=lambda t: (t.machine.status.timestamp_ms, t.job_id, t.index))
-            plan = placement.first_fit(
-                [placement.PendingTask(t.id, task_resources(self.jobs[t.job_id])) for t in pending],
-                [placement.AgentCapacity(a.id, free[a.id]) for a in live])
+            reply = place(self._schedule_request(pending, now))
             writes: list[Write] = []
             touched: set[str] = set()
-            for task_id, agent_id in plan.assignments.items():
-                task = self.tasks[task_id]
-                task.agent_id = agent_id
+            for a in reply.assignments:
+                task = self.tasks[a.task_id]
+                task.agent_id = a.agent_id
                 task.pending_reason = ""
-                task.machine.move(states.LAUNCHED, "normal", f"placed on {agent_id}", now)
+                task.machine.move(states.LAUNCHED, "normal", f"placed on {a.agent_id}", now)
                 writes.append(self._task_write(task))
-                touched.add(agent_id)
-            for task_id, why in plan.unplaced.items():
-                self.tasks[task_id].pending_reason = why
+                touched.add(a.agent_id)
+                self.agents[a.agent_id].idle_since_ms = None
+            for task_id, why in reply.unplaced.items():
+                self.tasks[task_id].pending_reason = why.summary
             queued = self._queue(writes)
         self._wait(queued)
         with self.lock:
             for agent_id in touched:  # hand work to agents only once it is durable
                 self._bump_agent(agent_id)
-        return len(plan.assignments)
+        return len(reply.assignments)
+
+    def _schedule_request(self, pending: list[Task], now: int) -> sched.ScheduleRequest:
+        """Snapshot the cluster as the engine's plain data (DESIGN.md #6: the engine does no I/O)."""
+        used: dict[str, sched.Resources] = {}
+        job_counts: dict[str, dict[str, int]] = {}
+        zone_counts: dict[str, dict[str, int]] = {}
+        group_used: dict[str, sched.Resources] = {}
+        for t in self.tasks.values():
+            if t.state not in states.TASK_ON_AGENT or t.agent_id not in self.agents:
+                continue
+            job = self.jobs[t.job_id]
+            res = engine_resources(job)
+            used[t.agent_id] = used.get(t.agent_id, sched.Resources()).add(res)
+            per_job = job_counts.setdefault(t.agent_id, {})
+            per_job[t.job_id] = per_job.get(t.job_id, 0) + 1
+            zone = self.agents[t.agent_id].attributes.get("zone", "")
+            per_zone = zone_counts.setdefault(t.job_id, {})
+            per_zone[zone] = per_zone.get(zone, 0) + 1
+            group = job.descriptor.capacityGroup
+            group_used[group] = group_used.get(group, sched.Resources()).add(res)
+        agents = []
+        for a in self.agents.values():
+            if a.lost or a.id in self._unschedulable_agents():
+                continue
+            group = self.instance_groups.get(a.attributes.get("instanceGroup", "default"))
+            tier = group.tier if group is not None else a.attributes.get("tier", "flex")
+            r = a.resources
+            agents.append(sched.AgentView(
+                agent_id=a.id, instance_group=a.attributes.get("instanceGroup", "default"),
+                tier="critical" if tier == "critical" else "flex",
+                lifecycle=self.agent_lifecycle(a),  # type: ignore[arg-type]
+                total=sched.Resources(r.cpu, r.memory_mb, r.disk_mb, r.network_mbps),
+                used=used.get(a.id, sched.Resources()), attributes={**a.attributes, "id": a.id},
+                job_task_counts=job_counts.get(a.id, {}),
+                exclusive=any(self._exclusive(self.jobs[j]) for j in job_counts.get(a.id, {}))))
+        tasks = []
+        for t in pending:
+            job = self.jobs[t.job_id]
+            c = job.descriptor.container
+            tier = self.tier_of_group(job.descriptor.capacityGroup)
+            tasks.append(sched.PendingTask(
+                task_id=t.id, job_id=t.job_id, resources=engine_resources(job),
+                capacity_group=job.descriptor.capacityGroup, tier="critical" if tier == "critical" else "flex",
+                hard_constraints=c.hardConstraints.constraints, soft_constraints=c.softConstraints.constraints,
+                spread=tier == "critical" and job.descriptor.service is not None))
+        groups = [sched.CapacityGroupView(g.name, "critical" if g.tier == "critical" else "flex", g.reservation,
+                                          group_used.get(g.name, sched.Resources()))
+                  for g in self.capacity_groups.values()]
+        return sched.ScheduleRequest(tasks=tasks, agents=agents, capacity_groups=groups,
+                                     job_zone_counts=zone_counts, now=now / 1000)
+
+    def _unschedulable_agents(self) -> set[str]:
+        """Agents that must get no new work for reasons of their own (e.g. host short of memory)."""
+        return set()
+
+    @staticmethod
+    def _exclusive(job: Job) -> bool:
+        hard = {k.lower(): v.lower() for k, v in job.descriptor.container.hardConstraints.constraints.items()}
+        return hard.get("exclusivehost") == "true"
 
     def tick(self) -> None:
         """Timers: lost agents, runtime limits, stuck launches, retry delays that came due."""

@@ -30,7 +30,7 @@ class ApiConfig:
 
 
 def create_app(config: ApiConfig, manager: JobManager) -> Flask:
-    from master.api import agents, jobs, openapi, tasks
+    from master.api import agents, jobs, management, openapi, tasks
 
     app = Flask("titus-master")
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -95,6 +95,7 @@ def create_app(config: ApiConfig, manager: JobManager) -> Flask:
     app.register_blueprint(jobs.bp)
     app.register_blueprint(tasks.bp)
     app.register_blueprint(agents.bp)
+    app.register_blueprint(management.bp)
     app.register_blueprint(openapi.bp)
     return app
 

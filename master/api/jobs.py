@@ -7,7 +7,8 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from master.api.app import manager, paginate, parse_body
-from master.api.errors import bad_request
+from master.api.errors import ApiError, bad_request
+from master.scheduler.constraints import validate_constraints
 from master.api.models import CapacityUpdate, JobDescriptor
 from master.core import states
 
@@ -22,12 +23,28 @@ def create_job() -> tuple[Response, int]:
     if key is not None and not 1 <= len(key) <= 255:
         raise bad_request("Idempotency-Key must be 1 to 255 characters", "Idempotency-Key", "bad length")
     descriptor = parse_body(JobDescriptor, "job descriptor")
+    _check_against_cluster(descriptor)
     job_id, created = manager().submit(descriptor, key)
     resp = jsonify({"id": job_id})
     if not created:
         resp.headers["Idempotent-Replayed"] = "true"
     resp.headers["Location"] = f"/api/v3/jobs/{job_id}"
     return resp, 202
+
+
+def _check_against_cluster(descriptor: JobDescriptor) -> None:
+    """Rules that need the cluster's configuration: the capacity group must exist, constraints be known."""
+    fields = []
+    if not manager().capacity_group_exists(descriptor.capacityGroup):
+        fields.append({"path": "capacityGroup", "reason": f"unknown capacity group {descriptor.capacityGroup!r}"
+                                                          " (see /api/v3/management/applications)"})
+    for kind in ("hardConstraints", "softConstraints"):
+        constraints = getattr(descriptor.container, kind).constraints
+        for key, reason in validate_constraints(constraints):
+            fields.append({"path": f"container.{kind}.constraints.{key}", "reason": reason})
+    if fields:
+        summary = "; ".join(f"{f['path']}: {f['reason']}" for f in fields[:5])
+        raise ApiError(400, f"invalid job descriptor: {summary}", fields)
 
 
 @bp.get("")

@@ -12,4 +12,4 @@ def test_submit_and_get(master: RunningMaster) -> None:
     assert {t["status"]["state"] for t in tasks} == {"Accepted"}
     pending = wait_for(lambda: master.api("GET", f"/api/v3/tasks/{tasks[0]['id']}").json().get("pendingReason"),
                        what="a pending reason")
-    assert pending == "no agents registered"
+    assert pending == "no Active agents in the flex tier"
