@@ -358,6 +358,13 @@ class JobManager:
                 self.agents[task.agent_id].idle_since_ms = now
 
         reason = task.machine.status.reason_code
+        for other in self.tasks_by_job[job.id].values():
+            if other.migrating_to == task.id and other.active:
+                other.migrating_to = ""  # the move failed: the old task keeps its slot
+                task.replace = False
+                writes.append(self._task_write(other))
+        if task.migrating_to:
+            task.migrating_to = ""
         if job.state == states.JOB_ACCEPTED and task.replace:
             policy = job.descriptor.retry_policy
             if job.descriptor.service is not None:
@@ -410,7 +417,7 @@ class JobManager:
         assert service is not None
         # A task being killed that will be replaced still holds its slot until it ends; one being
         # scaled away does not.
-        running = [t for t in active if not t.kill_reason or t.replace]
+        running = [t for t in active if (not t.kill_reason or t.replace) and not t.migrating_to]
         desired = service.capacity.desired
         if len(running) < desired:
             next_index = max((t.index for t in tasks.values()), default=-1) + 1
@@ -462,12 +469,19 @@ class JobManager:
         with self.lock:
             task = self.tasks.get(task_id) or self._find_archived_task(task_id)
             if task is not None:
-                return task.to_wire(self._job_of(task))
+                return self._task_wire(task)
         stored = self.store.get("task", task_id)
         if stored is None:
             raise NotFound(f"task {task_id} not found")
         task = Task.from_record(stored.record, stored.version)
-        return task.to_wire(self._job_of(task))
+        return self._task_wire(task)
+
+    def _task_wire(self, task: Task) -> dict[str, Any]:
+        job = self._job_of(task)
+        wire = task.to_wire(job)
+        if job is not None:
+            wire["tier"] = self.tier_of_group(job.descriptor.capacityGroup)
+        return wire
 
     def _job_of(self, task: Task) -> Job | None:
         job = self.jobs.get(task.job_id)
@@ -501,7 +515,7 @@ class JobManager:
                         candidates += tasks_list
             selected = [t for t in candidates if task_states is None or t.state in task_states]
             selected.sort(key=lambda t: (t.job_id, t.index, t.machine.status.timestamp_ms))
-            return [t.to_wire(self._job_of(t)) for t in selected]
+            return [self._task_wire(t) for t in selected]
 
     def task_logs(self, task_id: str, stream: str) -> str:
         with self.lock:
@@ -648,6 +662,11 @@ class JobManager:
         if u.state == states.STARTED:
             task.started_ms = now
         writes.append(self._task_write(task))
+        if u.state == states.STARTED and task.resubmit_of:
+            drained = self.tasks.get(task.resubmit_of)
+            if drained is not None and drained.migrating_to == task.id and not drained.kill_reason:
+                drained.replace = False
+                self._kill(drained, states.REASON_KILLED, f"drained: replaced by {task.id}", now, writes)
 
     def log_upload(self, agent_id: str, task_id: str, session: int, stdout: str, stderr: str,
                    found: bool) -> None:
@@ -765,6 +784,30 @@ class JobManager:
         return sched.ScheduleRequest(tasks=tasks, agents=agents, capacity_groups=groups,
                                      job_zone_counts=zone_counts, now=now / 1000)
 
+    def _drain(self, now: int, writes: list[Write]) -> None:
+        """Move service tasks off PhasedOut agents without ever dropping a job below its desired count.
+
+        Per job, one move at a time: a replacement is created; the old task keeps running (and keeps
+        counting towards desired) until the replacement reports Started, then it is stopped. Batch tasks are
+        left to finish where they are.
+        """
+        draining = {a.id for a in self.agents.values() if not a.lost and self.agent_lifecycle(a) != "Active"}
+        if not draining:
+            return
+        moving_jobs = {t.job_id for t in self.tasks.values() if t.migrating_to}
+        for task in list(self.tasks.values()):
+            job = self.jobs.get(task.job_id)
+            if (task.agent_id not in draining or task.state != states.STARTED or task.kill_reason
+                    or job is None or job.descriptor.service is None or job.state != states.JOB_ACCEPTED
+                    or job.id in moving_jobs):
+                continue
+            replacement = self._new_task(job, task.index, now, writes, replaces=task)
+            replacement.retries_done = task.retries_done
+            task.migrating_to = replacement.id
+            writes.append(self._task_write(task))
+            moving_jobs.add(job.id)
+            log.info("draining %s from %s: replacement %s", task.id, task.agent_id, replacement.id)
+
     def _unschedulable_agents(self) -> set[str]:
         """Agents that must get no new work for reasons of their own (e.g. host short of memory)."""
         return set()
@@ -805,6 +848,7 @@ class JobManager:
                     self._bump_agent(task.agent_id)
                     self._finished(task, now, writes)
                     self._reconcile_job(job, now, writes)
+            self._drain(now, writes)
             for task_id, due in list(self._delayed.items()):
                 if due <= now:
                     del self._delayed[task_id]

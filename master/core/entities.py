@@ -76,6 +76,7 @@ class Task:
     version: int = 0
     usage: dict[str, float] = field(default_factory=dict)
     pending_reason: str = ""
+    migrating_to: str = ""  # drain: the replacement that must start before this task is stopped
 
     @property
     def state(self) -> str:
@@ -93,7 +94,7 @@ class Task:
             "retriesDone": self.retries_done, "originalId": self.original_id, "resubmitOf": self.resubmit_of,
             "agentId": self.agent_id, "notBeforeMs": self.not_before_ms, "killReason": self.kill_reason,
             "replace": self.replace, "exitCode": self.exit_code, "startedMs": self.started_ms,
-            "stdoutTail": self.stdout_tail, "stderrTail": self.stderr_tail,
+            "stdoutTail": self.stdout_tail, "stderrTail": self.stderr_tail, "migratingTo": self.migrating_to,
         }
 
     @staticmethod
@@ -102,7 +103,7 @@ class Task:
                                 [Status.from_json(s) for s in r["statusHistory"]])
         return Task(r["id"], r["jobId"], r["index"], machine, r["retriesDone"], r["originalId"], r["resubmitOf"],
                     r["agentId"], r["notBeforeMs"], r["killReason"], r["replace"], r["exitCode"], r["startedMs"],
-                    r["stdoutTail"], r["stderrTail"], version)
+                    r["stdoutTail"], r["stderrTail"], version, migrating_to=r.get("migratingTo", ""))
 
     def to_wire(self, job: Job | None) -> dict[str, Any]:
         context: dict[str, str] = {

@@ -257,3 +257,82 @@ def test_idempotency_key_returns_the_same_job(jm: JobManager) -> None:
     again, created_again = jm.submit(d, "key-1")
     assert (again, created, created_again) == (first, True, False)
     assert jm.submit(d, "key-2")[0] != first
+
+
+def register_in(jm: JobManager, agent_id: str, tier: str, group: str, cpu: float = 4) -> int:
+    reply = jm.register_agent(AgentRegistration.model_validate(
+        {"id": agent_id, "resources": {"cpu": cpu, "memoryMB": 4096, "diskMB": 10_000, "networkMbps": 1000},
+         "attributes": {"tier": tier, "instanceGroup": group, "zone": "z1", "instanceType": "m5"}}))
+    return int(reply["sessionEpoch"])
+
+
+def critical_group(jm: JobManager, name: str = "payments") -> None:
+    from master.api.models import ApplicationSla
+
+    jm.put_capacity_group(ApplicationSla.model_validate({
+        "appName": name, "tier": "Critical", "instanceCount": 2,
+        "resourceDimension": {"cpu": 1, "memoryMB": 512, "diskMB": 100, "networkMbps": 10}}), create=True)
+
+
+def test_critical_jobs_land_on_critical_agents_only(jm: JobManager) -> None:
+    register_in(jm, "flex-1", "flex", "asg-flex")
+    register_in(jm, "crit-1", "critical", "asg-critical")
+    critical_group(jm)
+    crit = submit(jm, service_job(desired=3, capacityGroup="payments"))
+    flex = submit(jm, service_job(desired=3))
+    jm.schedule_once()
+    assert {t["taskContext"]["agent.id"] for t in active(jm, crit)} == {"crit-1"}
+    assert {t["taskContext"]["agent.id"] for t in active(jm, flex)} == {"flex-1"}
+    assert all(t["tier"] == "critical" for t in active(jm, crit))
+
+
+def test_phased_out_group_gets_no_new_tasks_and_says_so(jm: JobManager) -> None:
+    register_in(jm, "a1", "flex", "asg-old")
+    jm.set_instance_group_lifecycle("asg-old", "PhasedOut", "upgrade")
+    job_id = submit(jm, service_job(desired=1))
+    assert jm.schedule_once() == 0
+    (task,) = active(jm, job_id)
+    assert task["pendingReason"] == "no Active agents in the flex tier; 1 agent PhasedOut"
+    register_in(jm, "a2", "flex", "asg-new")
+    jm.schedule_once()
+    assert jm.get_task(task["id"])["taskContext"]["agent.id"] == "a2"
+
+
+def test_drain_moves_service_tasks_without_dropping_below_desired(jm: JobManager) -> None:
+    s1 = register_in(jm, "a1", "flex", "g1")
+    job_id = submit(jm, service_job(desired=2))
+    old = run_all(jm, s1, job_id)
+    s2 = register_in(jm, "a2", "flex", "g2")
+    jm.set_agent_lifecycle("a1", "PhasedOut", "maintenance")
+    for _ in range(2):
+        report(jm, s1)
+        report(jm, s2, agent_id="a2")
+        jm.tick()
+        jm.schedule_once()
+        (new,) = [t for t in active(jm, job_id) if t["status"]["state"] == "Launched"]
+        assert new["taskContext"]["agent.id"] == "a2"
+        assert len([t for t in active(jm, job_id) if t["status"]["state"] == "Started"]) == 2  # never below
+        report(jm, s2, upd(new["id"], "Started"), agent_id="a2")
+        (stopping,) = [t for t in active(jm, job_id) if t["status"]["state"] == "KillInitiated"]
+        assert stopping["id"] in old
+        report(jm, s1, upd(stopping["id"], "Finished", "killed"))
+    final = active(jm, job_id)
+    assert [t["taskContext"]["agent.id"] for t in final] == ["a2", "a2"]
+    assert {t["status"]["state"] for t in final} == {"Started"}
+
+
+def test_capacity_groups_persist_and_guard_deletion(db: Path, clock: Clock) -> None:
+    first = JobManager(SqliteJobStore(db, "NORMAL"), clock)
+    first.start()
+    critical_group(first)
+    submit(first, service_job(desired=0, capacityGroup="payments"))
+    with pytest.raises(Conflict):
+        first.delete_capacity_group("payments")
+    with pytest.raises(Conflict):
+        first.delete_capacity_group("DEFAULT")
+    first.store.close()
+    second = JobManager(SqliteJobStore(db, "NORMAL"), clock)
+    second.start()
+    assert second.get_capacity_group("payments")["tier"] == "critical"
+    assert {g["appName"] for g in second.list_capacity_groups()} == {"DEFAULT", "payments"}
+    second.store.close()
