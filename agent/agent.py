@@ -234,20 +234,20 @@ class Agent:
             running = [tid for tid, t in self.tasks.items() if t.finished is None]
         usage: dict[str, Any] = {}
         for task_id in running:
-            u = self.runtime.usage(task_id)
-            if u is not None:
-                usage[task_id] = {"cpuPct": round(u.cpu_pct, 2), "rssMB": round(u.rss_mb, 2),
-                                  "processes": u.processes}
+            sample = self.runtime.usage(task_id)
+            if sample is not None:
+                usage[task_id] = {"cpuPct": round(sample.cpu_pct, 2), "rssMB": round(sample.rss_mb, 2),
+                                  "processes": sample.processes}
         host = self.host_stats() if self.host_stats else {}
         self.client.report(self.config.agent_id, {"sessionEpoch": self.session, "updates": updates,
                                                   "runningTaskIds": running, "usage": usage, "host": host})
         with self.lock:
             del self.updates[: len(updates)]
             for u in updates:
-                local = self.tasks.get(u["taskId"])
-                if local is None:
+                acked = self.tasks.get(u["taskId"])
+                if acked is None:
                     continue
-                local.reported = u["state"]
+                acked.reported = u["state"]
                 if u["state"] == "Finished":
                     # The master has durably recorded the end: the task's resources can go.
                     self.runtime.cleanup(u["taskId"])

@@ -30,7 +30,7 @@ def build_runtime(name: str, data_dir: Path, agent_id: str) -> Runtime:
     if name == "docker":
         from agent.runtime.docker import DockerRuntime
 
-        return DockerRuntime(agent_id=agent_id)  # type: ignore[call-arg]
+        return DockerRuntime(agent_id=agent_id, log_dir=data_dir / "docker-logs")
     raise ConfigError(f"TITUS_RUNTIME must be process or docker, got {name!r}")
 
 
@@ -69,8 +69,13 @@ def _host_stats_reader() -> Callable[[], dict[str, float]]:
 
     def read() -> dict[str, float]:
         h = monitor.host()
-        return {"cpuCount": h.cpu_count, "cpuPct": round(h.cpu_pct, 2), "memoryTotalMB": round(h.memory_total_mb),
-                "memoryAvailableMB": round(h.memory_available_mb), "memoryUsedMB": round(h.memory_used_mb)}
+        return {
+            "cpuCount": h.cpu_count,
+            "cpuPct": round(h.cpu_pct, 2),
+            "memoryTotalMB": round(h.memory_total_mb),
+            "memoryAvailableMB": round(h.memory_available_mb),
+            "memoryUsedMB": round(h.memory_used_mb),
+        }
 
     return read
 

@@ -17,14 +17,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench import agent_docker, agent_process
 from agent.runtime.process import ProcessRuntime
+from bench import agent_docker, agent_process
 
 RESULTS = Path(__file__).parent / "results" / "agent.json"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--json", action="store_true", help=f"write {RESULTS}")
     parser.add_argument("--starts", type=int, default=200)
     parser.add_argument("--docker-runs", type=int, default=30)
@@ -33,7 +35,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="titus-bench-") as data_dir:
         rt = ProcessRuntime(data_dir, agent_id)
         try:
-            process = {**agent_process.bench_start(rt, args.starts), **agent_process.bench_monitor(rt, 100, 10)}
+            process = {
+                **agent_process.bench_start(rt, args.starts),
+                **agent_process.bench_monitor(rt, 100, 10),
+            }
         finally:
             rt.cgroups.remove_agent(agent_id)
             rt.close()
@@ -47,10 +52,12 @@ def main() -> None:
         "monitor_cpu_pct": process["monitor_cpu_pct"],
         "monitor_rss_mb": process["monitor_rss_mb"],
     }
-    result["goals"] = {"process_start_p50_ms<=50": result["process_start_p50_ms"] <= 50,
-                       "docker_start_ratio<=1.2": result["docker_start_ratio"] <= 1.2,
-                       "monitor_cpu_pct<=2": result["monitor_cpu_pct"] <= 2,
-                       "monitor_rss_mb<=100": result["monitor_rss_mb"] <= 100}
+    result["goals"] = {
+        "process_start_p50_ms<=50": result["process_start_p50_ms"] <= 50,
+        "docker_start_ratio<=1.2": result["docker_start_ratio"] <= 1.2,
+        "monitor_cpu_pct<=2": result["monitor_cpu_pct"] <= 2,
+        "monitor_rss_mb<=100": result["monitor_rss_mb"] <= 100,
+    }
     print(json.dumps(result, indent=2))
     if args.json:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)

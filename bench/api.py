@@ -8,7 +8,8 @@ group commit). The jobs ask for more CPU than the dev agent has, so they stay pe
 the API, validation, the store and the scheduler's handling of a growing backlog, not process start-up.
 Phase 2 (latency): a fresh `titus dev`; `start_jobs` one-task batch jobs, each submitted once the previous
 one's task has started; the latency is the master's Started timestamp minus its Accepted timestamp for each
-task (one clock, so the client's polling adds no error). Figures are printed and written to bench/results/api.json.
+task (one clock, so the client's polling adds no error).
+Figures are printed and written to bench/results/api.json.
 """
 
 from __future__ import annotations
@@ -38,8 +39,11 @@ def _job(cpu: float, command: list[str]) -> dict[str, Any]:
     return {
         "owner": {"teamEmail": "bench@example.com"},
         "applicationName": "bench",
-        "container": {"resources": {"cpu": cpu, "memoryMB": 32, "diskMB": 10, "networkMbps": 1},
-                      "image": {"name": "busybox", "tag": "latest"}, "command": command},
+        "container": {
+            "resources": {"cpu": cpu, "memoryMB": 32, "diskMB": 10, "networkMbps": 1},
+            "image": {"name": "busybox", "tag": "latest"},
+            "command": command,
+        },
         "batch": {"size": 1, "retryPolicy": {"immediate": {"retries": 0}}},
     }
 
@@ -50,9 +54,22 @@ class Dev:
         self.port = port
         env = {**os.environ, "TITUS_LOG_LEVEL": "WARNING"}
         env.pop("TITUS_API_TOKEN", None)
-        self.proc = subprocess.Popen([sys.executable, "-m", "titus.cli", "dev", "--port", str(port),
-                                      "--data-dir", str(self.dir), "--agent-cpu", "2"], env=env,
-                                     stdout=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "titus.cli",
+                "dev",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(self.dir),
+                "--agent-cpu",
+                "2",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 60
         token_file = self.dir / "api-token"
         while not token_file.exists():
@@ -63,8 +80,9 @@ class Dev:
         self.url = f"http://127.0.0.1:{port}"
         while True:
             try:
-                agents = requests.get(self.url + "/api/v3/agent/instances", timeout=2,
-                                      headers=self.headers).json()["items"]
+                agents = requests.get(
+                    self.url + "/api/v3/agent/instances", timeout=2, headers=self.headers
+                ).json()["items"]
                 if agents:
                     break
             except (requests.RequestException, ValueError, KeyError):
@@ -143,13 +161,19 @@ def throughput(duration: float, concurrency: int, port: int) -> dict[str, float]
         latencies, errors = queue.get(timeout=duration + 120)
         proc.join()
         elapsed = time.monotonic() - t0
-        stored = requests.get(dev.url + "/api/v3/jobs", params={"pageSize": 1}, headers=dev.headers,
-                              timeout=30).json()["pagination"]["totalItems"]
+        stored = requests.get(
+            dev.url + "/api/v3/jobs", params={"pageSize": 1}, headers=dev.headers, timeout=30
+        ).json()["pagination"]["totalItems"]
     finally:
         dev.stop()
-    return {"submit_per_s": round(len(latencies) / min(elapsed, duration + 1), 1),
-            "submit_p50_ms": round(_pct(latencies, 0.50), 2), "submit_p99_ms": round(_pct(latencies, 0.99), 2),
-            "submit_ok": len(latencies), "submit_errors": errors, "jobs_listed_after": stored}
+    return {
+        "submit_per_s": round(len(latencies) / min(elapsed, duration + 1), 1),
+        "submit_p50_ms": round(_pct(latencies, 0.50), 2),
+        "submit_p99_ms": round(_pct(latencies, 0.99), 2),
+        "submit_ok": len(latencies),
+        "submit_errors": errors,
+        "jobs_listed_after": stored,
+    }
 
 
 def start_latency(jobs: int, port: int) -> dict[str, float]:
@@ -167,10 +191,15 @@ def start_latency(jobs: int, port: int) -> dict[str, float]:
             job_id = r.json()["id"]
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
-                tasks = http_.get(dev.url + "/api/v3/tasks", params={"jobIds": job_id, "taskStates":
-                                  "Started,KillInitiated,Finished"}, timeout=30).json()["items"]
-                stamps = {s["state"]: s["timestamp"] for s in
-                          (tasks[0]["statusHistory"] + [tasks[0]["status"]] if tasks else [])}
+                tasks = http_.get(
+                    dev.url + "/api/v3/tasks",
+                    params={"jobIds": job_id, "taskStates": "Started,KillInitiated,Finished"},
+                    timeout=30,
+                ).json()["items"]
+                stamps = {
+                    s["state"]: s["timestamp"]
+                    for s in (tasks[0]["statusHistory"] + [tasks[0]["status"]] if tasks else [])
+                }
                 if "Started" in stamps:
                     latencies.append(float(stamps["Started"] - stamps["Accepted"]))
                     break
@@ -179,13 +208,18 @@ def start_latency(jobs: int, port: int) -> dict[str, float]:
                 never += 1
     finally:
         dev.stop()
-    return {"start_p50_ms": round(statistics.median(latencies), 1) if latencies else float("nan"),
-            "start_p99_ms": round(_pct(latencies, 0.99), 1), "start_samples": len(latencies),
-            "start_never_started": never}
+    return {
+        "start_p50_ms": round(statistics.median(latencies), 1) if latencies else float("nan"),
+        "start_p99_ms": round(_pct(latencies, 0.99), 1),
+        "start_samples": len(latencies),
+        "start_never_started": never,
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--start-jobs", type=int, default=200)
@@ -195,10 +229,12 @@ def main() -> None:
     result: dict[str, Any] = {"duration_s": args.duration, "concurrency": args.concurrency}
     result.update(throughput(args.duration, args.concurrency, args.port))
     result.update(start_latency(args.start_jobs, args.port + 1))
-    result["goals"] = {"submit_per_s>=500": result["submit_per_s"] >= 500,
-                       "submit_p99_ms<=50": result["submit_p99_ms"] <= 50,
-                       "start_p50_ms<=100": result["start_p50_ms"] <= 100,
-                       "start_p99_ms<=300": result["start_p99_ms"] <= 300}
+    result["goals"] = {
+        "submit_per_s>=500": result["submit_per_s"] >= 500,
+        "submit_p99_ms<=50": result["submit_p99_ms"] <= 50,
+        "start_p50_ms<=100": result["start_p50_ms"] <= 100,
+        "start_p99_ms<=300": result["start_p99_ms"] <= 300,
+    }
     print(json.dumps(result, indent=2))
     if args.json:
         RESULTS.mkdir(parents=True, exist_ok=True)

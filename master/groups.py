@@ -33,7 +33,9 @@ class CapacityGroup:
     @property
     def reservation(self) -> Resources:
         d = self.sla.resourceDimension
-        return Resources(float(d.cpu), d.memoryMB, d.diskMB, d.networkMbps, d.gpu).scale(self.sla.instanceCount)
+        return Resources(float(d.cpu), d.memoryMB, d.diskMB, d.networkMbps, d.gpu).scale(
+            self.sla.instanceCount
+        )
 
     def to_wire(self) -> dict[str, Any]:
         wire = self.sla.to_json()
@@ -43,9 +45,16 @@ class CapacityGroup:
 
 def default_group() -> CapacityGroup:
     """DEFAULT always exists: flex tier, no reservation, as in Titus."""
-    return CapacityGroup(ApplicationSla.model_validate({
-        "appName": DEFAULT_GROUP, "tier": "flex", "instanceCount": 0,
-        "resourceDimension": {"cpu": 1, "memoryMB": 1, "diskMB": 1, "networkMbps": 1}}))
+    return CapacityGroup(
+        ApplicationSla.model_validate(
+            {
+                "appName": DEFAULT_GROUP,
+                "tier": "flex",
+                "instanceCount": 0,
+                "resourceDimension": {"cpu": 1, "memoryMB": 1, "diskMB": 1, "networkMbps": 1},
+            }
+        )
+    )
 
 
 @dataclass

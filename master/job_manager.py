@@ -751,8 +751,8 @@ class JobManager:
             zone = self.agents[t.agent_id].attributes.get("zone", "")
             per_zone = zone_counts.setdefault(t.job_id, {})
             per_zone[zone] = per_zone.get(zone, 0) + 1
-            group = job.descriptor.capacityGroup
-            group_used[group] = group_used.get(group, sched.Resources()).add(res)
+            group_name = job.descriptor.capacityGroup
+            group_used[group_name] = group_used.get(group_name, sched.Resources()).add(res)
         agents = []
         for a in self.agents.values():
             if a.lost or a.id in self._unschedulable_agents():

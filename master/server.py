@@ -60,8 +60,10 @@ class Loops:
     def __init__(self, manager: JobManager) -> None:
         self.manager = manager
         self.stopping = threading.Event()
-        self.threads = [threading.Thread(target=self._run, args=(self._schedule, ), name="scheduler", daemon=True),
-                        threading.Thread(target=self._run, args=(self._tick, ), name="timers", daemon=True)]
+        self.threads = [
+            threading.Thread(target=self._run, args=(self._schedule,), name="scheduler", daemon=True),
+            threading.Thread(target=self._run, args=(self._tick,), name="timers", daemon=True),
+        ]
 
     def start(self) -> None:
         for t in self.threads:
@@ -96,16 +98,25 @@ class MasterServer:
             raise ValueError("both an API token and an agent token are required")
         self.config = config
         self.store = build_store(config)
-        self.manager = JobManager(self.store, clock, Settings(heartbeat_timeout_ms=config.heartbeat_timeout_ms))
+        self.manager = JobManager(
+            self.store, clock, Settings(heartbeat_timeout_ms=config.heartbeat_timeout_ms)
+        )
         self.loops = Loops(self.manager)
         self.app = create_app(ApiConfig(config.api_token, config.agent_token), self.manager)
-        self.server = create_server(self.app, host=config.host, port=config.port, threads=config.threads,
-                                    channel_timeout=120, connection_limit=1000, ident="titus")
+        self.server = create_server(
+            self.app,
+            host=config.host,
+            port=config.port,
+            threads=config.threads,
+            channel_timeout=120,
+            connection_limit=1000,
+            ident="titus",
+        )
         self.manager.on_fenced = self.shutdown
 
     @property
     def port(self) -> int:
-        return int(self.server.effective_port)  # type: ignore[union-attr]
+        return int(self.server.effective_port)
 
     def serve_forever(self) -> None:
         self.manager.start()

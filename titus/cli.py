@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,8 +19,10 @@ DEFAULT_URL = "http://127.0.0.1:7001"
 
 
 def _setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -53,8 +56,9 @@ def dev(port: int, data_dir: Path, agent_memory_mb: int | None, agent_cpu: float
 def _cassandra_options(values: dict[str, str]) -> dict[str, Any]:
     """TITUS_CASSANDRA_* settings as keyword arguments of CassandraSettings (validated there)."""
     options: dict[str, Any] = {
-        "hosts": tuple(h.strip() for h in values.get("TITUS_CASSANDRA_HOSTS", "127.0.0.1").split(",")
-                       if h.strip()),
+        "hosts": tuple(
+            h.strip() for h in values.get("TITUS_CASSANDRA_HOSTS", "127.0.0.1").split(",") if h.strip()
+        ),
         "port": get_int(values, "TITUS_CASSANDRA_PORT", 9042),
         "keyspace": values.get("TITUS_CASSANDRA_KEYSPACE", "titus"),
         "replication_strategy": values.get("TITUS_CASSANDRA_REPLICATION_STRATEGY", "SimpleStrategy"),
@@ -114,10 +118,8 @@ def master(config_file: str | None, port: int | None, data_dir: Path | None) -> 
         server = MasterServer(config)
     except (ConfigError, OSError, ValueError, StoreError) as exc:
         _fail(str(exc))
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
 
 
 @main.group()
@@ -205,8 +207,10 @@ def _emit(data: Any, as_json: bool, human: str) -> None:
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-             for row in [header, *rows]]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
     return "\n".join(lines)
 
 
@@ -220,7 +224,9 @@ def job() -> None:
 @click.argument("file", type=click.File("r"))
 @click.option("--idempotency-key", help="Retrying with the same key returns the same job.")
 @_api_options
-def job_submit(file: Any, idempotency_key: str | None, url: str | None, token: str | None, as_json: bool) -> None:
+def job_submit(
+    file: Any, idempotency_key: str | None, url: str | None, token: str | None, as_json: bool
+) -> None:
     """Submit the job descriptor in FILE (- for stdin)."""
     try:
         descriptor = json.load(file)
@@ -235,8 +241,9 @@ def job_submit(file: Any, idempotency_key: str | None, url: str | None, token: s
 @click.option("--state", "job_state", help="Accepted, KillInitiated or Finished.")
 @click.option("--app", "application_name", help="Application name.")
 @_api_options
-def job_list(job_state: str | None, application_name: str | None, url: str | None, token: str | None,
-             as_json: bool) -> None:
+def job_list(
+    job_state: str | None, application_name: str | None, url: str | None, token: str | None, as_json: bool
+) -> None:
     """List jobs (active ones unless --state Finished)."""
     client = _client(url, token)
     filters = {k: v for k, v in {"jobState": job_state, "applicationName": application_name}.items() if v}
@@ -244,10 +251,20 @@ def job_list(job_state: str | None, application_name: str | None, url: str | Non
     rows = []
     for j in jobs:
         d = j["jobDescriptor"]
-        size = (f"{d['batch']['size']} tasks" if "batch" in d else
-                "{min}/{desired}/{max}".format(**d["service"]["capacity"]))
-        rows.append([j["id"], "batch" if "batch" in d else "service", j["status"]["state"],
-                     d["applicationName"], size])
+        size = (
+            f"{d['batch']['size']} tasks"
+            if "batch" in d
+            else "{min}/{desired}/{max}".format(**d["service"]["capacity"])
+        )
+        rows.append(
+            [
+                j["id"],
+                "batch" if "batch" in d else "service",
+                j["status"]["state"],
+                d["applicationName"],
+                size,
+            ]
+        )
     _emit(jobs, as_json, _table(rows, ["ID", "TYPE", "STATE", "APPLICATION", "SIZE"]) if rows else "no jobs")
 
 
@@ -260,10 +277,13 @@ def job_get(job_id: str, url: str | None, token: str | None, as_json: bool) -> N
     j = _run(lambda: client.job(job_id))
     tasks = _run(lambda: client.tasks(job_id))
     d = j["jobDescriptor"]
-    lines = [f"job {j['id']}", f"  application: {d['applicationName']}",
-             f"  state:       {j['status']['state']} ({j['status'].get('reasonCode', '')})",
-             f"  image:       {d['container']['image']['name']}",
-             f"  active tasks: {len(tasks)}"]
+    lines = [
+        f"job {j['id']}",
+        f"  application: {d['applicationName']}",
+        f"  state:       {j['status']['state']} ({j['status'].get('reasonCode', '')})",
+        f"  image:       {d['container']['image']['name']}",
+        f"  active tasks: {len(tasks)}",
+    ]
     for t in tasks:
         extra = f"  pending: {t['pendingReason']}" if t.get("pendingReason") else ""
         lines.append(f"    {t['id']}  {t['status']['state']}{extra}")
@@ -286,8 +306,15 @@ def job_kill(job_id: str, url: str | None, token: str | None, as_json: bool) -> 
 @click.option("--desired", type=int)
 @click.option("--max", "max_", type=int)
 @_api_options
-def job_scale(job_id: str, min_: int | None, desired: int | None, max_: int | None, url: str | None,
-              token: str | None, as_json: bool) -> None:
+def job_scale(
+    job_id: str,
+    min_: int | None,
+    desired: int | None,
+    max_: int | None,
+    url: str | None,
+    token: str | None,
+    as_json: bool,
+) -> None:
     """Change a service job's capacity."""
     capacity = {k: v for k, v in {"min": min_, "desired": desired, "max": max_}.items() if v is not None}
     if not capacity:
@@ -308,14 +335,28 @@ def task() -> None:
 @click.option("--job", "job_id", help="Only this job's tasks.")
 @click.option("--states", help="Comma-separated task states (e.g. Finished).")
 @_api_options
-def task_list(job_id: str | None, states: str | None, url: str | None, token: str | None, as_json: bool) -> None:
+def task_list(
+    job_id: str | None, states: str | None, url: str | None, token: str | None, as_json: bool
+) -> None:
     """List tasks."""
     client = _client(url, token)
     tasks = _run(lambda: client.tasks(job_id, states))
-    rows = [[t["id"], t["jobId"], t["status"]["state"], t["status"].get("reasonCode", ""),
-             t["taskContext"].get("agent.id", "-"), t.get("pendingReason", "")] for t in tasks]
-    _emit(tasks, as_json, _table(rows, ["ID", "JOB", "STATE", "REASON", "AGENT", "PENDING"]) if rows
-          else "no tasks")
+    rows = [
+        [
+            t["id"],
+            t["jobId"],
+            t["status"]["state"],
+            t["status"].get("reasonCode", ""),
+            t["taskContext"].get("agent.id", "-"),
+            t.get("pendingReason", ""),
+        ]
+        for t in tasks
+    ]
+    _emit(
+        tasks,
+        as_json,
+        _table(rows, ["ID", "JOB", "STATE", "REASON", "AGENT", "PENDING"]) if rows else "no tasks",
+    )
 
 
 @task.command("kill")

@@ -49,14 +49,25 @@ def run_dev(port: int, data_dir: Path, agent_memory_mb: int | None, agent_cpu: f
     data_dir.mkdir(parents=True, exist_ok=True)
     api_token, new_api = _token(data_dir, "api-token", "TITUS_API_TOKEN")
     agent_token, _ = _token(data_dir, "agent-token", "TITUS_AGENT_TOKEN")
-    server = MasterServer(MasterConfig(
-        host="127.0.0.1", port=port, data_dir=data_dir / "master", api_token=api_token, agent_token=agent_token,
-        sqlite_synchronous=os.environ.get("TITUS_SQLITE_SYNCHRONOUS", "FULL")))
+    server = MasterServer(
+        MasterConfig(
+            host="127.0.0.1",
+            port=port,
+            data_dir=data_dir / "master",
+            api_token=api_token,
+            agent_token=agent_token,
+            sqlite_synchronous=os.environ.get("TITUS_SQLITE_SYNCHRONOUS", "FULL"),
+        )
+    )
     url = f"http://127.0.0.1:{server.port}"
     agent_env = {
         **os.environ,
-        "TITUS_MASTER_URL": url, "TITUS_AGENT_TOKEN": agent_token, "TITUS_AGENT_ID": "local-agent",
-        "TITUS_DATA_DIR": str(data_dir / "agent"), "TITUS_RUNTIME": "process", "TITUS_KILL_TASKS_ON_EXIT": "true",
+        "TITUS_MASTER_URL": url,
+        "TITUS_AGENT_TOKEN": agent_token,
+        "TITUS_AGENT_ID": "local-agent",
+        "TITUS_DATA_DIR": str(data_dir / "agent"),
+        "TITUS_RUNTIME": "process",
+        "TITUS_KILL_TASKS_ON_EXIT": "true",
         "TITUS_UNKNOWN_TASK_GRACE_S": os.environ.get("TITUS_UNKNOWN_TASK_GRACE_S", "2"),
     }
     agent_env.pop("TITUS_API_TOKEN", None)
@@ -67,12 +78,13 @@ def run_dev(port: int, data_dir: Path, agent_memory_mb: int | None, agent_cpu: f
 
     serving = threading.Thread(target=server.serve_forever, name="master", daemon=True)
     serving.start()
-    agent = subprocess.Popen([sys.executable, "-m", "titus.cli", "agent"], env=agent_env,
-                             preexec_fn=_die_with_parent)
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "titus.cli", "agent"], env=agent_env, preexec_fn=_die_with_parent
+    )
     click.echo(f"titus dev: master on {url}, agent pid {agent.pid}, data in {data_dir}")
     click.echo(f"  API token {'written to' if new_api else 'in'} {data_dir / 'api-token'}; use it as")
     click.echo(f"    export TITUS_API_TOKEN=$(cat {data_dir / 'api-token'})")
-    click.echo(f"    curl -H \"Authorization: Bearer $TITUS_API_TOKEN\" {url}/api/v3/jobs")
+    click.echo(f'    curl -H "Authorization: Bearer $TITUS_API_TOKEN" {url}/api/v3/jobs')
     click.echo("  Ctrl-C stops the master, the agent and every task.", err=False)
 
     stop = threading.Event()

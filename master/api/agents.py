@@ -10,8 +10,8 @@ from typing import Any
 from flask import Blueprint
 
 from master.api.app import manager, parse_body, query_int
-from master.api.models import AgentRegistration, AgentStatusReport, LogUpload
 from master.api.errors import bad_request
+from master.api.models import AgentRegistration, AgentStatusReport, LogUpload
 
 bp = Blueprint("agents", __name__, url_prefix="/api/v3/agent")
 

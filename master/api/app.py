@@ -43,13 +43,17 @@ def create_app(config: ApiConfig, manager: JobManager) -> Flask:
         if not path.startswith("/api/v3/") or path == "/api/v3/openapi.json":
             return None
         agent_channel = path.startswith("/api/v3/agent/instances/") and (
-            path.endswith(AGENT_CHANNEL_SUFFIXES) or "/logs/" in path)
+            path.endswith(AGENT_CHANNEL_SUFFIXES) or "/logs/" in path
+        )
         expected = config.agent_token if agent_channel else config.api_token
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token or not hmac.compare_digest(token.strip(), expected):
-            resp = error_response(401, "missing or invalid bearer token"
-                                  + (" (agent channel: use the agent token)" if agent_channel else ""))
+            resp = error_response(
+                401,
+                "missing or invalid bearer token"
+                + (" (agent channel: use the agent token)" if agent_channel else ""),
+            )
             resp.headers["WWW-Authenticate"] = 'Bearer realm="titus"'
             return resp
         g.agent_channel = agent_channel
@@ -90,7 +94,12 @@ def create_app(config: ApiConfig, manager: JobManager) -> Flask:
     def healthz() -> Response | dict[str, Any]:
         if manager.fenced:
             return error_response(503, "not leader")
-        return {"status": "ok", "epoch": manager.epoch, "jobs": len(manager.jobs), "agents": len(manager.agents)}
+        return {
+            "status": "ok",
+            "epoch": manager.epoch,
+            "jobs": len(manager.jobs),
+            "agents": len(manager.agents),
+        }
 
     app.register_blueprint(jobs.bp)
     app.register_blueprint(tasks.bp)
@@ -132,8 +141,11 @@ def query_int(name: str, default: int, low: int, high: int) -> int:
     except ValueError as exc:
         raise bad_request(f"query parameter {name} must be an integer", name, "not an integer") from exc
     if not low <= value <= high:
-        raise bad_request(f"query parameter {name} must be between {low} and {high}", name,
-                          f"must be between {low} and {high}")
+        raise bad_request(
+            f"query parameter {name} must be between {low} and {high}",
+            name,
+            f"must be between {low} and {high}",
+        )
     return value
 
 
@@ -160,7 +172,7 @@ def paginate(items: list[Any]) -> dict[str, Any]:
         if not 0 <= page <= 1_000_000:
             raise bad_request("cursor is not one this server issued", "cursor", "unknown cursor")
     start = page * page_size
-    chunk = items[start:start + page_size]
+    chunk = items[start : start + page_size]
     has_more = start + page_size < len(items)
     return {
         "items": chunk,

@@ -8,9 +8,9 @@ from flask import Blueprint, Response, jsonify, request
 
 from master.api.app import manager, paginate, parse_body
 from master.api.errors import ApiError, bad_request
-from master.scheduler.constraints import validate_constraints
 from master.api.models import CapacityUpdate, JobDescriptor
 from master.core import states
+from master.scheduler.constraints import validate_constraints
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/v3/jobs")
 
@@ -36,8 +36,13 @@ def _check_against_cluster(descriptor: JobDescriptor) -> None:
     """Rules that need the cluster's configuration: the capacity group must exist, constraints be known."""
     fields = []
     if not manager().capacity_group_exists(descriptor.capacityGroup):
-        fields.append({"path": "capacityGroup", "reason": f"unknown capacity group {descriptor.capacityGroup!r}"
-                                                          " (see /api/v3/management/applications)"})
+        fields.append(
+            {
+                "path": "capacityGroup",
+                "reason": f"unknown capacity group {descriptor.capacityGroup!r}"
+                " (see /api/v3/management/applications)",
+            }
+        )
     for kind in ("hardConstraints", "softConstraints"):
         constraints = getattr(descriptor.container, kind).constraints
         for key, reason in validate_constraints(constraints):
@@ -51,7 +56,9 @@ def _check_against_cluster(descriptor: JobDescriptor) -> None:
 def list_jobs() -> dict[str, Any]:
     job_state = request.args.get("jobState")
     if job_state and job_state not in states.JOB_STATES:
-        raise bad_request(f"jobState must be one of {', '.join(states.JOB_STATES)}", "jobState", "unknown state")
+        raise bad_request(
+            f"jobState must be one of {', '.join(states.JOB_STATES)}", "jobState", "unknown state"
+        )
     job_type = (request.args.get("jobType") or "").upper()
     if job_type and job_type not in _JOB_TYPES:
         raise bad_request("jobType must be BATCH or SERVICE", "jobType", "unknown job type")
@@ -60,7 +67,8 @@ def list_jobs() -> dict[str, Any]:
     owner = request.args.get("owner")
     jobs = manager().list_jobs(include_finished=job_state == states.JOB_FINISHED)
     selected = [
-        j.to_wire() for j in jobs
+        j.to_wire()
+        for j in jobs
         if (not job_state or j.state == job_state)
         and (not job_type or j.descriptor.job_type == job_type)
         and (not app_name or j.descriptor.applicationName == app_name)

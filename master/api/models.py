@@ -164,8 +164,10 @@ class Container(Wire):
     attributes: StringMap = {}
     entryPoint: Annotated[list[Arg], Field(max_length=MAX_ARGS)] = []
     command: Annotated[list[Arg], Field(max_length=MAX_ARGS)] = []
-    env: Annotated[dict[Annotated[StrictStr, Field(pattern=_ENV_NAME.pattern, max_length=256)], Value],
-                   Field(max_length=MAX_ENV)] = {}
+    env: Annotated[
+        dict[Annotated[StrictStr, Field(pattern=_ENV_NAME.pattern, max_length=256)], Value],
+        Field(max_length=MAX_ENV),
+    ] = {}
     softConstraints: Constraints = Constraints()
     hardConstraints: Constraints = Constraints()
     volumeMounts: Annotated[list[VolumeMount], Field(max_length=32)] = []
@@ -211,7 +213,10 @@ class RetryPolicy(Wire):
     def _exactly_one(self) -> RetryPolicy:
         chosen = [n for n in ("immediate", "delayed", "exponentialBackOff") if getattr(self, n) is not None]
         if len(chosen) != 1:
-            raise ValueError("@immediate|delayed|exponentialBackOff: exactly one of immediate, delayed or exponentialBackOff is required")
+            raise ValueError(
+                "@immediate|delayed|exponentialBackOff: "
+                "exactly one of immediate, delayed or exponentialBackOff is required"
+            )
         return self
 
 
@@ -250,8 +255,11 @@ class ServiceJobProcesses(Wire):
 class ServiceJobSpec(Wire):
     capacity: Capacity
     enabled: StrictBool = True
-    retryPolicy: RetryPolicy = RetryPolicy(exponentialBackOff=ExponentialBackOffRetry(
-        initialDelayMs=1_000, maxDelayIntervalMs=60_000, retries=MAX_RETRIES))
+    retryPolicy: RetryPolicy = RetryPolicy(
+        exponentialBackOff=ExponentialBackOffRetry(
+            initialDelayMs=1_000, maxDelayIntervalMs=60_000, retries=MAX_RETRIES
+        )
+    )
     migrationPolicy: MigrationPolicy | None = None
     serviceJobProcesses: ServiceJobProcesses = ServiceJobProcesses()
 
@@ -292,9 +300,23 @@ class RatePercentagePerInterval(Wire):
 
 
 class TimeWindow(Wire):
-    days: list[Literal["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday",
-                       "Weekdays", "Weekends", "All"]] = []
-    hourlyTimeWindows: list[dict[Literal["startHour", "endHour"], Annotated[StrictInt, Field(ge=0, le=24)]]] = []
+    days: list[
+        Literal[
+            "Monday",
+            "Tuesday",
+            "Wednesday",
+            "Thursday",
+            "Friday",
+            "Saturday",
+            "Sunday",
+            "Weekdays",
+            "Weekends",
+            "All",
+        ]
+    ] = []
+    hourlyTimeWindows: list[
+        dict[Literal["startHour", "endHour"], Annotated[StrictInt, Field(ge=0, le=24)]]
+    ] = []
     timeZone: Value = ""
 
 
@@ -327,8 +349,9 @@ class JobDisruptionBudget(Wire):
 
 
 class NetworkConfiguration(Wire):
-    networkMode: Literal["UnknownNetworkMode", "Ipv4Only", "Ipv6AndIpv4", "Ipv6AndIpv4Fallback", "Ipv6Only",
-                         "HighScale"] = "UnknownNetworkMode"
+    networkMode: Literal[
+        "UnknownNetworkMode", "Ipv4Only", "Ipv6AndIpv4", "Ipv6AndIpv4Fallback", "Ipv6Only", "HighScale"
+    ] = "UnknownNetworkMode"
 
 
 class JobDescriptor(Wire):

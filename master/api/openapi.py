@@ -28,17 +28,27 @@ _ERROR = {
     "required": ["error", "fields"],
     "properties": {
         "error": {"type": "string"},
-        "fields": {"type": "array", "items": {
-            "type": "object", "required": ["path", "reason"],
-            "properties": {"path": {"type": "string"}, "reason": {"type": "string"}}}},
+        "fields": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["path", "reason"],
+                "properties": {"path": {"type": "string"}, "reason": {"type": "string"}},
+            },
+        },
     },
 }
 
 
 def _schemas() -> dict[str, Any]:
     defs: dict[str, Any] = {}
-    models: list[type[BaseModel]] = [JobDescriptor, CapacityUpdate, AgentRegistration, AgentStatusReport,
-                                     LogUpload]
+    models: list[type[BaseModel]] = [
+        JobDescriptor,
+        CapacityUpdate,
+        AgentRegistration,
+        AgentStatusReport,
+        LogUpload,
+    ]
     for model in models:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         defs.update(schema.pop("$defs", {}))
@@ -52,16 +62,30 @@ def _ref(name: str) -> dict[str, Any]:
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    text = {400: "Invalid input; `fields` names each offending field", 401: "Missing or wrong bearer token",
-            404: "No such entity", 409: "Illegal in the entity's current state",
-            503: "This master cannot write now; retry"}
-    return {str(c): {"description": text[c], "content": {"application/json": {"schema": _ref("Error")}}}
-            for c in codes}
+    text = {
+        400: "Invalid input; `fields` names each offending field",
+        401: "Missing or wrong bearer token",
+        404: "No such entity",
+        409: "Illegal in the entity's current state",
+        503: "This master cannot write now; retry",
+    }
+    return {
+        str(c): {"description": text[c], "content": {"application/json": {"schema": _ref("Error")}}}
+        for c in codes
+    }
 
 
 def _ok(description: str, schema: dict[str, Any] | None = None, status: str = "200") -> dict[str, Any]:
-    return {status: {"description": description,
-                     "content": {"application/json": {"schema": schema or {"type": "object"}}}}}
+    return {
+        status: {
+            "description": description,
+            "content": {"application/json": {"schema": schema or {"type": "object"}}},
+        }
+    }
+
+
+def _body(name: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
 
 
 def _path_param(name: str) -> dict[str, Any]:
@@ -81,71 +105,148 @@ _PAGING = [
 
 @cache
 def document() -> dict[str, Any]:
-    body = lambda name: {"required": True, "content": {"application/json": {"schema": _ref(name)}}}  # noqa: E731
     job_id = [_path_param("jobId")]
     task_id = [_path_param("taskId")]
     paths: dict[str, Any] = {
-        "/healthz": {"get": {"summary": "Liveness and leadership", "security": [],
-                             "responses": {**_ok("Healthy leader"), **_errors(503)}}},
+        "/healthz": {
+            "get": {
+                "summary": "Liveness and leadership",
+                "security": [],
+                "responses": {**_ok("Healthy leader"), **_errors(503)},
+            }
+        },
         "/api/v3/jobs": {
-            "post": {"summary": "Submit a job", "requestBody": body("JobDescriptor"),
-                     "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
-                                     "schema": {"type": "string", "minLength": 1, "maxLength": 255}}],
-                     "responses": {**_ok("Accepted: the job is durable", {
-                         "type": "object", "properties": {"id": {"type": "string"}}}, "202"),
-                         **_errors(400, 401, 503)}},
-            "get": {"summary": "List jobs", "parameters": [
-                _query("jobState", {"type": "string", "enum": list(states.JOB_STATES)}, "Job state"),
-                _query("applicationName", {"type": "string"}, "Exact application name"),
-                _query("capacityGroup", {"type": "string"}, "Exact capacity group"),
-                _query("jobType", {"type": "string", "enum": ["BATCH", "SERVICE"]}, "Job type"),
-                _query("owner", {"type": "string"}, "Owner team email"), *_PAGING],
-                "responses": {**_ok("A page of jobs"), **_errors(400, 401)}},
+            "post": {
+                "summary": "Submit a job",
+                "requestBody": _body("JobDescriptor"),
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                    }
+                ],
+                "responses": {
+                    **_ok(
+                        "Accepted: the job is durable",
+                        {"type": "object", "properties": {"id": {"type": "string"}}},
+                        "202",
+                    ),
+                    **_errors(400, 401, 503),
+                },
+            },
+            "get": {
+                "summary": "List jobs",
+                "parameters": [
+                    _query("jobState", {"type": "string", "enum": list(states.JOB_STATES)}, "Job state"),
+                    _query("applicationName", {"type": "string"}, "Exact application name"),
+                    _query("capacityGroup", {"type": "string"}, "Exact capacity group"),
+                    _query("jobType", {"type": "string", "enum": ["BATCH", "SERVICE"]}, "Job type"),
+                    _query("owner", {"type": "string"}, "Owner team email"),
+                    *_PAGING,
+                ],
+                "responses": {**_ok("A page of jobs"), **_errors(400, 401)},
+            },
         },
         "/api/v3/jobs/{jobId}": {
-            "get": {"summary": "One job", "parameters": job_id, "responses": {**_ok("The job"), **_errors(401, 404)}},
-            "delete": {"summary": "Kill a job", "parameters": job_id,
-                       "responses": {**_ok("Kill initiated"), **_errors(401, 404, 409, 503)}},
+            "get": {
+                "summary": "One job",
+                "parameters": job_id,
+                "responses": {**_ok("The job"), **_errors(401, 404)},
+            },
+            "delete": {
+                "summary": "Kill a job",
+                "parameters": job_id,
+                "responses": {**_ok("Kill initiated"), **_errors(401, 404, 409, 503)},
+            },
         },
         "/api/v3/jobs/{jobId}/instances": {
-            "put": {"summary": "Change a service job's capacity", "parameters": job_id,
-                    "requestBody": body("CapacityUpdate"),
-                    "responses": {**_ok("The updated job"), **_errors(400, 401, 404, 409, 503)}}},
+            "put": {
+                "summary": "Change a service job's capacity",
+                "parameters": job_id,
+                "requestBody": _body("CapacityUpdate"),
+                "responses": {**_ok("The updated job"), **_errors(400, 401, 404, 409, 503)},
+            }
+        },
         "/api/v3/jobs/{jobId}/enable": {
-            "post": {"summary": "Enable a service job", "parameters": job_id,
-                     "responses": {**_ok("Enabled"), **_errors(401, 404, 409, 503)}}},
+            "post": {
+                "summary": "Enable a service job",
+                "parameters": job_id,
+                "responses": {**_ok("Enabled"), **_errors(401, 404, 409, 503)},
+            }
+        },
         "/api/v3/jobs/{jobId}/disable": {
-            "post": {"summary": "Disable a service job", "parameters": job_id,
-                     "responses": {**_ok("Disabled"), **_errors(401, 404, 409, 503)}}},
+            "post": {
+                "summary": "Disable a service job",
+                "parameters": job_id,
+                "responses": {**_ok("Disabled"), **_errors(401, 404, 409, 503)},
+            }
+        },
         "/api/v3/tasks": {
-            "get": {"summary": "List tasks (active ones unless taskStates asks for Finished)", "parameters": [
-                _query("jobIds", {"type": "string"}, "Comma-separated job ids"),
-                _query("taskStates", {"type": "string"}, "Comma-separated task states"), *_PAGING],
-                "responses": {**_ok("A page of tasks"), **_errors(400, 401)}}},
+            "get": {
+                "summary": "List tasks (active ones unless taskStates asks for Finished)",
+                "parameters": [
+                    _query("jobIds", {"type": "string"}, "Comma-separated job ids"),
+                    _query("taskStates", {"type": "string"}, "Comma-separated task states"),
+                    *_PAGING,
+                ],
+                "responses": {**_ok("A page of tasks"), **_errors(400, 401)},
+            }
+        },
         "/api/v3/tasks/{taskId}": {
-            "get": {"summary": "One task", "parameters": task_id,
-                    "responses": {**_ok("The task"), **_errors(401, 404)}},
-            "delete": {"summary": "Kill a task", "parameters": [
-                *task_id, _query("shrink", {"type": "string", "enum": ["true", "false"]},
-                                 "Also decrement the service job's desired count")],
-                "responses": {**_ok("Kill initiated"), **_errors(400, 401, 404, 409, 503)}}},
+            "get": {
+                "summary": "One task",
+                "parameters": task_id,
+                "responses": {**_ok("The task"), **_errors(401, 404)},
+            },
+            "delete": {
+                "summary": "Kill a task",
+                "parameters": [
+                    *task_id,
+                    _query(
+                        "shrink",
+                        {"type": "string", "enum": ["true", "false"]},
+                        "Also decrement the service job's desired count",
+                    ),
+                ],
+                "responses": {**_ok("Kill initiated"), **_errors(400, 401, 404, 409, 503)},
+            },
+        },
         "/api/v3/tasks/{taskId}/logs": {
-            "get": {"summary": "A task's stdout or stderr", "parameters": [
-                *task_id, _query("stream", {"type": "string", "enum": ["stdout", "stderr"]}, "Which stream")],
-                "responses": {"200": {"description": "Log text", "content": {"text/plain": {
-                    "schema": {"type": "string"}}}}, **_errors(400, 401, 404)}}},
+            "get": {
+                "summary": "A task's stdout or stderr",
+                "parameters": [
+                    *task_id,
+                    _query("stream", {"type": "string", "enum": ["stdout", "stderr"]}, "Which stream"),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "Log text",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(400, 401, 404),
+                },
+            }
+        },
         "/api/v3/agent/instances": {
-            "get": {"summary": "Registered agents", "responses": {**_ok("Agents"), **_errors(401)}}},
+            "get": {"summary": "Registered agents", "responses": {**_ok("Agents"), **_errors(401)}}
+        },
     }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Titus in Python: v3 API", "version": "0.1.0",
-                 "description": "Job and task management. Errors are always JSON: {error, fields[path, reason]}."},
+        "info": {
+            "title": "Titus in Python: v3 API",
+            "version": "0.1.0",
+            "description": "Job and task management. Errors are always JSON: {error, fields[path, reason]}.",
+        },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
         "paths": paths,
-        "components": {"schemas": _schemas(),
-                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
     }
 
 

@@ -41,10 +41,19 @@ class Job:
 
     @staticmethod
     def from_record(record: dict[str, Any], version: int) -> Job:
-        machine = StatusMachine(states.JOB_TRANSITIONS, Status.from_json(record["status"]),
-                                [Status.from_json(s) for s in record["statusHistory"]])
-        return Job(record["id"], JobDescriptor.model_validate(record["jobDescriptor"]), machine,
-                   record["createdMs"], version, record.get("idempotencyKey"))
+        machine = StatusMachine(
+            states.JOB_TRANSITIONS,
+            Status.from_json(record["status"]),
+            [Status.from_json(s) for s in record["statusHistory"]],
+        )
+        return Job(
+            record["id"],
+            JobDescriptor.model_validate(record["jobDescriptor"]),
+            machine,
+            record["createdMs"],
+            version,
+            record.get("idempotencyKey"),
+        )
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -88,22 +97,51 @@ class Task:
 
     def to_record(self) -> dict[str, Any]:
         return {
-            "id": self.id, "jobId": self.job_id, "index": self.index,
+            "id": self.id,
+            "jobId": self.job_id,
+            "index": self.index,
             "status": self.machine.status.to_json(),
             "statusHistory": [s.to_json() for s in self.machine.history],
-            "retriesDone": self.retries_done, "originalId": self.original_id, "resubmitOf": self.resubmit_of,
-            "agentId": self.agent_id, "notBeforeMs": self.not_before_ms, "killReason": self.kill_reason,
-            "replace": self.replace, "exitCode": self.exit_code, "startedMs": self.started_ms,
-            "stdoutTail": self.stdout_tail, "stderrTail": self.stderr_tail, "migratingTo": self.migrating_to,
+            "retriesDone": self.retries_done,
+            "originalId": self.original_id,
+            "resubmitOf": self.resubmit_of,
+            "agentId": self.agent_id,
+            "notBeforeMs": self.not_before_ms,
+            "killReason": self.kill_reason,
+            "replace": self.replace,
+            "exitCode": self.exit_code,
+            "startedMs": self.started_ms,
+            "stdoutTail": self.stdout_tail,
+            "stderrTail": self.stderr_tail,
+            "migratingTo": self.migrating_to,
         }
 
     @staticmethod
     def from_record(r: dict[str, Any], version: int) -> Task:
-        machine = StatusMachine(states.TASK_TRANSITIONS, Status.from_json(r["status"]),
-                                [Status.from_json(s) for s in r["statusHistory"]])
-        return Task(r["id"], r["jobId"], r["index"], machine, r["retriesDone"], r["originalId"], r["resubmitOf"],
-                    r["agentId"], r["notBeforeMs"], r["killReason"], r["replace"], r["exitCode"], r["startedMs"],
-                    r["stdoutTail"], r["stderrTail"], version, migrating_to=r.get("migratingTo", ""))
+        machine = StatusMachine(
+            states.TASK_TRANSITIONS,
+            Status.from_json(r["status"]),
+            [Status.from_json(s) for s in r["statusHistory"]],
+        )
+        return Task(
+            r["id"],
+            r["jobId"],
+            r["index"],
+            machine,
+            r["retriesDone"],
+            r["originalId"],
+            r["resubmitOf"],
+            r["agentId"],
+            r["notBeforeMs"],
+            r["killReason"],
+            r["replace"],
+            r["exitCode"],
+            r["startedMs"],
+            r["stdoutTail"],
+            r["stderrTail"],
+            version,
+            migrating_to=r.get("migratingTo", ""),
+        )
 
     def to_wire(self, job: Job | None) -> dict[str, Any]:
         context: dict[str, str] = {

@@ -164,19 +164,24 @@ class SqliteJobStore:
                 try:
                     conn.execute(
                         "INSERT INTO entities (kind, id, version, archived, archived_at, body) "
-                        "VALUES (?, ?, 1, ?, ?, ?)", (w.kind, w.id, int(w.archived), archived_at, body))
+                        "VALUES (?, ?, 1, ?, ?, ?)",
+                        (w.kind, w.id, int(w.archived), archived_at, body),
+                    )
                 except sqlite3.IntegrityError as exc:
                     raise VersionConflict(f"{w.kind} {w.id} already exists") from exc
             else:
                 cur = conn.execute(
                     "UPDATE entities SET version = version + 1, archived = ?, archived_at = ?, body = ? "
                     "WHERE kind = ? AND id = ? AND version = ?",
-                    (int(w.archived), archived_at, body, w.kind, w.id, w.expected_version))
+                    (int(w.archived), archived_at, body, w.kind, w.id, w.expected_version),
+                )
                 if cur.rowcount != 1:
                     raise VersionConflict(f"{w.kind} {w.id} is not at version {w.expected_version}")
             if w.idempotency_key is not None:
                 try:
-                    conn.execute("INSERT INTO idempotency (key, job_id) VALUES (?, ?)", (w.idempotency_key, w.id))
+                    conn.execute(
+                        "INSERT INTO idempotency (key, job_id) VALUES (?, ?)", (w.idempotency_key, w.id)
+                    )
                 except sqlite3.IntegrityError as exc:
                     raise VersionConflict(f"idempotency key {w.idempotency_key!r} already used") from exc
 
@@ -184,20 +189,24 @@ class SqliteJobStore:
     def load_active(self, kind: Kind) -> list[Stored]:
         with self._read_lock:
             rows = self._reader.execute(
-                "SELECT body, version FROM entities WHERE kind = ? AND archived = 0", (kind,)).fetchall()
+                "SELECT body, version FROM entities WHERE kind = ? AND archived = 0", (kind,)
+            ).fetchall()
         return [Stored(json.loads(body), version) for body, version in rows]
 
     def get(self, kind: Kind, entity_id: str) -> Stored | None:
         with self._read_lock:
             row = self._reader.execute(
-                "SELECT body, version FROM entities WHERE kind = ? AND id = ?", (kind, entity_id)).fetchone()
+                "SELECT body, version FROM entities WHERE kind = ? AND id = ?", (kind, entity_id)
+            ).fetchone()
         return Stored(json.loads(row[0]), row[1]) if row else None
 
     def list_archived(self, kind: Kind, limit: int) -> list[Stored]:
         with self._read_lock:
             rows = self._reader.execute(
                 "SELECT body, version FROM entities WHERE kind = ? AND archived = 1 "
-                "ORDER BY archived_at DESC LIMIT ?", (kind, limit)).fetchall()
+                "ORDER BY archived_at DESC LIMIT ?",
+                (kind, limit),
+            ).fetchall()
         return [Stored(json.loads(body), version) for body, version in rows]
 
     def job_for_idempotency_key(self, key: str) -> str | None:

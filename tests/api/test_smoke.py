@@ -10,6 +10,8 @@ def test_submit_and_get(master: RunningMaster) -> None:
     tasks = master.api("GET", "/api/v3/tasks", params={"jobIds": job_id}).json()["items"]
     assert len(tasks) == 2
     assert {t["status"]["state"] for t in tasks} == {"Accepted"}
-    pending = wait_for(lambda: master.api("GET", f"/api/v3/tasks/{tasks[0]['id']}").json().get("pendingReason"),
-                       what="a pending reason")
+    pending = wait_for(
+        lambda: master.api("GET", f"/api/v3/tasks/{tasks[0]['id']}").json().get("pendingReason"),
+        what="a pending reason",
+    )
     assert pending == "no Active agents in the flex tier"

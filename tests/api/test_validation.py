@@ -29,15 +29,28 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("memory-negative", batch_job(container={"resources": {"memoryMB": -1}}), "container.resources.memoryMB"),
     ("memory-float", batch_job(container={"resources": {"memoryMB": 1.5}}), "container.resources.memoryMB"),
     ("disk-zero", batch_job(container={"resources": {"diskMB": 0}}), "container.resources.diskMB"),
-    ("network-huge", batch_job(container={"resources": {"networkMbps": 10**9}}), "container.resources.networkMbps"),
+    (
+        "network-huge",
+        batch_job(container={"resources": {"networkMbps": 10**9}}),
+        "container.resources.networkMbps",
+    ),
     ("gpu-negative", batch_job(container={"resources": {"gpu": -2}}), "container.resources.gpu"),
     ("unknown-resource", batch_job(container={"resources": {"tpu": 1}}), "container.resources.tpu"),
-    ("image-tag-and-digest", batch_job(container={"image": {"name": "busybox", "tag": "1",
-                                                             "digest": "sha256:" + "a" * 64}}),
-     "container.image.tag|digest"),
-    ("image-neither", batch_job(container={"image": {"name": "busybox", "tag": None}}), "container.image.tag|digest"),
-    ("image-bad-digest", batch_job(container={"image": {"name": "busybox", "tag": None, "digest": "md5:x"}}),
-     "container.image.digest"),
+    (
+        "image-tag-and-digest",
+        batch_job(container={"image": {"name": "busybox", "tag": "1", "digest": "sha256:" + "a" * 64}}),
+        "container.image.tag|digest",
+    ),
+    (
+        "image-neither",
+        batch_job(container={"image": {"name": "busybox", "tag": None}}),
+        "container.image.tag|digest",
+    ),
+    (
+        "image-bad-digest",
+        batch_job(container={"image": {"name": "busybox", "tag": None, "digest": "md5:x"}}),
+        "container.image.digest",
+    ),
     ("image-uppercase", batch_job(container={"image": {"name": "BusyBox"}}), "container.image.name"),
     ("no-command", batch_job(container={"command": []}), "container.entryPoint|command"),
     ("command-not-list", batch_job(container={"command": "echo hi"}), "container.command"),
@@ -48,27 +61,57 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("batch-size-zero", batch_job(batch={"size": 0}), "batch.size"),
     ("batch-size-huge", batch_job(batch={"size": 100_000}), "batch.size"),
     ("runtime-limit-zero", batch_job(batch={"runtimeLimitSec": 0}), "batch.runtimeLimitSec"),
-    ("retry-two-kinds", batch_job(batch={"retryPolicy": {"immediate": {"retries": 1},
-                                                         "delayed": {"delayMs": 5}}}),
-     "batch.retryPolicy.immediate|delayed|exponentialBackOff"),
-    ("retry-negative", batch_job(batch={"retryPolicy": {"immediate": {"retries": -1}}}),
-     "batch.retryPolicy.immediate.retries"),
-    ("backoff-max-below-initial", batch_job(batch={"retryPolicy": {"immediate": None, "exponentialBackOff": {
-        "initialDelayMs": 1000, "maxDelayIntervalMs": 10}}}), "batch.retryPolicy.exponentialBackOff.maxDelayIntervalMs"),
-    ("capacity-unordered", service_job(service={"capacity": {"min": 3, "desired": 2, "max": 5}}),
-     "service.capacity.desired"),
+    (
+        "retry-two-kinds",
+        batch_job(batch={"retryPolicy": {"immediate": {"retries": 1}, "delayed": {"delayMs": 5}}}),
+        "batch.retryPolicy.immediate|delayed|exponentialBackOff",
+    ),
+    (
+        "retry-negative",
+        batch_job(batch={"retryPolicy": {"immediate": {"retries": -1}}}),
+        "batch.retryPolicy.immediate.retries",
+    ),
+    (
+        "backoff-max-below-initial",
+        batch_job(
+            batch={
+                "retryPolicy": {
+                    "immediate": None,
+                    "exponentialBackOff": {"initialDelayMs": 1000, "maxDelayIntervalMs": 10},
+                }
+            }
+        ),
+        "batch.retryPolicy.exponentialBackOff.maxDelayIntervalMs",
+    ),
+    (
+        "capacity-unordered",
+        service_job(service={"capacity": {"min": 3, "desired": 2, "max": 5}}),
+        "service.capacity.desired",
+    ),
     ("capacity-negative", service_job(service={"capacity": {"min": -1}}), "service.capacity.min"),
     ("unknown-top-level", batch_job(priority=5), "priority"),
     ("unknown-container-field", batch_job(container={"privileged": True}), "container.privileged"),
     ("reserved-attribute", batch_job(attributes={"titus.internal": "x"}), "attributes.titus.internal"),
-    ("security-groups-too-many", batch_job(container={"securityProfile": {"securityGroups": list("abcdefg")}}),
-     "container.securityProfile.securityGroups"),
-    ("network-mode-unknown", batch_job(networkConfiguration={"networkMode": "Ipv7"}),
-     "networkConfiguration.networkMode"),
-    ("budget-two-policies", batch_job(disruptionBudget={"selfManaged": {"relocationTimeMs": 1},
-                                                         "relocationLimit": {"limit": 1}}), "disruptionBudget"),
-    ("constraint-expression", batch_job(container={"hardConstraints": {"expression": "zone == a"}}),
-     "container.hardConstraints.expression"),
+    (
+        "security-groups-too-many",
+        batch_job(container={"securityProfile": {"securityGroups": list("abcdefg")}}),
+        "container.securityProfile.securityGroups",
+    ),
+    (
+        "network-mode-unknown",
+        batch_job(networkConfiguration={"networkMode": "Ipv7"}),
+        "networkConfiguration.networkMode",
+    ),
+    (
+        "budget-two-policies",
+        batch_job(disruptionBudget={"selfManaged": {"relocationTimeMs": 1}, "relocationLimit": {"limit": 1}}),
+        "disruptionBudget",
+    ),
+    (
+        "constraint-expression",
+        batch_job(container={"hardConstraints": {"expression": "zone == a"}}),
+        "container.hardConstraints.expression",
+    ),
 ]
 
 
@@ -80,8 +123,9 @@ def _clean(job: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(("spec", "path"), [(s, p) for _, s, p in INVALID], ids=[i for i, _, _ in INVALID])
-def test_invalid_job_is_400_naming_the_field(shared_master: RunningMaster, spec: dict[str, Any],
-                                             path: str) -> None:
+def test_invalid_job_is_400_naming_the_field(
+    shared_master: RunningMaster, spec: dict[str, Any], path: str
+) -> None:
     master = shared_master
     r = master.api("POST", "/api/v3/jobs", json=_clean(spec))
     assert r.status_code == 400, r.text
@@ -93,11 +137,14 @@ def test_invalid_job_is_400_naming_the_field(shared_master: RunningMaster, spec:
     assert master.api("GET", "/api/v3/jobs").json()["items"] == []
 
 
-@pytest.mark.parametrize(("body", "reason"), [
-    (b"{not json", "not valid JSON"),
-    (b"[1, 2]", "not a JSON object"),
-    (b"", "empty body"),
-])
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b"", "empty body"),
+    ],
+)
 def test_malformed_bodies(shared_master: RunningMaster, body: bytes, reason: str) -> None:
     master = shared_master
     r = master.api("POST", "/api/v3/jobs", data=body, headers={"Content-Type": "application/json"})
@@ -107,14 +154,18 @@ def test_malformed_bodies(shared_master: RunningMaster, body: bytes, reason: str
 
 def test_valid_fields_that_are_only_stored_round_trip(master: RunningMaster) -> None:
     extras = {
-        "disruptionBudget": {"availabilityPercentageLimit": {"percentageOfHealthyContainers": 95},
-                             "ratePerInterval": {"intervalMs": "60000", "limitPerInterval": 2}},
+        "disruptionBudget": {
+            "availabilityPercentageLimit": {"percentageOfHealthyContainers": 95},
+            "ratePerInterval": {"intervalMs": "60000", "limitPerInterval": 2},
+        },
         "networkConfiguration": {"networkMode": "Ipv6AndIpv4"},
     }
-    container = {"securityProfile": {"securityGroups": ["sg-1"], "iamRole": "arn:aws:iam::1:role/x"},
-                 "attributes": {"team.note": "x"},
-                 "volumeMounts": [{"volumeName": "data", "mountPath": "/data"}],
-                 "resources": {"efsMounts": [{"efsId": "fs-1", "mountPoint": "/efs", "mountPerm": "RO"}]}}
+    container = {
+        "securityProfile": {"securityGroups": ["sg-1"], "iamRole": "arn:aws:iam::1:role/x"},
+        "attributes": {"team.note": "x"},
+        "volumeMounts": [{"volumeName": "data", "mountPath": "/data"}],
+        "resources": {"efsMounts": [{"efsId": "fs-1", "mountPoint": "/efs", "mountPerm": "RO"}]},
+    }
     job = batch_job(container=container, **extras)
     r = master.api("POST", "/api/v3/jobs", json=job)
     assert r.status_code == 202, r.text
@@ -133,8 +184,12 @@ def test_api_requires_the_api_token(shared_master: RunningMaster, header: str | 
 
     master = shared_master
     headers = {"Authorization": header} if header is not None else {}
-    for method, path in [("GET", "/api/v3/jobs"), ("POST", "/api/v3/jobs"), ("GET", "/api/v3/tasks"),
-                         ("GET", "/api/v3/agent/instances")]:
+    for method, path in [
+        ("GET", "/api/v3/jobs"),
+        ("POST", "/api/v3/jobs"),
+        ("GET", "/api/v3/tasks"),
+        ("GET", "/api/v3/agent/instances"),
+    ]:
         r = requests.request(method, master.url + path, headers=headers, json=batch_job(), timeout=10)
         assert r.status_code == 401, (method, path)
         assert r.json()["error"].startswith("missing or invalid bearer token")

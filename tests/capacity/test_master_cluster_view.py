@@ -7,18 +7,32 @@ from tests.conftest import API_TOKEN, RunningMaster, service_job, wait_for
 
 
 def test_snapshot_and_phase_out_against_the_real_master(master: RunningMaster) -> None:
-    reg = {"id": "i-0abc", "resources": {"cpu": 2, "memoryMB": 2048, "diskMB": 1000, "networkMbps": 100},
-           "attributes": {"tier": "flex", "instanceGroup": "asg-flex", "zone": "z1", "instanceType": "m5.large",
-                          "instanceId": "i-0abc"}}
+    reg = {
+        "id": "i-0abc",
+        "resources": {"cpu": 2, "memoryMB": 2048, "diskMB": 1000, "networkMbps": 100},
+        "attributes": {
+            "tier": "flex",
+            "instanceGroup": "asg-flex",
+            "zone": "z1",
+            "instanceType": "m5.large",
+            "instanceId": "i-0abc",
+        },
+    }
     assert master.agent("POST", "/api/v3/agent/instances/register", json=reg).status_code == 200
-    sla = {"appName": "payments", "tier": "Critical", "instanceCount": 3,
-           "resourceDimension": {"cpu": 1, "memoryMB": 1024, "diskMB": 100, "networkMbps": 10}}
+    sla = {
+        "appName": "payments",
+        "tier": "Critical",
+        "instanceCount": 3,
+        "resourceDimension": {"cpu": 1, "memoryMB": 1024, "diskMB": 100, "networkMbps": 10},
+    }
     assert master.api("POST", "/api/v3/management/applications", json=sla).status_code == 201
     too_big = service_job(desired=2, container={"resources": {"memoryMB": 4096}})
     assert master.api("POST", "/api/v3/jobs", json=too_big).status_code == 202
 
     view = HttpClusterView(master.url, API_TOKEN)
-    snap = wait_for(lambda: (s := view.snapshot()) and len(s.pending_tasks) == 2 and s, what="two pending tasks")
+    snap = wait_for(
+        lambda: (s := view.snapshot()) and len(s.pending_tasks) == 2 and s, what="two pending tasks"
+    )
     (agent,) = snap.agents
     assert agent.id == "i-0abc" and str(agent.tier) in ("flex", "Tier.FLEX")
     assert agent.idle_since is not None  # a fresh, empty agent is idle from its registration

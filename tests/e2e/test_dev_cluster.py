@@ -51,8 +51,9 @@ class DevCluster:
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "TITUS_URL": self.url, "TITUS_API_TOKEN": self.token}
-        result = subprocess.run([sys.executable, "-m", "titus.cli", *args], env=env, capture_output=True,
-                                text=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-m", "titus.cli", *args], env=env, capture_output=True, text=True, timeout=60
+        )
         if check:
             assert result.returncode == 0, result.stderr
         return result
@@ -62,8 +63,23 @@ def start_dev(data_dir: Path, port: int) -> DevCluster:
     env = {**os.environ, "TITUS_SQLITE_SYNCHRONOUS": "FULL", "TITUS_TASK_PIDS_LIMIT": "128"}
     env.pop("TITUS_API_TOKEN", None)
     env.pop("TITUS_AGENT_TOKEN", None)
-    proc = subprocess.Popen([sys.executable, "-m", "titus.cli", "dev", "--port", str(port), "--data-dir",
-                             str(data_dir), "--agent-memory-mb", "2048", "--agent-cpu", "2"], env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "titus.cli",
+            "dev",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            "--agent-memory-mb",
+            "2048",
+            "--agent-cpu",
+            "2",
+        ],
+        env=env,
+    )
     url = f"http://127.0.0.1:{port}"
     token_file = data_dir / "api-token"
     wait_for(token_file.exists, timeout=30, what="the api token file")
@@ -71,8 +87,10 @@ def start_dev(data_dir: Path, port: int) -> DevCluster:
 
     def agent_ready() -> bool:
         try:
-            return any(a["state"] == "Registered" for a in cluster.api("GET", "/api/v3/agent/instances").json()[
-                "items"])
+            return any(
+                a["state"] == "Registered"
+                for a in cluster.api("GET", "/api/v3/agent/instances").json()["items"]
+            )
         except requests.RequestException:
             return False
 
@@ -99,9 +117,13 @@ def dev(tmp_path: Path) -> Iterator[DevCluster]:
 
 
 def test_batch_job_of_three_finishes_normally(dev: DevCluster) -> None:
-    job_id = dev.submit(batch_job(size=3, command=["/bin/sh", "-c", "echo out-$TITUS_TASK_ID; echo oops >&2"]))
-    wait_for(lambda: dev.api("GET", f"/api/v3/jobs/{job_id}").json()["status"]["state"] == "Finished",
-             what="the batch job to finish")
+    job_id = dev.submit(
+        batch_job(size=3, command=["/bin/sh", "-c", "echo out-$TITUS_TASK_ID; echo oops >&2"])
+    )
+    wait_for(
+        lambda: dev.api("GET", f"/api/v3/jobs/{job_id}").json()["status"]["state"] == "Finished",
+        what="the batch job to finish",
+    )
     finished = dev.tasks(job_id, "Finished")
     assert len(finished) == 3
     assert {t["status"]["reasonCode"] for t in finished} == {"normal"}
@@ -110,7 +132,10 @@ def test_batch_job_of_three_finishes_normally(dev: DevCluster) -> None:
     assert history == ["Accepted", "Launched", "StartInitiated", "Started", "Finished"]
     logs = dev.api("GET", f"/api/v3/tasks/{finished[0]['id']}/logs").text
     assert logs == f"out-{finished[0]['id']}\n"
-    assert dev.api("GET", f"/api/v3/tasks/{finished[0]['id']}/logs", params={"stream": "stderr"}).text == "oops\n"
+    assert (
+        dev.api("GET", f"/api/v3/tasks/{finished[0]['id']}/logs", params={"stream": "stderr"}).text
+        == "oops\n"
+    )
 
 
 def test_service_job_lifecycle(dev: DevCluster) -> None:
@@ -135,8 +160,10 @@ def test_service_job_lifecycle(dev: DevCluster) -> None:
     assert len(task_cgroups() & {t["id"] for t in dev.started(job_id)}) == 3
 
     assert dev.api("DELETE", f"/api/v3/jobs/{job_id}").status_code == 200
-    wait_for(lambda: dev.api("GET", f"/api/v3/jobs/{job_id}").json()["status"]["state"] == "Finished",
-             what="the killed job to finish")
+    wait_for(
+        lambda: dev.api("GET", f"/api/v3/jobs/{job_id}").json()["status"]["state"] == "Finished",
+        what="the killed job to finish",
+    )
     assert dev.tasks(job_id) == []
     assert {t["status"]["reasonCode"] for t in dev.tasks(job_id, "Finished")} == {"killed"}
 
@@ -156,8 +183,10 @@ def test_cli_drives_the_same_api(dev: DevCluster, tmp_path: Path) -> None:
     dev.cli("task", "kill", tasks[0]["id"], "--shrink")
     wait_for(lambda: [t["id"] for t in dev.started(job_id)] == [tasks[1]["id"]], what="shrink to 1")
     dev.cli("job", "kill", job_id)
-    wait_for(lambda: dev.api("GET", f"/api/v3/jobs/{job_id}").json()["status"]["state"] == "Finished",
-             what="job finished")
+    wait_for(
+        lambda: dev.api("GET", f"/api/v3/jobs/{job_id}").json()["status"]["state"] == "Finished",
+        what="job finished",
+    )
 
     bad = dev.cli("job", "get", "no-such-job", check=False)
     assert bad.returncode == 2 and "not found" in bad.stderr
@@ -177,23 +206,37 @@ def test_cli_drives_the_same_api(dev: DevCluster, tmp_path: Path) -> None:
 def test_limits_are_enforced_by_the_kernel(dev: DevCluster) -> None:
     sleeper = dev.submit(service_job(desired=1))
     wait_for(lambda: dev.started(sleeper), what="a neighbour task")
-    hog = batch_job(command=["python3", "-c", "b = bytearray(200 * 1024 * 1024); print(len(b))"],
-                    container={"resources": {"memoryMB": 64}})
+    hog = batch_job(
+        command=["python3", "-c", "b = bytearray(200 * 1024 * 1024); print(len(b))"],
+        container={"resources": {"memoryMB": 64}},
+    )
     oom_job = dev.submit(hog)
     # bash retries a refused fork instead of exiting, so the bomb keeps pushing against the limit.
-    bomb = batch_job(command=["/bin/bash", "-c", "while :; do sleep 30 & done"],
-                     container={"resources": {"memoryMB": 256}})
+    bomb = batch_job(
+        command=["/bin/bash", "-c", "while :; do sleep 30 & done"], container={"resources": {"memoryMB": 256}}
+    )
     bomb_job = dev.submit(bomb)
     (oom,) = wait_for(lambda: dev.tasks(oom_job, "Finished"), what="the memory hog to end")
     assert oom["status"]["reasonCode"] == "failed"
     assert "out of memory" in oom["status"]["reasonMessage"]
 
-    (bomb_task,) = wait_for(lambda: [t for t in dev.started(bomb_job) if t.get("usage", {}).get("processes")],
-                            what="the fork bomb to report usage")
+    (bomb_task,) = wait_for(
+        lambda: [t for t in dev.started(bomb_job) if t.get("usage", {}).get("processes")],
+        what="the fork bomb to report usage",
+    )
     pids_max = int((CGROUP_ROOT / "pids" / "titus" / AGENT_ID / bomb_task["id"] / "pids.max").read_text())
     assert pids_max == 128
-    wait_for(lambda: int((CGROUP_ROOT / "pids" / "titus" / AGENT_ID / bomb_task["id"] / "pids.events")
-                         .read_text().split()[1]) > 0, what="the pids limit to refuse a fork")
+    wait_for(
+        lambda: (
+            int(
+                (CGROUP_ROOT / "pids" / "titus" / AGENT_ID / bomb_task["id"] / "pids.events")
+                .read_text()
+                .split()[1]
+            )
+            > 0
+        ),
+        what="the pids limit to refuse a fork",
+    )
     current = int((CGROUP_ROOT / "pids" / "titus" / AGENT_ID / bomb_task["id"] / "pids.current").read_text())
     assert current <= pids_max
     assert dev.started(sleeper), "the neighbour must keep running"
@@ -203,8 +246,9 @@ def test_limits_are_enforced_by_the_kernel(dev: DevCluster) -> None:
 
 
 def test_busy_loop_is_held_to_its_cpu_share(dev: DevCluster) -> None:
-    job_id = dev.submit(batch_job(command=["/bin/sh", "-c", "while :; do :; done"],
-                                  container={"resources": {"cpu": 0.5}}))
+    job_id = dev.submit(
+        batch_job(command=["/bin/sh", "-c", "while :; do :; done"], container={"resources": {"cpu": 0.5}})
+    )
     (task,) = wait_for(lambda: dev.started(job_id), what="the busy loop to start")
     usage_file = CGROUP_ROOT / "cpuacct" / "titus" / AGENT_ID / task["id"] / "cpuacct.usage"
     start_ns, start_t = int(usage_file.read_text()), time.monotonic()
@@ -261,7 +305,9 @@ def _agents_of(tmp_path: Path) -> list[int]:
     found = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
         try:
-            if "agent" in (proc.info["cmdline"] or []) and str(tmp_path) in proc.environ().get("TITUS_DATA_DIR", ""):
+            if "agent" in (proc.info["cmdline"] or []) and str(tmp_path) in proc.environ().get(
+                "TITUS_DATA_DIR", ""
+            ):
                 found.append(proc.pid)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue

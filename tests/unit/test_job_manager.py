@@ -46,16 +46,25 @@ def jm(db: Path, clock: Clock) -> Iterator[JobManager]:
     m.store.close()
 
 
-def register(jm: JobManager, agent_id: str = "a1", cpu: float = 4, memory: int = 4096,
-             running: list[str] | None = None) -> int:
-    reply = jm.register_agent(AgentRegistration.model_validate(
-        {"id": agent_id, "resources": {"cpu": cpu, "memoryMB": memory, "diskMB": 10_000, "networkMbps": 1000},
-         "runningTaskIds": running or []}))
+def register(
+    jm: JobManager, agent_id: str = "a1", cpu: float = 4, memory: int = 4096, running: list[str] | None = None
+) -> int:
+    reply = jm.register_agent(
+        AgentRegistration.model_validate(
+            {
+                "id": agent_id,
+                "resources": {"cpu": cpu, "memoryMB": memory, "diskMB": 10_000, "networkMbps": 1000},
+                "runningTaskIds": running or [],
+            }
+        )
+    )
     return int(reply["sessionEpoch"])
 
 
 def report(jm: JobManager, session: int, *updates: dict[str, Any], agent_id: str = "a1") -> None:
-    jm.agent_report(agent_id, AgentStatusReport.model_validate({"sessionEpoch": session, "updates": list(updates)}))
+    jm.agent_report(
+        agent_id, AgentStatusReport.model_validate({"sessionEpoch": session, "updates": list(updates)})
+    )
 
 
 def upd(task_id: str, state: str, reason: str = "normal", exit_code: int | None = None) -> dict[str, Any]:
@@ -98,9 +107,15 @@ def test_batch_job_runs_to_completion(jm: JobManager) -> None:
 
 def test_batch_retries_failures_per_policy_then_fails(jm: JobManager, clock: Clock) -> None:
     session = register(jm)
-    spec = batch_job(size=1, batch={"retryPolicy": {"immediate": None,
-                                                    "delayed": {"initialDelayMs": 1000, "delayMs": 2000,
-                                                                "retries": 2}}})
+    spec = batch_job(
+        size=1,
+        batch={
+            "retryPolicy": {
+                "immediate": None,
+                "delayed": {"initialDelayMs": 1000, "delayMs": 2000, "retries": 2},
+            }
+        },
+    )
     spec["batch"]["retryPolicy"] = {"delayed": {"initialDelayMs": 1000, "delayMs": 2000, "retries": 2}}
     job_id = submit(jm, spec)
     (first,) = run_all(jm, session, job_id)
@@ -260,18 +275,32 @@ def test_idempotency_key_returns_the_same_job(jm: JobManager) -> None:
 
 
 def register_in(jm: JobManager, agent_id: str, tier: str, group: str, cpu: float = 4) -> int:
-    reply = jm.register_agent(AgentRegistration.model_validate(
-        {"id": agent_id, "resources": {"cpu": cpu, "memoryMB": 4096, "diskMB": 10_000, "networkMbps": 1000},
-         "attributes": {"tier": tier, "instanceGroup": group, "zone": "z1", "instanceType": "m5"}}))
+    reply = jm.register_agent(
+        AgentRegistration.model_validate(
+            {
+                "id": agent_id,
+                "resources": {"cpu": cpu, "memoryMB": 4096, "diskMB": 10_000, "networkMbps": 1000},
+                "attributes": {"tier": tier, "instanceGroup": group, "zone": "z1", "instanceType": "m5"},
+            }
+        )
+    )
     return int(reply["sessionEpoch"])
 
 
 def critical_group(jm: JobManager, name: str = "payments") -> None:
     from master.api.models import ApplicationSla
 
-    jm.put_capacity_group(ApplicationSla.model_validate({
-        "appName": name, "tier": "Critical", "instanceCount": 2,
-        "resourceDimension": {"cpu": 1, "memoryMB": 512, "diskMB": 100, "networkMbps": 10}}), create=True)
+    jm.put_capacity_group(
+        ApplicationSla.model_validate(
+            {
+                "appName": name,
+                "tier": "Critical",
+                "instanceCount": 2,
+                "resourceDimension": {"cpu": 1, "memoryMB": 512, "diskMB": 100, "networkMbps": 10},
+            }
+        ),
+        create=True,
+    )
 
 
 def test_critical_jobs_land_on_critical_agents_only(jm: JobManager) -> None:
