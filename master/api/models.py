@@ -107,7 +107,7 @@ class ContainerResources(Wire):
     networkMbps: Annotated[StrictInt, Field(gt=0, le=MAX_NETWORK_MBPS)] = DEFAULT_NETWORK_MBPS
     gpu: Annotated[StrictInt, Field(ge=0, le=MAX_GPU)] = 0
     allocateIP: StrictBool = False
-    efsMounts: Annotated[list[EfsMount], Field(max_length=16)] = []
+    efsMounts: Annotated[list[EfsMount], Field(max_length=16)] = Field(default_factory=list)
     shmSizeMB: Annotated[StrictInt, Field(ge=0, le=MAX_MEMORY_MB)] = 0
 
     @model_validator(mode="after")
@@ -118,9 +118,9 @@ class ContainerResources(Wire):
 
 
 class SecurityProfile(Wire):
-    securityGroups: Annotated[list[Name], Field(max_length=6)] = []
+    securityGroups: Annotated[list[Name], Field(max_length=6)] = Field(default_factory=list)
     iamRole: Value = ""
-    attributes: StringMap = {}
+    attributes: StringMap = Field(default_factory=dict)
 
 
 class Image(Wire):
@@ -140,7 +140,7 @@ class Image(Wire):
 
 
 class Constraints(Wire):
-    constraints: Annotated[dict[Name, Value], Field(max_length=32)] = {}
+    constraints: Annotated[dict[Name, Value], Field(max_length=32)] = Field(default_factory=dict)
     expression: Annotated[StrictStr, Field(max_length=0)] = ""  # Titus: "not supported yet"
 
 
@@ -159,18 +159,18 @@ Arg = Annotated[StrictStr, Field(max_length=MAX_ARG_LEN)]
 
 class Container(Wire):
     resources: ContainerResources
-    securityProfile: SecurityProfile = SecurityProfile()
+    securityProfile: SecurityProfile = Field(default_factory=SecurityProfile)
     image: Image
-    attributes: StringMap = {}
-    entryPoint: Annotated[list[Arg], Field(max_length=MAX_ARGS)] = []
-    command: Annotated[list[Arg], Field(max_length=MAX_ARGS)] = []
+    attributes: StringMap = Field(default_factory=dict)
+    entryPoint: Annotated[list[Arg], Field(max_length=MAX_ARGS)] = Field(default_factory=list)
+    command: Annotated[list[Arg], Field(max_length=MAX_ARGS)] = Field(default_factory=list)
     env: Annotated[
         dict[Annotated[StrictStr, Field(pattern=_ENV_NAME.pattern, max_length=256)], Value],
         Field(max_length=MAX_ENV),
-    ] = {}
-    softConstraints: Constraints = Constraints()
-    hardConstraints: Constraints = Constraints()
-    volumeMounts: Annotated[list[VolumeMount], Field(max_length=32)] = []
+    ] = Field(default_factory=dict)
+    softConstraints: Constraints = Field(default_factory=Constraints)
+    hardConstraints: Constraints = Field(default_factory=Constraints)
+    volumeMounts: Annotated[list[VolumeMount], Field(max_length=32)] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _something_to_run(self) -> Container:
@@ -261,7 +261,7 @@ class ServiceJobSpec(Wire):
         )
     )
     migrationPolicy: MigrationPolicy | None = None
-    serviceJobProcesses: ServiceJobProcesses = ServiceJobProcesses()
+    serviceJobProcesses: ServiceJobProcesses = Field(default_factory=ServiceJobProcesses)
 
 
 # ---------------------------------------------------------------------------------- disruption budget
@@ -313,16 +313,16 @@ class TimeWindow(Wire):
             "Weekends",
             "All",
         ]
-    ] = []
+    ] = Field(default_factory=list)
     hourlyTimeWindows: list[
         dict[Literal["startHour", "endHour"], Annotated[StrictInt, Field(ge=0, le=24)]]
-    ] = []
+    ] = Field(default_factory=list)
     timeZone: Value = ""
 
 
 class ContainerHealthProvider(Wire):
     name: Name
-    attributes: StringMap = {}
+    attributes: StringMap = Field(default_factory=dict)
 
 
 class JobDisruptionBudget(Wire):
@@ -334,8 +334,8 @@ class JobDisruptionBudget(Wire):
     ratePercentagePerHour: RatePercentagePerHour | None = None
     ratePerInterval: RatePerInterval | None = None
     ratePercentagePerInterval: RatePercentagePerInterval | None = None
-    timeWindows: Annotated[list[TimeWindow], Field(max_length=16)] = []
-    containerHealthProviders: Annotated[list[ContainerHealthProvider], Field(max_length=8)] = []
+    timeWindows: Annotated[list[TimeWindow], Field(max_length=16)] = Field(default_factory=list)
+    containerHealthProviders: Annotated[list[ContainerHealthProvider], Field(max_length=8)] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _one_policy_one_rate(self) -> JobDisruptionBudget:
@@ -360,8 +360,8 @@ class JobDescriptor(Wire):
     capacityGroup: Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=_APP_NAME.pattern)] = (
         DEFAULT_CAPACITY_GROUP
     )
-    jobGroupInfo: JobGroupInfo = JobGroupInfo()
-    attributes: StringMap = {}
+    jobGroupInfo: JobGroupInfo = Field(default_factory=JobGroupInfo)
+    attributes: StringMap = Field(default_factory=dict)
     container: Container
     batch: BatchJobSpec | None = None
     service: ServiceJobSpec | None = None
@@ -409,8 +409,8 @@ class AgentResources(Wire):
 class AgentRegistration(Wire):
     id: Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.\-]+$")]
     resources: AgentResources
-    attributes: StringMap = {}
-    runningTaskIds: Annotated[list[Name], Field(max_length=10_000)] = []
+    attributes: StringMap = Field(default_factory=dict)
+    runningTaskIds: Annotated[list[Name], Field(max_length=10_000)] = Field(default_factory=list)
 
 
 class TaskUpdate(Wire):
@@ -432,10 +432,10 @@ class TaskUsage(Wire):
 
 class AgentStatusReport(Wire):
     sessionEpoch: StrictInt
-    updates: Annotated[list[TaskUpdate], Field(max_length=10_000)] = []
-    runningTaskIds: Annotated[list[Name], Field(max_length=10_000)] = []
-    usage: dict[Name, TaskUsage] = {}
-    host: dict[Name, Number] = {}
+    updates: Annotated[list[TaskUpdate], Field(max_length=10_000)] = Field(default_factory=list)
+    runningTaskIds: Annotated[list[Name], Field(max_length=10_000)] = Field(default_factory=list)
+    usage: dict[Name, TaskUsage] = Field(default_factory=dict)
+    host: dict[Name, Number] = Field(default_factory=dict)
 
 
 class LogUpload(Wire):
