@@ -335,7 +335,9 @@ class JobDisruptionBudget(Wire):
     ratePerInterval: RatePerInterval | None = None
     ratePercentagePerInterval: RatePercentagePerInterval | None = None
     timeWindows: Annotated[list[TimeWindow], Field(max_length=16)] = Field(default_factory=list)
-    containerHealthProviders: Annotated[list[ContainerHealthProvider], Field(max_length=8)] = Field(default_factory=list)
+    containerHealthProviders: Annotated[list[ContainerHealthProvider], Field(max_length=8)] = Field(
+        default_factory=list
+    )
 
     @model_validator(mode="after")
     def _one_policy_one_rate(self) -> JobDisruptionBudget:
