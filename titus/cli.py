@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
 from titus.client import ApiError, TitusClient
-from titus.config import ConfigError, get_int, merged
+from titus.config import ConfigError, get_float, get_int, merged
 
 DEFAULT_URL = "http://127.0.0.1:7001"
 
@@ -54,8 +56,16 @@ def dev(port: int, data_dir: Path, agent_memory_mb: int | None, agent_cpu: float
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="KEY=VALUE file.")
 @click.option("--port", type=int, help="Overrides TITUS_PORT.")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Overrides TITUS_DATA_DIR.")
-def master(config_file: str | None, port: int | None, data_dir: Path | None) -> None:
-    """Run a master (API, scheduler, store) from a config file plus TITUS_* environment variables."""
+@click.option("--zk", "zk_hosts", help="ZooKeeper host:port,... for leader election; overrides TITUS_ZK.")
+@click.option("--zk-session-timeout", type=float, help="Seconds; overrides TITUS_ZK_SESSION_TIMEOUT_S (10).")
+def master(config_file: str | None, port: int | None, data_dir: Path | None, zk_hosts: str | None,
+           zk_session_timeout: float | None) -> None:
+    """Run a master (API, scheduler, store) from a config file plus TITUS_* environment variables.
+
+    With ZooKeeper configured the master starts as a standby that forwards requests to the leader and takes
+    over when elected. A master that loses leadership exits with code 3: run it under a supervisor that
+    restarts it (systemd Restart=always), and it comes back as a fresh standby.
+    """
     from master.server import MasterConfig, MasterServer
 
     try:
@@ -70,22 +80,31 @@ def master(config_file: str | None, port: int | None, data_dir: Path | None) -> 
             api_token=values.get("TITUS_API_TOKEN", ""),
             agent_token=values.get("TITUS_AGENT_TOKEN", ""),
             heartbeat_timeout_ms=get_int(values, "TITUS_HEARTBEAT_TIMEOUT_MS", 15_000),
+            zk_hosts=zk_hosts if zk_hosts is not None else values.get("TITUS_ZK", ""),
+            zk_session_timeout_s=(zk_session_timeout if zk_session_timeout is not None
+                                  else get_float(values, "TITUS_ZK_SESSION_TIMEOUT_S", 10.0)),
+            zk_root=values.get("TITUS_ZK_ROOT", "/titus/master"),
+            advertise_url=values.get("TITUS_ADVERTISE_URL", ""),
         )
         if not config.api_token or not config.agent_token:
             raise ConfigError("TITUS_API_TOKEN and TITUS_AGENT_TOKEN are required")
         server = MasterServer(config)
     except (ConfigError, OSError, ValueError) as exc:
         _fail(str(exc))
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+
+    def _graceful(signum: int, _frame: object) -> None:
+        logging.getLogger("titus.master").info("signal %d: handing over and stopping", signum)
+        threading.Thread(target=server.shutdown, name="shutdown", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _graceful)
+    signal.signal(signal.SIGINT, _graceful)
+    sys.exit(server.serve_forever())
 
 
 @main.command()
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="KEY=VALUE file.")
 @click.option("--runtime", type=click.Choice(["process", "docker"]), help="Overrides TITUS_RUNTIME.")
-@click.option("--master-url", help="Overrides TITUS_MASTER_URL.")
+@click.option("--master-url", help="Overrides TITUS_MASTER_URL (comma-separated: any master serves).")
 def agent(config_file: str | None, runtime: str | None, master_url: str | None) -> None:
     """Run an agent on this host from a config file plus TITUS_* environment variables."""
     from agent.main import run_agent
