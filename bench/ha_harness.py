@@ -117,9 +117,9 @@ class HaCluster:
     # ---------------------------------------------------------------------------------- masters
     def master_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TITUS_")}
-        env.update({"TITUS_API_TOKEN": API_TOKEN, "TITUS_AGENT_TOKEN": AGENT_TOKEN, "TITUS_ZK_ROOT": self.zk_root,
-                    "TITUS_HEARTBEAT_TIMEOUT_MS": str(self.heartbeat_timeout_ms), "TITUS_LOG_LEVEL": "INFO",
-                    "PYTHONPATH": str(REPO_ROOT)})
+        env.update({"TITUS_API_TOKEN": API_TOKEN, "TITUS_AGENT_TOKEN": AGENT_TOKEN,
+                    "TITUS_ZK_ROOT": self.zk_root, "TITUS_LOG_LEVEL": "INFO", "PYTHONPATH": str(REPO_ROOT),
+                    "TITUS_HEARTBEAT_TIMEOUT_MS": str(self.heartbeat_timeout_ms)})
         env.update(self.store_env)
         return env
 
@@ -127,8 +127,9 @@ class HaCluster:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(m.log_path, "ab")  # noqa: SIM115 - the child owns it
         m.proc = subprocess.Popen(
-            [sys.executable, "-m", "titus.cli", "master", "--port", str(m.port), "--data-dir", str(self.data_dir),
-             "--zk", self.zk_hosts, "--zk-session-timeout", str(self.session_timeout_s)],
+            [sys.executable, "-m", "titus.cli", "master", "--port", str(m.port),
+             "--data-dir", str(self.data_dir), "--zk", self.zk_hosts,
+             "--zk-session-timeout", str(self.session_timeout_s)],
             env=self.master_env(), stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
         log.close()
 
@@ -244,17 +245,18 @@ class AgentProc:
 
     def start(self, master_urls: str, cpu: float) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TITUS_")}
-        env.update({"TITUS_MASTER_URL": master_urls, "TITUS_AGENT_TOKEN": AGENT_TOKEN, "TITUS_AGENT_ID": self.agent_id,
-                    "TITUS_DATA_DIR": str(self.data_dir), "TITUS_RUNTIME": "process",
-                    "TITUS_AGENT_CPU": str(cpu), "TITUS_AGENT_MEMORY_MB": "4096", "TITUS_KILL_TASKS_ON_EXIT": "true",
-                    "TITUS_TASK_PIDS_LIMIT": "64", "PYTHONPATH": str(REPO_ROOT)})
+        env.update({"TITUS_MASTER_URL": master_urls, "TITUS_AGENT_TOKEN": AGENT_TOKEN,
+                    "TITUS_AGENT_ID": self.agent_id, "TITUS_DATA_DIR": str(self.data_dir),
+                    "TITUS_RUNTIME": "process", "TITUS_AGENT_CPU": str(cpu), "TITUS_AGENT_MEMORY_MB": "4096",
+                    "TITUS_KILL_TASKS_ON_EXIT": "true", "TITUS_TASK_PIDS_LIMIT": "64",
+                    "PYTHONPATH": str(REPO_ROOT)})
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen([sys.executable, "-m", "titus.cli", "agent"], env=env, stdout=log,
                                      stderr=subprocess.STDOUT, cwd=REPO_ROOT)
         log.close()
 
     def running_task_ids(self) -> set[str]:
-        """Tasks with live processes in their cgroups right now: what really runs, whatever the master thinks."""
+        """Tasks with live processes in their cgroups now: what really runs, whatever the master thinks."""
         from agent import cgroups
 
         hierarchy = cgroups.detect()
@@ -278,7 +280,7 @@ class AgentProc:
 
 
 class DuplicateWatcher:
-    """Samples both agents' cgroups (and the leader's task list) to catch one task index running twice at once.
+    """Samples the agents' cgroups (and the leader's task list) to catch a task index running twice at once.
 
     Cgroup samples record task ids only; they are mapped to (job id, task index) at the end through the API,
     which knows every task, finished or not.

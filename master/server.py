@@ -127,7 +127,7 @@ class MasterServer:
 
     @property
     def port(self) -> int:
-        return int(self.server.effective_port)  # type: ignore[union-attr]
+        return int(self.server.effective_port)
 
     @property
     def own_url(self) -> str:
@@ -150,11 +150,11 @@ class MasterServer:
         try:
             # waitress's run() lasts while any keep-alive connection is open; loop until told to stop instead.
             while not self._closed.is_set():
-                server.asyncore.loop(timeout=1.0, map=server._map, count=1)  # type: ignore[union-attr]
+                server.asyncore.loop(timeout=1.0, map=server._map, count=1)
         finally:
-            for channel in list(server._map.values()):  # type: ignore[union-attr]
+            for channel in list(server._map.values()):
                 channel.close()
-            server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)  # type: ignore[union-attr]
+            server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
             self.loops.stop()
             self.store.close()
         return self.exit_code
@@ -214,4 +214,4 @@ class MasterServer:
         self.election.resign()
         time.sleep(0.05)  # let released long polls write their answers before the sockets go
         self._closed.set()
-        self.server.pull_trigger()  # type: ignore[union-attr]
+        self.server.pull_trigger()

@@ -46,7 +46,8 @@ def test_one_leader_and_the_standbys_forward_reads_and_writes(cluster: HaCluster
     standbys = [m for m in cluster.masters if m is not leader]
     for m in standbys:
         # A standby learns the leader's URL once the leader is ready to serve.
-        h = wait_for(lambda m=m: (h := m.health()) and h["leader"] == leader.url and h, 10, "standby's leader URL")
+        h = wait_for(lambda m=m: (h := m.health()) and h["leader"] == leader.url and h, 10,
+                     "standby's leader URL")
         assert h["role"] == "standby"
 
     r = _submit_to(standbys[0], "forwarded-write")
