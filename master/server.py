@@ -6,8 +6,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from waitress.server import create_server
 
@@ -31,6 +32,8 @@ class MasterConfig:
     agent_token: str = ""
     threads: int = 64
     heartbeat_timeout_ms: int = 15_000
+    # store="cassandra": keyword arguments of master.store.cassandra.CassandraSettings (hosts, keyspace, ...)
+    cassandra: dict[str, Any] = field(default_factory=dict)
     zk_hosts: str = ""  # empty: single master, always leader
     zk_session_timeout_s: float = 10.0
     zk_root: str = "/titus/master"
@@ -49,7 +52,12 @@ def build_store(config: MasterConfig) -> JobStore:
     if config.store == "sqlite":
         config.data_dir.mkdir(parents=True, exist_ok=True)
         return SqliteJobStore(config.data_dir / "titus.db", synchronous=config.sqlite_synchronous)
-    raise ValueError(f"unknown store {config.store!r} (supported: sqlite)")
+    if config.store == "cassandra":
+        # Imported here: only deployments that use Cassandra need cassandra-driver installed.
+        from master.store.cassandra import CassandraJobStore, CassandraSettings
+
+        return CassandraJobStore(CassandraSettings(**config.cassandra))
+    raise ValueError(f"unknown store {config.store!r} (supported: sqlite, cassandra)")
 
 
 def build_election(config: MasterConfig, url: str) -> LeaderElection:

@@ -52,6 +52,51 @@ def dev(port: int, data_dir: Path, agent_memory_mb: int | None, agent_cpu: float
         _fail(str(exc))
 
 
+def _cassandra_options(values: dict[str, str]) -> dict[str, Any]:
+    """TITUS_CASSANDRA_* settings as keyword arguments of CassandraSettings (validated there)."""
+    options: dict[str, Any] = {
+        "hosts": tuple(h.strip() for h in values.get("TITUS_CASSANDRA_HOSTS", "127.0.0.1").split(",")
+                       if h.strip()),
+        "port": get_int(values, "TITUS_CASSANDRA_PORT", 9042),
+        "keyspace": values.get("TITUS_CASSANDRA_KEYSPACE", "titus"),
+        "replication_strategy": values.get("TITUS_CASSANDRA_REPLICATION_STRATEGY", "SimpleStrategy"),
+        "replication_factor": get_int(values, "TITUS_CASSANDRA_REPLICATION_FACTOR", 1),
+        "archive_ttl_s": get_int(values, "TITUS_CASSANDRA_ARCHIVE_TTL_S", 7 * 86_400),
+        "serial_consistency": values.get("TITUS_CASSANDRA_SERIAL_CONSISTENCY", "LOCAL_SERIAL").upper(),
+    }
+    datacenters: list[tuple[str, int]] = []
+    for part in filter(None, (p.strip() for p in values.get("TITUS_CASSANDRA_DATACENTERS", "").split(","))):
+        name, sep, rf = part.partition(":")
+        if not sep or not name.strip() or not rf.strip().isdigit():
+            raise ConfigError(f"TITUS_CASSANDRA_DATACENTERS: {part!r} is not NAME:REPLICATION_FACTOR")
+        datacenters.append((name.strip(), int(rf)))
+    options["datacenters"] = tuple(datacenters)
+    if values.get("TITUS_CASSANDRA_LOCAL_DC"):
+        options["local_dc"] = values["TITUS_CASSANDRA_LOCAL_DC"]
+    return options
+
+
+def _master_config(values: dict[str, str], port: int | None = None, data_dir: Path | None = None) -> Any:
+    from master.server import MasterConfig
+
+    store = values.get("TITUS_STORE", "sqlite")
+    return MasterConfig(
+        host=values.get("TITUS_HOST", "127.0.0.1"),
+        port=port if port is not None else get_int(values, "TITUS_PORT", 7001),
+        data_dir=data_dir or Path(values.get("TITUS_DATA_DIR", "/var/lib/titus-master")),
+        store=store,
+        sqlite_synchronous=values.get("TITUS_SQLITE_SYNCHRONOUS", "FULL"),
+        api_token=values.get("TITUS_API_TOKEN", ""),
+        agent_token=values.get("TITUS_AGENT_TOKEN", ""),
+        heartbeat_timeout_ms=get_int(values, "TITUS_HEARTBEAT_TIMEOUT_MS", 15_000),
+        cassandra=_cassandra_options(values) if store == "cassandra" else {},
+        zk_hosts=values.get("TITUS_ZK", ""),
+        zk_session_timeout_s=get_float(values, "TITUS_ZK_SESSION_TIMEOUT_S", 10.0),
+        zk_root=values.get("TITUS_ZK_ROOT", "/titus/master"),
+        advertise_url=values.get("TITUS_ADVERTISE_URL", ""),
+    )
+
+
 @main.command()
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="KEY=VALUE file.")
 @click.option("--port", type=int, help="Overrides TITUS_PORT.")
@@ -62,34 +107,29 @@ def master(config_file: str | None, port: int | None, data_dir: Path | None, zk_
            zk_session_timeout: float | None) -> None:
     """Run a master (API, scheduler, store) from a config file plus TITUS_* environment variables.
 
-    With ZooKeeper configured the master starts as a standby that forwards requests to the leader and takes
-    over when elected. A master that loses leadership exits with code 3: run it under a supervisor that
-    restarts it (systemd Restart=always), and it comes back as a fresh standby.
+    With ZooKeeper configured (--zk, TITUS_ZK) the master starts as a standby that forwards requests to the
+    leader and takes over when elected. A master that loses leadership exits with code 3: run it under a
+    supervisor that restarts it (systemd Restart=always), and it comes back as a fresh standby.
+
+    TITUS_STORE=cassandra selects Cassandra: TITUS_CASSANDRA_HOSTS (comma-separated), _PORT, _KEYSPACE,
+    _REPLICATION_STRATEGY (SimpleStrategy | NetworkTopologyStrategy), _REPLICATION_FACTOR,
+    _DATACENTERS (dc1:3,dc2:3), _LOCAL_DC, _ARCHIVE_TTL_S, _SERIAL_CONSISTENCY (LOCAL_SERIAL | SERIAL).
     """
-    from master.server import MasterConfig, MasterServer
+    from master.server import MasterServer
+    from master.store.base import StoreError
 
     try:
         values = merged(config_file)
         _setup_logging(values.get("TITUS_LOG_LEVEL", "INFO"))
-        config = MasterConfig(
-            host=values.get("TITUS_HOST", "127.0.0.1"),
-            port=port if port is not None else get_int(values, "TITUS_PORT", 7001),
-            data_dir=data_dir or Path(values.get("TITUS_DATA_DIR", "/var/lib/titus-master")),
-            store=values.get("TITUS_STORE", "sqlite"),
-            sqlite_synchronous=values.get("TITUS_SQLITE_SYNCHRONOUS", "FULL"),
-            api_token=values.get("TITUS_API_TOKEN", ""),
-            agent_token=values.get("TITUS_AGENT_TOKEN", ""),
-            heartbeat_timeout_ms=get_int(values, "TITUS_HEARTBEAT_TIMEOUT_MS", 15_000),
-            zk_hosts=zk_hosts if zk_hosts is not None else values.get("TITUS_ZK", ""),
-            zk_session_timeout_s=(zk_session_timeout if zk_session_timeout is not None
-                                  else get_float(values, "TITUS_ZK_SESSION_TIMEOUT_S", 10.0)),
-            zk_root=values.get("TITUS_ZK_ROOT", "/titus/master"),
-            advertise_url=values.get("TITUS_ADVERTISE_URL", ""),
-        )
+        if zk_hosts is not None:
+            values["TITUS_ZK"] = zk_hosts
+        if zk_session_timeout is not None:
+            values["TITUS_ZK_SESSION_TIMEOUT_S"] = str(zk_session_timeout)
+        config = _master_config(values, port, data_dir)
         if not config.api_token or not config.agent_token:
             raise ConfigError("TITUS_API_TOKEN and TITUS_AGENT_TOKEN are required")
         server = MasterServer(config)
-    except (ConfigError, OSError, ValueError) as exc:
+    except (ConfigError, OSError, ValueError, StoreError) as exc:
         _fail(str(exc))
 
     def _graceful(signum: int, _frame: object) -> None:
@@ -99,6 +139,38 @@ def master(config_file: str | None, port: int | None, data_dir: Path | None, zk_
     signal.signal(signal.SIGTERM, _graceful)
     signal.signal(signal.SIGINT, _graceful)
     sys.exit(server.serve_forever())
+
+
+@main.group()
+def db() -> None:
+    """Manage the master's store."""
+
+
+@db.command("migrate")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="KEY=VALUE file.")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Overrides TITUS_DATA_DIR (sqlite).")
+def db_migrate(config_file: str | None, data_dir: Path | None) -> None:
+    """Create or upgrade the store's schema (same TITUS_* settings as `titus master`), then exit.
+
+    Safe to run any number of times. Run it once per upgrade before starting the masters: Cassandra does
+    not like several clients creating the same tables at once.
+    """
+    from master.server import build_store
+    from master.store.base import StoreError
+
+    try:
+        values = merged(config_file)
+        _setup_logging(values.get("TITUS_LOG_LEVEL", "INFO"))
+        store = build_store(_master_config(values, data_dir=data_dir))
+        try:
+            store.migrate()
+            version = getattr(store, "schema_version", None)
+            suffix = f" at version {version()}" if callable(version) else ""
+        finally:
+            store.close()
+    except (ConfigError, OSError, ValueError, StoreError) as exc:
+        _fail(str(exc))
+    click.echo(f"schema of the {values.get('TITUS_STORE', 'sqlite')} store is current{suffix}")
 
 
 @main.command()

@@ -1,26 +1,57 @@
-"""The JobStore contract, run against every implementation (SQLite here; Cassandra joins via the fixture)."""
+"""The JobStore contract, run against every implementation: SQLite and a real Cassandra 5.0 node."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from master.store.base import JobStore, StaleEpoch, VersionConflict, Write
 from master.store.sqlite import SqliteJobStore
 
+if TYPE_CHECKING:
+    from tests.fixtures.servers import CassandraEndpoint
+
+pytest_plugins = ("tests.fixtures.servers",)
+
 StoreFactory = Callable[[], JobStore]
+CONTRACT_KEYSPACE = "titus_contract_test"
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(scope="module")
+def cassandra_keyspace(cassandra_server: CassandraEndpoint) -> Iterator[object]:
+    """One keyspace for the module, created once and emptied before each test (much faster than per test)."""
+    from master.store.cassandra import CassandraJobStore, CassandraSettings
+
+    settings = CassandraSettings(hosts=(cassandra_server.host,), port=cassandra_server.port,
+                                 keyspace=CONTRACT_KEYSPACE)
+    admin = CassandraJobStore(settings)
+    admin.migrate()
+    yield admin
+    admin.drop_keyspace()
+    admin.close()
+
+
+@pytest.fixture(params=["sqlite", "cassandra"])
 def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
     """Returns a factory: every call opens another client on the same storage (as a second master would)."""
     opened: list[JobStore] = []
+    if request.param == "cassandra":
+        from master.store.cassandra import CassandraJobStore
+
+        admin = request.getfixturevalue("cassandra_keyspace")
+        assert isinstance(admin, CassandraJobStore)
+        admin.truncate()
 
     def make() -> JobStore:
-        store = SqliteJobStore(tmp_path / "titus.db", synchronous="NORMAL")
+        store: JobStore
+        if request.param == "sqlite":
+            store = SqliteJobStore(tmp_path / "titus.db", synchronous="NORMAL")
+        else:
+            store = CassandraJobStore(admin.settings)
         store.migrate()
         opened.append(store)
         return store
