@@ -93,12 +93,22 @@ class HaCluster:
     """N masters sharing a store and a ZooKeeper root of their own; agents pointed at all of them."""
 
     def __init__(self, workdir: Path, zk_hosts: str, masters: int = 3, session_timeout_s: float = 4.0,
-                 store_env: dict[str, str] | None = None, heartbeat_timeout_ms: int = 15_000) -> None:
+                 cassandra: tuple[str, int] | None = None, heartbeat_timeout_ms: int = 15_000) -> None:
+        """`cassandra` (host, port) puts the state in a fresh keyspace there; otherwise in one SQLite file."""
         self.workdir = workdir
         self.zk_hosts = zk_hosts
         self.session_timeout_s = session_timeout_s
         self.zk_root = f"/titus-test/{uuid.uuid4().hex[:12]}"
-        self.store_env = store_env or {"TITUS_STORE": "sqlite", "TITUS_SQLITE_SYNCHRONOUS": "NORMAL"}
+        self.cassandra = cassandra
+        self.keyspace = f"titus_ha_{uuid.uuid4().hex[:10]}"
+        if cassandra is None:
+            self.store_env = {"TITUS_STORE": "sqlite", "TITUS_SQLITE_SYNCHRONOUS": "NORMAL"}
+        else:
+            self.store_env = {"TITUS_STORE": "cassandra", "TITUS_CASSANDRA_HOSTS": cassandra[0],
+                              "TITUS_CASSANDRA_PORT": str(cassandra[1]),
+                              "TITUS_CASSANDRA_KEYSPACE": self.keyspace,
+                              "TITUS_CASSANDRA_REPLICATION_STRATEGY": "SimpleStrategy",
+                              "TITUS_CASSANDRA_REPLICATION_FACTOR": "1"}
         self.heartbeat_timeout_ms = heartbeat_timeout_ms
         self.data_dir = workdir / "master-data"  # one SQLite file shared by every master
         self.masters = [MasterProc(i, free_port(), workdir / f"master-{i}.log") for i in range(masters)]
@@ -133,7 +143,23 @@ class HaCluster:
             env=self.master_env(), stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
         log.close()
 
+    def open_store(self) -> Any:
+        """A JobStore on the masters' state, for tests to check what was really written."""
+        if self.cassandra is None:
+            from master.store.sqlite import SqliteJobStore
+
+            return SqliteJobStore(self.data_dir / "titus.db")
+        from master.store.cassandra import CassandraJobStore, CassandraSettings
+
+        store = CassandraJobStore(CassandraSettings(hosts=(self.cassandra[0],), port=self.cassandra[1],
+                                                    keyspace=self.keyspace))
+        store.migrate()  # idempotent; the schema exists, this selects the keyspace for reads
+        return store
+
     def start(self, supervise: bool = True) -> None:
+        if self.cassandra is not None:  # the schema is created once, before the masters (as in production)
+            subprocess.run([sys.executable, "-m", "titus.cli", "db", "migrate"], env=self.master_env(),
+                           cwd=REPO_ROOT, check=True, capture_output=True, timeout=180)
         for m in self.masters:
             self.start_master(m)
         for m in self.masters:
@@ -234,6 +260,12 @@ class HaCluster:
                 except subprocess.TimeoutExpired:
                     m.proc.kill()
                     m.proc.wait()
+        if self.cassandra is not None:
+            store = self.open_store()
+            try:
+                store.drop_keyspace()
+            finally:
+                store.close()
 
 
 @dataclass

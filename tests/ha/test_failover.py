@@ -85,9 +85,14 @@ def _agents_registered(cluster: HaCluster) -> bool:
         a["state"] == "Registered" for a in r.json()["items"]) == len(cluster.agents)
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, zookeeper_server: str) -> Iterator[HaCluster]:
-    c = HaCluster(tmp_path, zookeeper_server, masters=3, session_timeout_s=4.0)
+@pytest.fixture(params=["sqlite", "cassandra"])
+def cluster(request: pytest.FixtureRequest, tmp_path: Path, zookeeper_server: str) -> Iterator[HaCluster]:
+    """Three masters sharing one SQLite file, or one Cassandra keyspace."""
+    cassandra = None
+    if request.param == "cassandra":
+        endpoint = request.getfixturevalue("cassandra_server")
+        cassandra = (endpoint.host, endpoint.port)
+    c = HaCluster(tmp_path, zookeeper_server, masters=3, session_timeout_s=4.0, cassandra=cassandra)
     try:
         c.start(supervise=True)
         yield c

@@ -7,22 +7,27 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
 from bench.ha_harness import API_TOKEN, HaCluster, MasterProc, batch_job, wait_for
 from master.server import LOST_LEADERSHIP
-from master.store.sqlite import SqliteJobStore
 
 pytestmark = pytest.mark.e2e
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, zookeeper_server: str) -> Iterator[HaCluster]:
-    c = HaCluster(tmp_path, zookeeper_server, masters=3, session_timeout_s=4.0)
+@pytest.fixture(params=["sqlite", "cassandra"])
+def cluster(request: pytest.FixtureRequest, tmp_path: Path, zookeeper_server: str) -> Iterator[HaCluster]:
+    """Three masters sharing one SQLite file, or one Cassandra keyspace."""
+    cassandra = None
+    if request.param == "cassandra":
+        endpoint = request.getfixturevalue("cassandra_server")
+        cassandra = (endpoint.host, endpoint.port)
+    c = HaCluster(tmp_path, zookeeper_server, masters=3, session_timeout_s=4.0, cassandra=cassandra)
     try:
         c.start(supervise=True)
         yield c
@@ -109,7 +114,7 @@ def test_sigterm_hands_leadership_over_without_waiting_for_the_session_timeout(
         cluster.stop()
 
 
-def _marker_jobs_in_store(store: SqliteJobStore, keys: list[str], app: str) -> list[str]:
+def _marker_jobs_in_store(store: Any, keys: list[str], app: str) -> list[str]:
     found = [k for k in keys if store.job_for_idempotency_key(k) is not None]
     jobs = store.load_active("job") + store.list_archived("job", 100_000)
     found += [s.record["id"] for s in jobs if s.record["jobDescriptor"]["applicationName"] == app]
@@ -155,7 +160,7 @@ def test_a_leader_paused_past_its_session_makes_no_write_after_it_resumes(cluste
     assert len(answers) == len(keys)
     assert not [a for a in answers if isinstance(a, int) and 200 <= a < 300], answers
 
-    store = SqliteJobStore(cluster.data_dir / "titus.db")
+    store = cluster.open_store()
     try:
         assert _marker_jobs_in_store(store, keys, app) == []
         for job_id in during:  # the new leader's acknowledged writes are intact
