@@ -102,6 +102,8 @@ class JobManager:
         self.idempotency: dict[str, str] = {}
         self.epoch = 0
         self.leading_since_ms = 0
+        self._in_flight = 0  # writes queued to the store and not yet durable (or refused)
+        self._settled = threading.Condition(threading.Lock())
         self.fenced = False
         self.schedule_wanted = threading.Event()
         self.on_fenced: Callable[[], None] = lambda: None
@@ -144,7 +146,15 @@ class JobManager:
     def _queue(self, writes: list[Write]) -> PendingWrite:
         if self.fenced:
             raise NotLeader("this master is fenced and may not write")
-        return self.store.begin_apply(self.epoch, writes)
+        pending = self.store.begin_apply(self.epoch, writes)
+        with self._settled:
+            self._in_flight += 1
+        return pending
+
+    def wait_writes_settled(self, timeout_s: float) -> bool:
+        """After fencing: wait until every queued write is durable or refused (graceful handoff)."""
+        with self._settled:
+            return self._settled.wait_for(lambda: self._in_flight == 0, timeout=timeout_s)
 
     def _wait(self, pending: PendingWrite) -> None:
         try:
@@ -156,6 +166,11 @@ class JobManager:
             # Memory has changes the store refused: it can no longer be trusted to be the truth.
             self._fence(f"store write failed: {exc}")
             raise NotLeader(str(exc)) from exc
+        finally:
+            with self._settled:
+                self._in_flight -= 1
+                if self._in_flight == 0:
+                    self._settled.notify_all()
 
     def fence(self, why: str) -> None:
         """Stop writing at once (leadership lost or in doubt); on_fenced then takes the master down."""

@@ -218,8 +218,11 @@ class MasterServer:
         self.manager.fenced = True
         self.loops.stop()
         self.manager.close()
-        self.store.close()  # drains the committer: what was acknowledged is durable before we let go
+        # Writes already queued finish (durable or refused) before leadership goes; any that outlived the
+        # wait would be refused by the next leader's epoch, never half-acknowledged.
+        self.manager.wait_writes_settled(timeout_s=2.0)
         self.election.resign()
+        self.store.close()
         time.sleep(0.05)  # let released long polls write their answers before the sockets go
         self._closed.set()
         self.server.pull_trigger()
