@@ -22,6 +22,10 @@ log = logging.getLogger("titus.leader")
 Callback = Callable[[], None]
 
 
+class LeaderElectionError(Exception):
+    """The election could not start (ZooKeeper unreachable): the master cannot know who leads."""
+
+
 class LeaderElection(Protocol):
     def start(self, on_elected: Callback, on_lost: Callback) -> None:
         """Begin campaigning in the background; callbacks run on the election's own threads.
@@ -82,6 +86,7 @@ class KazooLeaderElection:
         from kazoo.client import KazooClient
 
         self.url = url
+        self.hosts = hosts
         self.root = root.rstrip("/")
         self.client = client or KazooClient(hosts=hosts, timeout=session_timeout_s,
                                             connection_retry={"max_tries": -1, "delay": 0.1, "max_delay": 1})
@@ -102,8 +107,14 @@ class KazooLeaderElection:
 
         self._on_elected = on_elected
         self._on_lost = on_lost
+        from kazoo.handlers.threading import KazooTimeoutError
+
         self.client.add_listener(self._state_changed)
-        self.client.start()
+        try:
+            self.client.start(timeout=15)
+        except KazooTimeoutError as exc:
+            self.client.close()
+            raise LeaderElectionError(f"cannot reach ZooKeeper at {self.hosts}: {exc}") from exc
         self.client.ensure_path(self.root)
         DataWatch(self.client, self._leader_path, self._leader_changed)
         self._thread = threading.Thread(target=self._campaign, name="leader-election", daemon=True)

@@ -115,6 +115,7 @@ def master(config_file: str | None, port: int | None, data_dir: Path | None, zk_
     _REPLICATION_STRATEGY (SimpleStrategy | NetworkTopologyStrategy), _REPLICATION_FACTOR,
     _DATACENTERS (dc1:3,dc2:3), _LOCAL_DC, _ARCHIVE_TTL_S, _SERIAL_CONSISTENCY (LOCAL_SERIAL | SERIAL).
     """
+    from master.leader import LeaderElectionError
     from master.server import MasterServer
     from master.store.base import StoreError
 
@@ -138,7 +139,11 @@ def master(config_file: str | None, port: int | None, data_dir: Path | None, zk_
 
     signal.signal(signal.SIGTERM, _graceful)
     signal.signal(signal.SIGINT, _graceful)
-    sys.exit(server.serve_forever())
+    try:
+        code = server.serve_forever()
+    except LeaderElectionError as exc:
+        _fail(str(exc))
+    sys.exit(code)
 
 
 @main.group()
