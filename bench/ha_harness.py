@@ -7,6 +7,7 @@ supervisor (systemd's Restart=always): a master that exits is started again, as 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -309,6 +310,11 @@ class AgentProc:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        from agent import cgroups
+
+        # The agent removed its tasks' cgroups on exit; its own directory is left to whoever made it.
+        with contextlib.suppress(OSError):
+            cgroups.detect().remove_agent(self.agent_id)
 
 
 class DuplicateWatcher:
