@@ -19,14 +19,32 @@ class SessionExpired(Exception):
 
 
 class MasterClient:
-    def __init__(self, base_url: str, token: str) -> None:
-        self.base = base_url.rstrip("/") + "/api/v3/agent/instances"
+    """Talks to one master at a time out of several (any master serves: standbys forward to the leader).
+
+    A connection error or timeout moves on to the next URL: a dead master costs one failed request.
+    """
+
+    def __init__(self, base_url: str | list[str], token: str) -> None:
+        urls = base_url.split(",") if isinstance(base_url, str) else base_url
+        self.bases = [u.strip().rstrip("/") + "/api/v3/agent/instances" for u in urls if u.strip()]
+        if not self.bases:
+            raise ValueError("at least one master URL is required")
+        self._current = 0
         self.http = requests.Session()
         self.http.headers["Authorization"] = f"Bearer {token}"
 
+    @property
+    def base(self) -> str:
+        return self.bases[self._current % len(self.bases)]
+
     def _call(self, method: str, path: str, timeout: float, **kwargs: Any) -> dict[str, Any]:
+        base = self.base
         try:
-            resp = self.http.request(method, self.base + path, timeout=timeout, **kwargs)
+            resp = self.http.request(method, base + path, timeout=timeout, **kwargs)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            if self.base == base:  # another thread may have rotated already
+                self._current += 1
+            raise MasterUnavailable(f"{base}: {exc}") from exc
         except requests.RequestException as exc:
             raise MasterUnavailable(str(exc)) from exc
         if resp.status_code == 409:

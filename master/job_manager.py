@@ -120,6 +120,9 @@ class JobManager:
         self.archived: OrderedDict[str, tuple[Job, list[Task]]] = OrderedDict()
         self.idempotency: dict[str, str] = {}
         self.epoch = 0
+        self.leading_since_ms = 0
+        self._in_flight = 0  # writes queued to the store and not yet durable (or refused)
+        self._settled = threading.Condition(threading.Lock())
         self.fenced = False
         self.schedule_wanted = threading.Event()
         self.on_fenced: Callable[[], None] = lambda: None
@@ -145,6 +148,7 @@ class JobManager:
         """Take leadership: fence older writers, then rebuild memory from the store."""
         self.store.migrate()
         self.epoch = self.store.acquire_epoch()
+        self.leading_since_ms = self.clock()
         with self.lock:
             for stored in self.store.load_active("job"):
                 job = Job.from_record(stored.record, stored.version)
@@ -173,7 +177,15 @@ class JobManager:
     def _queue(self, writes: list[Write]) -> PendingWrite:
         if self.fenced:
             raise NotLeader("this master is fenced and may not write")
-        return self.store.begin_apply(self.epoch, writes)
+        pending = self.store.begin_apply(self.epoch, writes)
+        with self._settled:
+            self._in_flight += 1
+        return pending
+
+    def wait_writes_settled(self, timeout_s: float) -> bool:
+        """After fencing: wait until every queued write is durable or refused (graceful handoff)."""
+        with self._settled:
+            return self._settled.wait_for(lambda: self._in_flight == 0, timeout=timeout_s)
 
     def _wait(self, pending: PendingWrite) -> None:
         try:
@@ -185,6 +197,15 @@ class JobManager:
             # Memory has changes the store refused: it can no longer be trusted to be the truth.
             self._fence(f"store write failed: {exc}")
             raise NotLeader(str(exc)) from exc
+        finally:
+            with self._settled:
+                self._in_flight -= 1
+                if self._in_flight == 0:
+                    self._settled.notify_all()
+
+    def fence(self, why: str) -> None:
+        """Stop writing at once (leadership lost or in doubt); on_fenced then takes the master down."""
+        self._fence(why)
 
     def _fence(self, why: str) -> None:
         if not self.fenced:
@@ -834,10 +855,19 @@ class JobManager:
                         task.machine.move(states.FINISHED, reason, f"agent {agent.id} lost", now)
                         self._finished(task, now, writes)
                         self._reconcile_job(self.jobs[task.job_id], now, writes)
+            # A new leader knows only the agents that registered with it: tasks on an agent that has not
+            # come back within a heartbeat timeout of the takeover are lost, as if it had stopped beating.
+            orphans_due = now - self.leading_since_ms > self.settings.heartbeat_timeout_ms
             for task in list(self.tasks.values()):
                 job = self.jobs[task.job_id]
                 batch = job.descriptor.batch
-                if (task.state == states.STARTED and batch is not None and task.started_ms is not None
+                if (orphans_due and task.agent_id is not None and task.agent_id not in self.agents
+                        and task.state in states.TASK_ON_AGENT):
+                    task.machine.move(states.FINISHED, task.kill_reason or states.REASON_LOST,
+                                      f"agent {task.agent_id} did not register with the new leader", now)
+                    self._finished(task, now, writes)
+                    self._reconcile_job(job, now, writes)
+                elif (task.state == states.STARTED and batch is not None and task.started_ms is not None
                         and not task.kill_reason and now - task.started_ms > batch.runtimeLimitSec * 1000):
                     self._kill(task, states.REASON_RUNTIME_LIMIT,
                                f"ran longer than runtimeLimitSec={batch.runtimeLimitSec}", now, writes)

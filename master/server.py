@@ -14,6 +14,7 @@ from waitress.server import create_server
 
 from master.api.app import ApiConfig, create_app
 from master.job_manager import JobManager, Settings
+from master.leader import AlwaysLeader, LeaderElection
 from master.store.base import JobStore
 from master.store.sqlite import SqliteJobStore
 
@@ -33,6 +34,14 @@ class MasterConfig:
     heartbeat_timeout_ms: int = 15_000
     # store="cassandra": keyword arguments of master.store.cassandra.CassandraSettings (hosts, keyspace, ...)
     cassandra: dict[str, Any] = field(default_factory=dict)
+    zk_hosts: str = ""  # empty: single master, always leader
+    zk_session_timeout_s: float = 10.0
+    zk_root: str = "/titus/master"
+    advertise_url: str = ""  # what standbys forward to; default http://<host>:<port>
+
+
+#: Exit code of a master that lost leadership (or was fenced): its supervisor restarts it as a standby.
+LOST_LEADERSHIP = 3
 
 
 def wall_clock_ms() -> int:
@@ -49,6 +58,14 @@ def build_store(config: MasterConfig) -> JobStore:
 
         return CassandraJobStore(CassandraSettings(**config.cassandra))
     raise ValueError(f"unknown store {config.store!r} (supported: sqlite, cassandra)")
+
+
+def build_election(config: MasterConfig, url: str) -> LeaderElection:
+    if not config.zk_hosts:
+        return AlwaysLeader(url)
+    from master.leader import KazooLeaderElection
+
+    return KazooLeaderElection(config.zk_hosts, url, config.zk_session_timeout_s, config.zk_root)
 
 
 class Loops:
@@ -93,7 +110,14 @@ class Loops:
 
 
 class MasterServer:
-    def __init__(self, config: MasterConfig, clock: Callable[[], int] = wall_clock_ms) -> None:
+    """One master process. With ZooKeeper it starts as a standby that forwards to the leader; when elected it
+    takes a new epoch, loads state and runs the loops. Losing leadership takes the process down (exit code
+    LOST_LEADERSHIP) so its supervisor restarts it as a fresh standby: memory from a lost term is never
+    trusted again.
+    """
+
+    def __init__(self, config: MasterConfig, clock: Callable[[], int] = wall_clock_ms,
+                 election: LeaderElection | None = None) -> None:
         if not config.api_token or not config.agent_token:
             raise ValueError("both an API token and an agent token are required")
         self.config = config
@@ -102,34 +126,107 @@ class MasterServer:
             self.store, clock, Settings(heartbeat_timeout_ms=config.heartbeat_timeout_ms)
         )
         self.loops = Loops(self.manager)
-        self.app = create_app(ApiConfig(config.api_token, config.agent_token), self.manager)
-        self.server = create_server(
-            self.app,
-            host=config.host,
-            port=config.port,
-            threads=config.threads,
-            channel_timeout=120,
-            connection_limit=1000,
-            ident="titus",
-        )
-        self.manager.on_fenced = self.shutdown
+        self.exit_code = 0
+        self._role = "standby"
+        self._role_lock = threading.Lock()
+        self._stopping = False
+        self._closed = threading.Event()
+        self.app = create_app(ApiConfig(config.api_token, config.agent_token), self.manager, routing=self)
+        self.server = create_server(self.app, host=config.host, port=config.port, threads=config.threads,
+                                    channel_timeout=120, connection_limit=1000, ident="titus")
+        self.election = election or build_election(config, self.own_url)
+        self.manager.on_fenced = self._fenced
 
     @property
     def port(self) -> int:
         return int(self.server.effective_port)
 
-    def serve_forever(self) -> None:
-        self.manager.start()
-        self.loops.start()
-        log.info("master listening on http://%s:%d", self.config.host, self.port)
+    @property
+    def own_url(self) -> str:
+        return self.config.advertise_url or f"http://{self.config.host}:{self.port}"
+
+    # ------------------------------------------------------------------------------- Routing protocol
+    def role(self) -> str:
+        return self._role
+
+    def leader_url(self) -> str | None:
+        return self.election.leader_url()
+
+    # ------------------------------------------------------------------------------------ lifecycle
+    def serve_forever(self) -> int:
+        """Serve until shut down; returns the process exit code (non-zero when leadership was lost)."""
+        log.info("master listening on %s (%s)", self.own_url,
+                 "single master" if not self.config.zk_hosts else f"ZooKeeper {self.config.zk_hosts}")
+        self.election.start(self._elected, self._lost)
+        server = self.server
         try:
-            self.server.run()
+            # waitress's run() lasts while any keep-alive connection is open; loop until told to stop instead.
+            while not self._closed.is_set():
+                server.asyncore.loop(timeout=1.0, map=server._map, count=1)
         finally:
+            for channel in list(server._map.values()):
+                channel.close()
+            server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
             self.loops.stop()
             self.store.close()
+        return self.exit_code
+
+    def _elected(self) -> None:
+        with self._role_lock:
+            if self._role != "standby":
+                return
+            self._role = "starting"
+        try:
+            self.manager.start()
+        except Exception:
+            log.exception("taking over as leader failed")
+            self._depose("could not load state as the new leader")
+            return
+        with self._role_lock:
+            if self._role != "starting":
+                return  # lost again while loading: _lost already took us down
+            self._role = "leader"
+        self.loops.start()
+        self.election.publish()
+
+    def _lost(self) -> None:
+        """Leadership in doubt or gone: no write may start from here on (runs on the election's thread)."""
+        self._depose("leadership lost")
+
+    def _fenced(self) -> None:
+        """The manager refused to go on writing (newer epoch, store failure)."""
+        self._depose("the store fenced this master")
+
+    def _depose(self, why: str) -> None:
+        self.manager.fenced = True  # first, synchronously: stops every write path at once
+        with self._role_lock:
+            if self._role == "deposed" or self._stopping:
+                return
+            self._role = "deposed"
+        self.exit_code = LOST_LEADERSHIP
+        log.error("%s: stopping; the supervisor restarts this master as a standby", why)
+        threading.Thread(target=self.shutdown, name="shutdown", daemon=True).start()
 
     def shutdown(self) -> None:
+        """Graceful stop (SIGTERM): stop writing, make queued writes durable, then let leadership go.
+
+        Closing the ZooKeeper session last but promptly hands over in well under a second, instead of
+        making the standbys wait out the session timeout.
+        """
+        with self._role_lock:
+            if self._stopping:
+                return
+            self._stopping = True
+            if self._role in ("leader", "starting"):
+                self._role = "deposed"
+        self.manager.fenced = True
         self.loops.stop()
         self.manager.close()
+        # Writes already queued finish (durable or refused) before leadership goes; any that outlived the
+        # wait would be refused by the next leader's epoch, never half-acknowledged.
+        self.manager.wait_writes_settled(timeout_s=2.0)
+        self.election.resign()
+        self.store.close()
         time.sleep(0.05)  # let released long polls write their answers before the sockets go
-        threading.Thread(target=self.server.close, daemon=True).start()
+        self._closed.set()
+        self.server.pull_trigger()

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
 from titus.client import ApiError, TitusClient
-from titus.config import ConfigError, get_int, merged
+from titus.config import ConfigError, get_float, get_int, merged
 
 DEFAULT_URL = "http://127.0.0.1:7001"
 
@@ -92,6 +93,10 @@ def _master_config(values: dict[str, str], port: int | None = None, data_dir: Pa
         agent_token=values.get("TITUS_AGENT_TOKEN", ""),
         heartbeat_timeout_ms=get_int(values, "TITUS_HEARTBEAT_TIMEOUT_MS", 15_000),
         cassandra=_cassandra_options(values) if store == "cassandra" else {},
+        zk_hosts=values.get("TITUS_ZK", ""),
+        zk_session_timeout_s=get_float(values, "TITUS_ZK_SESSION_TIMEOUT_S", 10.0),
+        zk_root=values.get("TITUS_ZK_ROOT", "/titus/master"),
+        advertise_url=values.get("TITUS_ADVERTISE_URL", ""),
     )
 
 
@@ -99,27 +104,49 @@ def _master_config(values: dict[str, str], port: int | None = None, data_dir: Pa
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="KEY=VALUE file.")
 @click.option("--port", type=int, help="Overrides TITUS_PORT.")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Overrides TITUS_DATA_DIR.")
-def master(config_file: str | None, port: int | None, data_dir: Path | None) -> None:
+@click.option("--zk", "zk_hosts", help="ZooKeeper host:port,... for leader election; overrides TITUS_ZK.")
+@click.option("--zk-session-timeout", type=float, help="Seconds; overrides TITUS_ZK_SESSION_TIMEOUT_S (10).")
+def master(config_file: str | None, port: int | None, data_dir: Path | None, zk_hosts: str | None,
+           zk_session_timeout: float | None) -> None:
     """Run a master (API, scheduler, store) from a config file plus TITUS_* environment variables.
+
+    With ZooKeeper configured (--zk, TITUS_ZK) the master starts as a standby that forwards requests to the
+    leader and takes over when elected. A master that loses leadership exits with code 3: run it under a
+    supervisor that restarts it (systemd Restart=always), and it comes back as a fresh standby.
 
     TITUS_STORE=cassandra selects Cassandra: TITUS_CASSANDRA_HOSTS (comma-separated), _PORT, _KEYSPACE,
     _REPLICATION_STRATEGY (SimpleStrategy | NetworkTopologyStrategy), _REPLICATION_FACTOR,
     _DATACENTERS (dc1:3,dc2:3), _LOCAL_DC, _ARCHIVE_TTL_S, _SERIAL_CONSISTENCY (LOCAL_SERIAL | SERIAL).
     """
+    from master.leader import LeaderElectionError
     from master.server import MasterServer
     from master.store.base import StoreError
 
     try:
         values = merged(config_file)
         _setup_logging(values.get("TITUS_LOG_LEVEL", "INFO"))
+        if zk_hosts is not None:
+            values["TITUS_ZK"] = zk_hosts
+        if zk_session_timeout is not None:
+            values["TITUS_ZK_SESSION_TIMEOUT_S"] = str(zk_session_timeout)
         config = _master_config(values, port, data_dir)
         if not config.api_token or not config.agent_token:
             raise ConfigError("TITUS_API_TOKEN and TITUS_AGENT_TOKEN are required")
         server = MasterServer(config)
     except (ConfigError, OSError, ValueError, StoreError) as exc:
         _fail(str(exc))
-    with contextlib.suppress(KeyboardInterrupt):
-        server.serve_forever()
+
+    def _graceful(signum: int, _frame: object) -> None:
+        logging.getLogger("titus.master").info("signal %d: handing over and stopping", signum)
+        threading.Thread(target=server.shutdown, name="shutdown", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _graceful)
+    signal.signal(signal.SIGINT, _graceful)
+    try:
+        code = server.serve_forever()
+    except LeaderElectionError as exc:
+        _fail(str(exc))
+    sys.exit(code)
 
 
 @main.group()
@@ -157,7 +184,7 @@ def db_migrate(config_file: str | None, data_dir: Path | None) -> None:
 @main.command()
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="KEY=VALUE file.")
 @click.option("--runtime", type=click.Choice(["process", "docker"]), help="Overrides TITUS_RUNTIME.")
-@click.option("--master-url", help="Overrides TITUS_MASTER_URL.")
+@click.option("--master-url", help="Overrides TITUS_MASTER_URL (comma-separated: any master serves).")
 def agent(config_file: str | None, runtime: str | None, master_url: str | None) -> None:
     """Run an agent on this host from a config file plus TITUS_* environment variables."""
     from agent.main import run_agent

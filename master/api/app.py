@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException
 
 from master.api.errors import ApiError, bad_request, error_response, validation_error
+from master.api.standby import ROLE_HEADER, Forwarder, Routing
 from master.job_manager import Conflict, JobManager, NotFound, NotLeader, StaleSession
 
 log = logging.getLogger("titus.api")
@@ -29,13 +30,16 @@ class ApiConfig:
     agent_token: str
 
 
-def create_app(config: ApiConfig, manager: JobManager) -> Flask:
+def create_app(config: ApiConfig, manager: JobManager, routing: Routing | None = None) -> Flask:
+    """`routing` tells a standby where the leader is; without it this master always serves (single master)."""
     from master.api import agents, jobs, management, openapi, tasks
 
     app = Flask("titus-master")
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.config["MANAGER"] = manager
     app.config["API"] = config
+
+    forward = Forwarder(routing) if routing is not None else None
 
     @app.before_request
     def authenticate() -> Response | None:
@@ -57,7 +61,13 @@ def create_app(config: ApiConfig, manager: JobManager) -> Flask:
             resp.headers["WWW-Authenticate"] = 'Bearer realm="titus"'
             return resp
         g.agent_channel = agent_channel
-        return None
+        return forward() if forward is not None else None
+
+    @app.after_request
+    def tag_role(resp: Response) -> Response:
+        if routing is not None and ROLE_HEADER not in resp.headers:
+            resp.headers[ROLE_HEADER] = routing.role()
+        return resp
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> Response:
@@ -92,14 +102,17 @@ def create_app(config: ApiConfig, manager: JobManager) -> Flask:
 
     @app.get("/healthz")
     def healthz() -> Response | dict[str, Any]:
-        if manager.fenced:
-            return error_response(503, "not leader")
-        return {
-            "status": "ok",
-            "epoch": manager.epoch,
-            "jobs": len(manager.jobs),
-            "agents": len(manager.agents),
-        }
+        """200 while this master is useful (leading, or a standby that forwards); 503 once deposed."""
+        role = routing.role() if routing is not None else "leader"
+        leader = routing.leader_url() if routing is not None else None
+        if manager.fenced or role == "deposed":
+            resp = error_response(503, "not leader: this master lost leadership")
+            resp.headers["Retry-After"] = "1"
+            return resp
+        if role != "leader":
+            return {"status": "ok", "role": role, "leader": leader}
+        return {"status": "ok", "role": "leader", "leader": leader, "epoch": manager.epoch,
+                "jobs": len(manager.jobs), "agents": len(manager.agents)}
 
     app.register_blueprint(jobs.bp)
     app.register_blueprint(tasks.bp)
