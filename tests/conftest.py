@@ -16,6 +16,9 @@ import requests
 
 from master.server import MasterConfig, MasterServer
 
+# Fixtures for real servers (ZooKeeper, Cassandra, dockerd + registry), started through scripts/services.
+pytest_plugins = ["tests.fixtures.servers", "tests.runtime.docker_fixtures"]
+
 API_TOKEN = "test-api-token"
 AGENT_TOKEN = "test-agent-token"
 

@@ -37,7 +37,6 @@ from agent.runtime.registry_auth import StaticRegistryCredentials
 if TYPE_CHECKING:
     from tests.runtime.docker_fixtures import AuthRegistry
 
-pytest_plugins = ["tests.runtime.docker_fixtures"]
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -23,8 +23,6 @@ if TYPE_CHECKING:
 
 from master.store.cassandra import SCHEMA_VERSION, CassandraJobStore, CassandraSettings
 
-pytest_plugins = ("tests.fixtures.servers",)
-
 KEYSPACE = "titus_cassandra_test"
 OpenStore = Callable[..., CassandraJobStore]
 

@@ -15,7 +15,6 @@ from master.store.sqlite import SqliteJobStore
 if TYPE_CHECKING:
     from tests.fixtures.servers import CassandraEndpoint
 
-pytest_plugins = ("tests.fixtures.servers",)
 
 StoreFactory = Callable[[], JobStore]
 CONTRACT_KEYSPACE = "titus_contract_test"
