@@ -388,6 +388,9 @@ class AgentRegistration(Wire):
     resources: AgentResources
     attributes: StringMap = {}
     runningTaskIds: Annotated[list[Name], Field(max_length=10_000)] = []
+    # Tasks that ended while the agent was away and whose end it has yet to report: not lost, the agent
+    # reports their real exit status right after registering.
+    exitedTaskIds: Annotated[list[Name], Field(max_length=10_000)] = []
 
 
 class TaskUpdate(Wire):
@@ -413,6 +416,8 @@ class AgentStatusReport(Wire):
     runningTaskIds: Annotated[list[Name], Field(max_length=10_000)] = []
     usage: dict[Name, TaskUsage] = {}
     host: dict[Name, Number] = {}
+    # Non-empty while the agent refuses new work (e.g. its host is short of memory), saying why.
+    unavailableReason: Value = ""
 
 
 class LogUpload(Wire):
