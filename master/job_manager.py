@@ -520,7 +520,8 @@ class JobManager:
             writes: list[Write] = []
             running = set(reg.runningTaskIds)
             known = running | set(reg.exitedTaskIds)  # exited ones get their real end in the next report
-            mine = [t for t in self.tasks.values() if t.agent_id == reg.id and t.state in states.TASK_ON_AGENT]
+            mine = [t for t in self.tasks.values()
+                    if t.agent_id == reg.id and t.state in states.TASK_ON_AGENT]
             # What the agent runs that is not wanted there any more (it was lost and its tasks were replaced)
             # must die before it gets new work.
             agent.stale_tasks = running - {t.id for t in mine}
@@ -533,7 +534,7 @@ class JobManager:
                     task.machine.move(states.STARTED, "normal", "running on the agent at registration", now)
                     task.started_ms = now
                     writes.append(self._task_write(task))
-                # The agent restarted: what it does not run any more, beyond what it was yet to start, is lost.
+                # The agent restarted: what it neither runs nor saw end, beyond what it was yet to start, is lost.
                 elif task.state in (states.START_INITIATED, states.STARTED) and task.id not in known:
                     task.machine.move(states.FINISHED, states.REASON_LOST, "agent restarted without it", now)
                     self._finished(task, now, writes)
@@ -732,8 +733,8 @@ class JobManager:
                       and now - task.machine.status.timestamp_ms > self.settings.launch_timeout_ms):
                     # The agent has it, so it must confirm the end: a replacement must not start meanwhile.
                     self._kill(task, states.REASON_STUCK,
-                               f"no progress from StartInitiated in {self.settings.launch_timeout_ms} ms", now,
-                               writes)
+                               f"no progress from StartInitiated in {self.settings.launch_timeout_ms} ms",
+                               now, writes)
                 elif task.state == states.ACCEPTED and task.not_before_ms and task.not_before_ms <= now:
                     self.schedule_wanted.set()
             queued = self._queue(writes)

@@ -353,7 +353,8 @@ def test_agent_short_of_memory_gets_no_work_and_says_why(jm: JobManager) -> None
     short = register(jm, "short")
     report_full(jm, short, "short", [], "host memory available 100 MB < 512 MB")
     view = agent_view(jm, "short")
-    assert (view["acceptingWork"], view["unavailableReason"]) == (False, "host memory available 100 MB < 512 MB")
+    assert view["acceptingWork"] is False
+    assert view["unavailableReason"] == "host memory available 100 MB < 512 MB"
     job_id = submit(jm, service_job(desired=1))
     assert jm.schedule_once() == 0
     assert active(jm, job_id)[0]["status"]["state"] == "Accepted"
@@ -362,7 +363,8 @@ def test_agent_short_of_memory_gets_no_work_and_says_why(jm: JobManager) -> None
 
 
 @pytest.mark.parametrize("retry_on_limit", [True, False], ids=["retryOnRuntimeLimit", "no-retry"])
-def test_runtime_limit_retries_per_policy_with_its_delay(jm: JobManager, clock: Clock, retry_on_limit: bool) -> None:
+def test_runtime_limit_retries_per_policy_with_its_delay(jm: JobManager, clock: Clock,
+                                                         retry_on_limit: bool) -> None:
     session = register(jm)
     spec = batch_job(batch={"runtimeLimitSec": 5, "retryOnRuntimeLimit": retry_on_limit})
     spec["batch"]["retryPolicy"] = {"delayed": {"initialDelayMs": 2000, "delayMs": 2000, "retries": 1}}
