@@ -534,7 +534,7 @@ class JobManager:
                     task.machine.move(states.STARTED, "normal", "running on the agent at registration", now)
                     task.started_ms = now
                     writes.append(self._task_write(task))
-                # The agent restarted: what it neither runs nor saw end, beyond what it was yet to start, is lost.
+                # The agent restarted: what it neither runs nor saw end (and had started) is lost.
                 elif task.state in (states.START_INITIATED, states.STARTED) and task.id not in known:
                     task.machine.move(states.FINISHED, states.REASON_LOST, "agent restarted without it", now)
                     self._finished(task, now, writes)
