@@ -151,7 +151,9 @@ class AgentProc:
         env.pop("TITUS_API_TOKEN", None)
         cmd = [sys.executable, "-m", "titus.cli", "agent"]
         if self.netns is not None:
-            cmd = ["ip", "netns", "exec", self.netns, *cmd]
+            # Only the network namespace: `ip netns exec` would also remount /sys, hiding the host's
+            # cgroup tree that the agents on all "hosts" share.
+            cmd = ["nsenter", f"--net=/var/run/netns/{self.netns}", *cmd]
         log = open(self.data_dir.parent / f"{self.agent_id}.log", "ab")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
         log.close()
@@ -248,7 +250,7 @@ class MasterProc:
         cmd = [sys.executable, "-m", "titus.cli", "master", "--port", str(self.port), "--data-dir",
                str(self.data_dir)]
         if self.netns is not None:
-            cmd = ["ip", "netns", "exec", self.netns, *cmd]
+            cmd = ["nsenter", f"--net=/var/run/netns/{self.netns}", *cmd]
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.data_dir.parent / "master.log", "ab")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
