@@ -343,10 +343,10 @@ class Agent:
         with self.lock:
             del self.updates[: len(updates)]
             for u in updates:
-                local = self.tasks.get(u["taskId"])
-                if local is None:
+                acked = self.tasks.get(u["taskId"])
+                if acked is None:
                     continue
-                local.reported = u["state"]
+                acked.reported = u["state"]
                 if u["state"] == "Finished":
                     # The master has durably recorded the end: the task's resources can go.
                     self.runtime.cleanup(u["taskId"])

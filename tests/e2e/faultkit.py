@@ -98,20 +98,20 @@ class InvariantChecker:
             self._thread.join(timeout=10)
 
     def _master_tasks(self) -> list[dict[str, Any]]:
+        params: dict[str, str | int] = {
+            "jobIds": ",".join(self.job_ids), "pageSize": 1000,
+            "taskStates": "Launched,StartInitiated,Started,KillInitiated,Finished"}
         r = requests.get(self.url + "/api/v3/tasks", headers={"Authorization": f"Bearer {API_TOKEN}"},
-                         params={"jobIds": ",".join(self.job_ids), "pageSize": 1000,
-                                 "taskStates": "Launched,StartInitiated,Started,KillInitiated,Finished"},
-                         timeout=5)
+                         params=params, timeout=5)
         r.raise_for_status()
         items: list[dict[str, Any]] = r.json()["items"]
         return items
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
+            # The master may be down on purpose; the cgroup side is checked again next round.
+            with contextlib.suppress(requests.RequestException):
                 self.check_once()
-            except requests.RequestException:
-                pass  # the master may be down on purpose; the cgroup side is checked next round
             self._stop.wait(0.05)
 
     def check_once(self) -> None:

@@ -76,7 +76,8 @@ def test_master_restart_keeps_20_running_tasks(cluster: tuple[MasterProc, Callab
     master, agent = cluster
     a = agent("a")
     wait_for(lambda: registered(master.url, a.agent_id), what="agent registered")
-    job_id = submit(master.url, service_job(desired=20, container=SMALL, service={"capacity": {"min": 0, "desired": 20, "max": 20}}))
+    job_id = submit(master.url, service_job(desired=20, container=SMALL,
+                                            service={"capacity": {"min": 0, "desired": 20, "max": 20}}))
     before = wait_for(lambda: len(started(master.url, job_id)) == 20 and started(master.url, job_id),
                       timeout=60, what="20 Started tasks")
     ids = {t["id"] for t in before}
@@ -103,8 +104,8 @@ def test_agent_restart_adopts_running_tasks_and_reports_missed_exits(
     a = agent("a")
     wait_for(lambda: registered(master.url, a.agent_id), what="agent registered")
     flag = tmp_path / "exit-now"
-    batch = submit(master.url, batch_job(command=["/bin/sh", "-c", f"while [ ! -e {flag} ]; do sleep 0.05; done; "
-                                                  "echo bye; exit 3"], container=SMALL))
+    script = f"while [ ! -e {flag} ]; do sleep 0.05; done; echo bye; exit 3"
+    batch = submit(master.url, batch_job(command=["/bin/sh", "-c", script], container=SMALL))
     service = submit(master.url, service_job(desired=2, container=SMALL))
     (waiting,) = wait_for(lambda: started(master.url, batch), what="the batch task running")
     running = wait_for(lambda: len(started(master.url, service)) == 2 and started(master.url, service),
@@ -113,7 +114,8 @@ def test_agent_restart_adopts_running_tasks_and_reports_missed_exits(
 
     a.kill9()
     flag.touch()  # the batch task ends while no agent watches
-    wait_for(lambda: (a.data_dir / "tasks" / waiting["id"] / "exit.json").exists(), what="its supervisor's record")
+    wait_for(lambda: (a.data_dir / "tasks" / waiting["id"] / "exit.json").exists(),
+             what="its supervisor's record")
     a.start()
 
     def batch_done() -> dict[str, Any] | None:
@@ -189,14 +191,18 @@ def test_without_self_fencing_a_returning_agent_kills_stale_tasks_first(
     b = agent("b", TITUS_AGENT_CPU="0.1")  # room for exactly one task
     wait_for(lambda: registered(master.url, b.agent_id), what="agent b registered")
     assert a.proc is not None
-    os.kill(a.proc.pid, signal.SIGSTOP)
-    try:
-        wait_for(lambda: any(t["taskContext"]["agent.id"] == b.agent_id for t in started(master.url, job_id)),
-                 timeout=HEARTBEAT_MS / 1000 + 15, what="the replacement on b")
-        assert old["id"] in live_tasks(a.agent_id)  # no self-fencing: the stale copy still runs
-    finally:
-        os.kill(a.proc.pid, signal.SIGCONT)
-    wait_for(lambda: old["id"] not in live_tasks(a.agent_id), what="a to kill its stale task")
+    with InvariantChecker(master.url, [a.agent_id, b.agent_id], [job_id]) as checker:
+        os.kill(a.proc.pid, signal.SIGSTOP)
+        try:
+            wait_for(lambda: any(t["taskContext"]["agent.id"] == b.agent_id
+                                 for t in started(master.url, job_id)),
+                     timeout=HEARTBEAT_MS / 1000 + 15, what="the replacement on b")
+            assert old["id"] in live_tasks(a.agent_id)  # no self-fencing: the stale copy still runs
+            # This is the overlap self-fencing prevents, and the checker used elsewhere must see it.
+            wait_for(lambda: checker.violations, what="the checker to catch the overlap")
+        finally:
+            os.kill(a.proc.pid, signal.SIGCONT)
+        wait_for(lambda: old["id"] not in live_tasks(a.agent_id), what="a to kill its stale task")
     wait_for(lambda: registered(master.url, a.agent_id) and agents(master.url)[a.agent_id]["acceptingWork"],
              what="a to take work again")
     more = submit(master.url, service_job(desired=1, container=SMALL))
@@ -225,7 +231,8 @@ def test_agent_short_of_memory_takes_no_work_and_says_why(
     assert task_cgroup_names(short.agent_id) == set()
 
 
-def test_runtime_limit_ends_and_retries_per_policy(cluster: tuple[MasterProc, Callable[..., AgentProc]]) -> None:
+def test_runtime_limit_ends_and_retries_per_policy(
+        cluster: tuple[MasterProc, Callable[..., AgentProc]]) -> None:
     master, agent = cluster
     agent("a")
     spec = batch_job(command=["/bin/sleep", "600"], container=SMALL,

@@ -50,7 +50,8 @@ def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 def free_subnet() -> int:
     """A 10.231.N.0/24 no interface on this machine uses yet (other test runs may hold one)."""
     used = sh("ip", "-4", "addr").stdout
-    for n in [os.getpid() % 200 + 20, *range(20, 250)]:
+    candidates: list[int] = [os.getpid() % 200 + 20, *range(20, 250)]
+    for n in candidates:
         if f"10.231.{n}." not in used:
             return n
     raise RuntimeError("no free 10.231.N.0/24")
@@ -141,8 +142,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetCluster]:
         for i, ns in enumerate(net.namespaces):
             procs.append(AgentProc(f"{net.tag}-agent{i}", base / f"agent{i}", master.url, netns=ns,
                                    extra_env={"TITUS_AGENT_CPU": "1"}).start())
-        wait_for(lambda: all(agents(master.url).get(a.agent_id, {}).get("state") == "Registered" for a in procs),
-                 timeout=30, what="three agents registered")
+        wait_for(lambda: all(agents(master.url).get(a.agent_id, {}).get("state") == "Registered"
+                             for a in procs), timeout=30, what="three agents registered")
         yield NetCluster(net, master, procs)
     finally:
         for a in procs:
@@ -207,7 +208,8 @@ def test_partition_and_heal_never_runs_a_task_index_twice(cluster: NetCluster) -
             assert not set(live_tasks(cut_id)) & {t["id"] for t in cut_tasks}, "it must have fenced itself"
         finally:
             cluster.net.heal(cut)
-        wait_for(lambda: agents(url)[cut_id]["state"] == "Registered" and agents(url)[cut_id]["acceptingWork"],
+        wait_for(lambda: agents(url)[cut_id]["state"] == "Registered"
+                 and agents(url)[cut_id]["acceptingWork"],
                  timeout=30, what="the healed agent back and taking work")
         wait_for(lambda: checker.samples > 40, what="enough checker samples after healing")
     assert checker.violations == []
