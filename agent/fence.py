@@ -30,7 +30,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent.runtime.base import Runtime
 
 log = logging.getLogger("titus.fence")
 
@@ -124,15 +127,17 @@ def ensure_watchdog(data_dir: Path, agent_id: str, runtime: str) -> int | None:
         return None
     proc = subprocess.Popen(
         [sys.executable, "-m", "agent.fence", "--data-dir", str(data_dir), "--agent-id", agent_id,
-         "--runtime", runtime],
+         "--runtime", runtime, "--agent-pid", str(os.getpid())],
         stdin=subprocess.DEVNULL, start_new_session=True, close_fds=True,
         env={k: v for k, v in os.environ.items() if "TOKEN" not in k})  # it needs no credentials
     return proc.pid
 
 
-def watch(data_dir: Path, agent_id: str, runtime_name: str, interval_s: float = 0.1) -> None:
-    """Kill the agent's tasks whenever its lease is out. Exits when the lease is released, or when it is
-    out and no task is left to guard (the next agent starts a new watchdog)."""
+def watch(data_dir: Path, agent_id: str, runtime_name: str, agent_pid: int | None = None,
+          interval_s: float = 0.1) -> None:
+    """Kill the agent's tasks whenever its lease is out. Exits when the lease is released, or when no
+    lease holds, no task is left to guard and the agent that started us is gone (a new agent starts a
+    new watchdog)."""
     from agent.main import build_runtime
 
     lock = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
@@ -150,20 +155,11 @@ def watch(data_dir: Path, agent_id: str, runtime_name: str, interval_s: float = 
             if state is not None and state.released:
                 return
             now = time.monotonic()
-            if state is not None and state.expired(now):
+            if state is None or state.expired(now):
                 running = runtime.list_running()
-                for task_id in running:
-                    marker = fenced_dir / task_id
-                    if marker.exists():
-                        continue
-                    marker.write_text(f"the agent had no contact with the master for {state.silence_s:.1f} s "
-                                      f"and stopped the task so that it cannot run twice (self-fencing)")
-                    log.warning("lease expired: killing %s", task_id)
-                    try:
-                        runtime.kill(task_id, state.grace_s)
-                    except Exception:
-                        log.exception("could not kill %s", task_id)
-                if not running:
+                if state is not None:
+                    _fence(runtime, fenced_dir, state, running)
+                if not running and not (agent_pid and Path(f"/proc/{agent_pid}").exists()):
                     return
             time.sleep(interval_s)
     finally:
@@ -173,14 +169,29 @@ def watch(data_dir: Path, agent_id: str, runtime_name: str, interval_s: float = 
         os.close(lock)
 
 
+def _fence(runtime: Runtime, fenced_dir: Path, state: LeaseState, running: list[str]) -> None:
+    for task_id in running:
+        marker = fenced_dir / task_id
+        if marker.exists():
+            continue
+        marker.write_text(f"the agent had no contact with the master for {state.silence_s:.1f} s "
+                          f"and stopped the task so that it cannot run twice (self-fencing)")
+        log.warning("lease expired: killing %s", task_id)
+        try:
+            runtime.kill(task_id, state.grace_s)
+        except Exception:
+            log.exception("could not kill %s", task_id)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Titus agent self-fencing watchdog")
     parser.add_argument("--data-dir", required=True, type=Path)
     parser.add_argument("--agent-id", required=True)
     parser.add_argument("--runtime", default="process")
+    parser.add_argument("--agent-pid", type=int, default=None, help="Exit only once this process is gone.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s fence %(levelname)s %(message)s")
-    watch(args.data_dir, args.agent_id, args.runtime)
+    watch(args.data_dir, args.agent_id, args.runtime, args.agent_pid)
 
 
 if __name__ == "__main__":
