@@ -7,6 +7,7 @@ with the process runtime and real cgroups. An invariant checker watches both sid
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -260,3 +261,26 @@ def test_runtime_limit_ends_and_retries_per_policy(
     job = wait_for(lambda: (j := master.api("GET", f"/api/v3/jobs/{job_id}").json())["status"]["state"]
                    == "Finished" and j, what="the job to finish")
     assert job["status"]["reasonCode"] == "failed"
+
+
+def test_task_the_restarted_agent_does_not_know_is_lost_and_replaced(
+        cluster: tuple[MasterProc, Callable[..., AgentProc]]) -> None:
+    master, agent = cluster
+    long_lease(master)
+    a = agent("a")
+    wait_for(lambda: registered(master.url, a.agent_id), what="agent registered")
+    job_id = submit(master.url, service_job(desired=2, container=SMALL))
+    kept, gone = wait_for(lambda: len(s := started(master.url, job_id)) == 2 and s, what="2 tasks running")
+    a.kill9()
+    # Every trace of one task disappears while the agent is down (say, a host clean-up wiped it).
+    group = cgroups.detect().task_group(a.agent_id, gone["id"])
+    assert group.kill_all()
+    group.remove()
+    shutil.rmtree(a.data_dir / "tasks" / gone["id"])
+    a.start()
+    (lost,) = wait_for(lambda: tasks_of(master.url, job_id, "Finished"), what="the unknown task to end")
+    assert (lost["id"], lost["status"]["reasonCode"]) == (gone["id"], "lost")
+    now = wait_for(lambda: len(s := started(master.url, job_id)) == 2 and s, what="its replacement running")
+    assert kept["id"] in {t["id"] for t in now}
+    replacement = next(t for t in now if t["id"] != kept["id"])
+    assert replacement["taskContext"]["task.resubmitOf"] == gone["id"]
