@@ -200,7 +200,7 @@ class Agent:
                         if d.get("stale"):
                             log.warning("killing %s: the master replaced it while we were away", task_id)
                         local.killing = True
-                        self.runtime.kill(task_id, d.get("killGraceMs", 10_000) / 1000)
+                        self._kill_locked(task_id, local, d.get("killGraceMs", 10_000) / 1000)
                     elif local is None and not d.get("stale"):
                         # Asked to kill what we never ran (e.g. we lost it): say it has ended.
                         self._queue(task_id, "Finished", "killed", "not running on this agent", None)
@@ -229,7 +229,13 @@ class Agent:
             if now - first_seen >= self.config.unknown_task_grace_s:
                 log.warning("killing %s: the master does not want it", task_id)
                 local.killing = True
-                self.runtime.kill(task_id, 2.0)
+                self._kill_locked(task_id, local, 2.0)
+
+    def _kill_locked(self, task_id: str, local: LocalTask, grace_s: float) -> None:
+        try:
+            self.runtime.kill(task_id, grace_s)
+        except KeyError:  # it vanished meanwhile (someone removed an orphan): nothing left to kill
+            local.finished = ExitStatus(None, "crashed", "the task disappeared from the agent's runtime")
 
     def _launch(self, spec: TaskSpec) -> None:
         try:
@@ -272,7 +278,10 @@ class Agent:
             session = self.session
             try:
                 self._ensure_watchdog()
-                self._scan(time.monotonic())
+                try:
+                    self._scan(time.monotonic())
+                except Exception:  # never at the cost of the heartbeat
+                    log.exception("scan for unknown tasks failed")
                 self._report_once()
             except SessionExpired:
                 self.register(session)
