@@ -9,12 +9,17 @@ after either side restarts, reconciliation is this same code path (DESIGN.md #1)
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
+from collections import OrderedDict
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from agent import fence
 from agent.master_client import MasterClient, MasterUnavailable, SessionExpired
 from agent.runtime.base import ExitStatus, LaunchError, Runtime, TaskSpec
 
@@ -35,6 +40,9 @@ class AgentConfig:
     kill_tasks_on_exit: bool = False
     log_tail_bytes: int = 16_384
     pids_limit: int = 1024  # per task; Titus's job spec has no pids field, so the host sets one
+    self_fence: bool = True  # see agent/fence.py
+    min_available_memory_mb: int = 256  # below this much available host memory, take no new work
+    scan_interval_s: float = 2.0  # how often to look for tasks in our layout that we do not know
 
 
 @dataclass
@@ -48,11 +56,21 @@ class LocalTask:
 
 class Agent:
     def __init__(self, config: AgentConfig, runtime: Runtime, client: MasterClient,
-                 host_stats: Any = None) -> None:
+                 host_stats: Any = None, data_dir: Path | None = None, runtime_name: str = "process") -> None:
         self.config = config
         self.runtime = runtime
         self.client = client
         self.host_stats = host_stats  # callable returning a dict of host figures, or None
+        self.data_dir = data_dir  # holds the lease and the fenced-task markers; None: no self-fencing
+        self.runtime_name = runtime_name
+        self.lease = fence.Lease(data_dir) if data_dir is not None and config.self_fence else None
+        # Monotonic time until which we may start tasks: the lease. Infinite without self-fencing.
+        self.lease_deadline = 0.0 if self.lease is not None else math.inf
+        self.heartbeat_timeout_s = 15.0
+        self.register_lock = threading.Lock()
+        self.done: OrderedDict[str, None] = OrderedDict()  # ids whose end the master acknowledged
+        self.last_wanted: set[str] | None = None
+        self.last_scan = 0.0
         self.lock = threading.Lock()
         self.tasks: dict[str, LocalTask] = {}
         self.updates: list[dict[str, Any]] = []
@@ -66,8 +84,15 @@ class Agent:
 
     # ================================================================================== lifecycle
     def start(self) -> None:
-        for task_id in self.runtime.list_running():
-            self.tasks[task_id] = LocalTask(spec=None, reported="Started")
+        # Everything the runtime still holds: running tasks are adopted, ended ones are reported with
+        # their real exit status (their supervisor recorded it while we were away).
+        for task_id in self.runtime.list_tasks():
+            try:
+                status = self.runtime.poll(task_id)
+            except KeyError:
+                continue
+            self.tasks[task_id] = LocalTask(spec=None, reported="Started", finished=status)
+        self._ensure_watchdog()
         self.register()
         self.threads = [threading.Thread(target=self._poll_loop, name="poll", daemon=True),
                         threading.Thread(target=self._report_loop, name="report", daemon=True)]
@@ -93,37 +118,71 @@ class Agent:
             with self.lock:
                 for task_id in list(self.tasks):
                     self.runtime.cleanup(task_id)
+            if self.lease is not None:
+                self.lease.release()  # nothing left for the watchdog to guard
         self.launcher.shutdown(wait=False, cancel_futures=True)
         close = getattr(self.runtime, "close", None)
         if close is not None:
             close()
 
-    def register(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                with self.lock:
-                    running = [tid for tid, t in self.tasks.items() if t.finished is None]
-                reply = self.client.register(self.config, running)
-                self.session = int(reply["sessionEpoch"])
-                self.version = -1
-                log.info("registered as %s, session %d", self.config.agent_id, self.session)
+    def register(self, expired_session: int | None = None) -> None:
+        """Register (again). Both loops call this when the master rejects their session; only the first
+        of them registers, the other finds the session already replaced."""
+        with self.register_lock:
+            if expired_session is not None and self.session != expired_session:
                 return
-            except MasterUnavailable as exc:
-                log.warning("cannot register yet: %s", exc)
-                self.stopping.wait(0.5)
+            while not self.stopping.is_set():
+                try:
+                    with self.lock:
+                        running = [tid for tid, t in self.tasks.items() if t.finished is None]
+                        exited = [tid for tid, t in self.tasks.items()
+                                  if t.finished is not None and t.reported != "Finished"]
+                    sent = time.monotonic()
+                    reply = self.client.register(self.config, running, exited)
+                    self.heartbeat_timeout_s = int(reply.get("heartbeatTimeoutMs", 15_000)) / 1000
+                    self.client.timeout_s = max(1.0, min(10.0, self.heartbeat_timeout_s / 2))
+                    self._renew_lease(sent)
+                    self.session = int(reply["sessionEpoch"])
+                    self.version = -1
+                    log.info("registered as %s, session %d", self.config.agent_id, self.session)
+                    return
+                except MasterUnavailable as exc:
+                    log.warning("cannot register yet: %s", exc)
+                    self.stopping.wait(0.5)
+
+    def _renew_lease(self, sent: float) -> None:
+        """The master heard from us no earlier than `sent`: it will not call us lost before
+        sent + heartbeat timeout, so our tasks may run until a margin before that."""
+        if self.lease is None:
+            return
+        silence = fence.fence_after_s(self.heartbeat_timeout_s)
+        deadline = sent + silence
+        if deadline > self.lease_deadline:
+            self.lease_deadline = deadline
+            self.lease.renew(deadline, fence.kill_grace_s(self.heartbeat_timeout_s), silence)
+
+    def _ensure_watchdog(self) -> None:
+        if self.lease is not None and self.data_dir is not None:
+            try:
+                fence.ensure_watchdog(self.data_dir, self.config.agent_id, self.runtime_name)
+            except OSError as exc:
+                log.error("cannot start the self-fencing watchdog: %s", exc)
 
     # ================================================================================ desired set
     def _poll_loop(self) -> None:
         while not self.stopping.is_set():
+            session = self.session
             try:
-                desired = self.client.desired_set(self.config.agent_id, self.session, self.version,
+                desired = self.client.desired_set(self.config.agent_id, session, self.version,
                                                   self.config.poll_wait_ms)
+                if session != self.session:
+                    continue  # answered for a session we have since replaced
                 self.version = int(desired["version"])
                 self.converge(desired["tasks"], time.monotonic())
                 for task_id in desired.get("logRequests", []):
                     self.launcher.submit(self._upload_logs, task_id)
             except SessionExpired:
-                self.register()
+                self.register(session)
             except MasterUnavailable as exc:
                 log.warning("desired-set poll failed: %s", exc)
                 self.stopping.wait(0.5)
@@ -138,33 +197,50 @@ class Agent:
                 local = self.tasks.get(task_id)
                 if d["kill"]:
                     if local is not None and local.finished is None and not local.killing:
+                        if d.get("stale"):
+                            log.warning("killing %s: the master replaced it while we were away", task_id)
                         local.killing = True
-                        self.runtime.kill(task_id, d.get("killGraceMs", 10_000) / 1000)
-                    elif local is None:
+                        self._kill_locked(task_id, local, d.get("killGraceMs", 10_000) / 1000)
+                    elif local is None and not d.get("stale"):
                         # Asked to kill what we never ran (e.g. we lost it): say it has ended.
                         self._queue(task_id, "Finished", "killed", "not running on this agent", None)
                     continue
                 if local is None:
-                    if self.stopping.is_set():
-                        continue
+                    if self.stopping.is_set() or task_id in self.done:
+                        continue  # a task id runs at most once on this agent
+                    if now > self.lease_deadline:
+                        continue  # fenced: the master may be replacing our work right now
                     spec = _spec(d, self.config.pids_limit)
                     self.tasks[task_id] = LocalTask(spec=spec, starting=True)
                     self._queue(task_id, "StartInitiated", "normal", "", None)
                     self.launcher.submit(self._launch, spec)
-            for task_id, local in self.tasks.items():
-                if task_id in wanted:
-                    self.unknown_since.pop(task_id, None)
-                    continue
-                if local.finished is not None or local.killing:
-                    continue
-                first_seen = self.unknown_since.setdefault(task_id, now)
-                if now - first_seen >= self.config.unknown_task_grace_s:
-                    log.warning("killing %s: the master does not want it", task_id)
-                    local.killing = True
-                    self.runtime.kill(task_id, 2.0)
+            self.last_wanted = set(wanted)
+            self._kill_unwanted_locked(self.last_wanted, now)
+
+    def _kill_unwanted_locked(self, wanted: set[str], now: float) -> None:
+        """Tasks the master does not list die after a grace period (covers races with the desired set)."""
+        for task_id, local in self.tasks.items():
+            if task_id in wanted:
+                self.unknown_since.pop(task_id, None)
+                continue
+            if local.finished is not None or local.killing:
+                continue
+            first_seen = self.unknown_since.setdefault(task_id, now)
+            if now - first_seen >= self.config.unknown_task_grace_s:
+                log.warning("killing %s: the master does not want it", task_id)
+                local.killing = True
+                self._kill_locked(task_id, local, 2.0)
+
+    def _kill_locked(self, task_id: str, local: LocalTask, grace_s: float) -> None:
+        try:
+            self.runtime.kill(task_id, grace_s)
+        except KeyError:  # it vanished meanwhile (someone removed an orphan): nothing left to kill
+            local.finished = ExitStatus(None, "crashed", "the task disappeared from the agent's runtime")
 
     def _launch(self, spec: TaskSpec) -> None:
         try:
+            if time.monotonic() > self.lease_deadline:
+                raise LaunchError("the agent lost contact with the master before the task could start")
             self.runtime.start(spec)
         except LaunchError as exc:
             with self.lock:
@@ -199,10 +275,16 @@ class Agent:
             self.wake_reporter.clear()
             if self.stopping.is_set():
                 return
+            session = self.session
             try:
+                self._ensure_watchdog()
+                try:
+                    self._scan(time.monotonic())
+                except Exception:  # never at the cost of the heartbeat
+                    log.exception("scan for unknown tasks failed")
                 self._report_once()
             except SessionExpired:
-                self.register()
+                self.register(session)
             except MasterUnavailable as exc:
                 log.warning("status report failed: %s", exc)
                 self.stopping.wait(0.5)
@@ -210,12 +292,29 @@ class Agent:
                 log.exception("status report failed")
                 self.stopping.wait(0.5)
 
+    def _scan(self, now: float) -> None:
+        """Adopt tasks in our runtime's layout that we do not know (started by hand, or left by a crash),
+        so that the unknown-task rule kills them unless the master wants them."""
+        if now - self.last_scan < self.config.scan_interval_s:
+            return
+        self.last_scan = now
+        with self.lock:
+            for task_id in self.runtime.list_tasks():
+                if task_id not in self.tasks and task_id not in self.done:
+                    log.warning("found task %s that this agent does not know of", task_id)
+                    self.tasks[task_id] = LocalTask(spec=None, reported="Started")
+            if self.last_wanted is not None:
+                self._kill_unwanted_locked(self.last_wanted, now)
+
     def _collect_exits(self) -> None:
         with self.lock:
             candidates = [tid for tid, t in self.tasks.items()
                           if t.finished is None and not t.starting]
         for task_id in candidates:
-            status = self.runtime.poll(task_id)
+            try:
+                status = self.runtime.poll(task_id)
+            except KeyError:  # vanished (an orphan someone removed): nothing of it is left to report
+                status = ExitStatus(None, "crashed", "the task disappeared from the agent's runtime")
             if status is None:
                 continue
             with self.lock:
@@ -228,8 +327,13 @@ class Agent:
                 if local.finished is not None and local.reported != "Finished" and not any(
                         u["taskId"] == task_id and u["state"] == "Finished" for u in self.updates):
                     st = local.finished
-                    self._queue(task_id, "Finished", st.reason, st.message, st.exit_code,
-                                stdoutTail=self._tail(task_id, "stdout"), stderrTail=self._tail(task_id, "stderr"))
+                    reason, message = st.reason, st.message
+                    fenced = fence.fenced_message(self.data_dir, task_id) if self.data_dir else None
+                    if fenced is not None:
+                        reason, message = "lost", f"{fenced}; {st.message}"
+                    self._queue(task_id, "Finished", reason, message, st.exit_code,
+                                stdoutTail=self._tail(task_id, "stdout"),
+                                stderrTail=self._tail(task_id, "stderr"))
             updates = list(self.updates)
             running = [tid for tid, t in self.tasks.items() if t.finished is None]
         usage: dict[str, Any] = {}
@@ -239,8 +343,12 @@ class Agent:
                 usage[task_id] = {"cpuPct": round(sample.cpu_pct, 2), "rssMB": round(sample.rss_mb, 2),
                                   "processes": sample.processes}
         host = self.host_stats() if self.host_stats else {}
+        unavailable = unavailable_reason(host, self.config.min_available_memory_mb)
+        sent = time.monotonic()
         self.client.report(self.config.agent_id, {"sessionEpoch": self.session, "updates": updates,
-                                                  "runningTaskIds": running, "usage": usage, "host": host})
+                                                  "runningTaskIds": running, "usage": usage, "host": host,
+                                                  "unavailableReason": unavailable})
+        self._renew_lease(sent)
         with self.lock:
             del self.updates[: len(updates)]
             for u in updates:
@@ -253,6 +361,11 @@ class Agent:
                     self.runtime.cleanup(u["taskId"])
                     del self.tasks[u["taskId"]]
                     self.unknown_since.pop(u["taskId"], None)
+                    self.done[u["taskId"]] = None
+                    while len(self.done) > 100_000:
+                        self.done.popitem(last=False)
+                    if self.data_dir is not None:
+                        fence.forget_fenced(self.data_dir, u["taskId"])
 
     def _tail(self, task_id: str, stream: str) -> str:
         try:
@@ -269,6 +382,16 @@ class Agent:
             self.client.upload_logs(self.config.agent_id, task_id, self.session, out, err, found)
         except Exception as exc:
             log.warning("log upload for %s failed: %s", task_id, exc)
+
+
+def unavailable_reason(host: Mapping[str, float], min_available_mb: int) -> str:
+    """Why the host should take no new work, or "" if it may. Available (not free) memory is what new
+    work can use without swapping; below the threshold a new task would push the host into reclaim."""
+    available = host.get("memoryAvailableMB")
+    if available is not None and available < min_available_mb:
+        return (f"host memory is short: {available:.0f} MB available, below the threshold of "
+                f"{min_available_mb} MB")
+    return ""
 
 
 def _spec(d: dict[str, Any], pids_limit: int) -> TaskSpec:

@@ -57,6 +57,8 @@ def config_from(values: Mapping[str, str]) -> tuple[AgentConfig, str, str, Path,
         unknown_task_grace_s=get_float(values, "TITUS_UNKNOWN_TASK_GRACE_S", 5.0),
         pids_limit=get_int(values, "TITUS_TASK_PIDS_LIMIT", 1024),
         kill_tasks_on_exit=values.get("TITUS_KILL_TASKS_ON_EXIT", "false").lower() == "true",
+        self_fence=values.get("TITUS_SELF_FENCE", "true").lower() == "true",
+        min_available_memory_mb=get_int(values, "TITUS_MIN_AVAILABLE_MEMORY_MB", 256),
     )
     data_dir = Path(values.get("TITUS_DATA_DIR", "/var/lib/titus-agent"))
     return config, url, token, data_dir, values.get("TITUS_RUNTIME", "process")
@@ -84,7 +86,7 @@ def run_agent(values: Mapping[str, str]) -> None:
     config, url, token, data_dir, runtime_name = config_from(values)
     data_dir.mkdir(parents=True, exist_ok=True)
     runtime = build_runtime(runtime_name, data_dir, config.agent_id)
-    agent = Agent(config, runtime, MasterClient(url, token), _host_stats_reader())
+    agent = Agent(config, runtime, MasterClient(url, token), _host_stats_reader(), data_dir, runtime_name)
     done = threading.Event()
 
     def _stop(signum: int, _frame: object) -> None:

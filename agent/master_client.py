@@ -32,6 +32,9 @@ class MasterClient:
         self._current = 0
         self.http = requests.Session()
         self.http.headers["Authorization"] = f"Bearer {token}"
+        # Bounded by the heartbeat timeout once known: a request stuck in a partition must not outlive
+        # the point where the agent has to act on the silence.
+        self.timeout_s = 10.0
 
     @property
     def base(self) -> str:
@@ -54,19 +57,20 @@ class MasterClient:
         body: dict[str, Any] = resp.json()
         return body
 
-    def register(self, config: AgentConfig, running: list[str]) -> dict[str, Any]:
-        return self._call("POST", "/register", 10, json={
+    def register(self, config: AgentConfig, running: list[str],
+                 exited: list[str] | None = None) -> dict[str, Any]:
+        return self._call("POST", "/register", self.timeout_s, json={
             "id": config.agent_id,
             "resources": {"cpu": config.cpu, "memoryMB": config.memory_mb, "diskMB": config.disk_mb,
                           "networkMbps": config.network_mbps},
-            "attributes": config.attributes, "runningTaskIds": running})
+            "attributes": config.attributes, "runningTaskIds": running, "exitedTaskIds": exited or []})
 
     def desired_set(self, agent_id: str, session: int, since: int, wait_ms: int) -> dict[str, Any]:
-        return self._call("GET", f"/{agent_id}/assignments", wait_ms / 1000 + 10,
+        return self._call("GET", f"/{agent_id}/assignments", wait_ms / 1000 + self.timeout_s,
                           params={"since": since, "session": session, "waitMs": wait_ms})
 
     def report(self, agent_id: str, body: dict[str, Any]) -> None:
-        self._call("POST", f"/{agent_id}/status", 15, json=body)
+        self._call("POST", f"/{agent_id}/status", self.timeout_s, json=body)
 
     def upload_logs(self, agent_id: str, task_id: str, session: int, stdout: str, stderr: str,
                     found: bool) -> None:

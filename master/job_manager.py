@@ -71,13 +71,26 @@ class Agent:
     lifecycle_detail: str = ""
     record_version: int = 0  # version of the stored lifecycle record
     idle_since_ms: int | None = None  # when its last task left; None while it runs something
+    # False for an agent known only from its tasks after a master restart: it must register within the
+    # heartbeat timeout, or it is declared lost and its tasks are replaced.
+    registered: bool = True
+    # Tasks the agent runs that the master no longer wants there (it was declared lost and they were
+    # replaced). The agent gets no new work until its reports show them gone: fencing by task id.
+    stale_tasks: set[str] = field(default_factory=set)
+    unavailable_reason: str = ""  # the agent's own word on why it takes no new work (e.g. memory short)
+
+    @property
+    def schedulable(self) -> bool:
+        return self.registered and not self.lost and not self.stale_tasks and not self.unavailable_reason
 
     def to_wire(self, used: placement.Resources, task_ids: list[str]) -> dict[str, Any]:
         def res(r: placement.Resources) -> dict[str, Any]:
             return {"cpu": r.cpu, "memoryMB": r.memory_mb, "diskMB": r.disk_mb, "networkMbps": r.network_mbps}
 
+        state = "Lost" if self.lost else "Registered" if self.registered else "AwaitingRegistration"
         return {
-            "id": self.id, "state": "Lost" if self.lost else "Registered",
+            "id": self.id, "state": state, "acceptingWork": self.schedulable,
+            "unavailableReason": self.unavailable_reason, "staleTaskIds": sorted(self.stale_tasks),
             "lifecycle": "Active", "tier": self.attributes.get("tier", "flex"),
             "instanceGroupId": self.attributes.get("instanceGroup", "default"),
             "resources": res(self.resources), "used": res(used), "attributes": dict(self.attributes),
@@ -170,6 +183,14 @@ class JobManager:
                 if task.job_id in self.jobs:
                     self.tasks[task.id] = task
                     self.tasks_by_job[task.job_id][task.id] = task
+            # Agents are not persisted, only the tasks placed on them. An agent that holds tasks gets the
+            # heartbeat timeout, counted from now, to register again; otherwise it is lost as usual.
+            now = self.clock()
+            for task in self.tasks.values():
+                if task.agent_id is not None and task.state in states.TASK_ON_AGENT \
+                        and task.agent_id not in self.agents:
+                    self.agents[task.agent_id] = Agent(task.agent_id, placement.ZERO, {}, 0, now, now,
+                                                       registered=False)
         log.info("leader epoch %d: loaded %d jobs, %d tasks", self.epoch, len(self.jobs), len(self.tasks))
         self.schedule_wanted.set()
 
@@ -585,13 +606,27 @@ class JobManager:
             writes: list[Write] = []
             self._instance_group_for(agent, writes)
             running = set(reg.runningTaskIds)
-            for task in [t for t in self.tasks.values() if t.agent_id == reg.id]:
-                # The agent restarted: what it does not run any more, beyond what it was yet to start, is lost.
-                if task.state in (states.START_INITIATED, states.STARTED) and task.id not in running:
+            known = running | set(reg.exitedTaskIds)  # exited ones get their real end in the next report
+            mine = [t for t in self.tasks.values()
+                    if t.agent_id == reg.id and t.state in states.TASK_ON_AGENT]
+            # What the agent runs that is not wanted there any more (it was lost and its tasks were replaced)
+            # must die before it gets new work.
+            agent.stale_tasks = running - {t.id for t in mine}
+            if agent.stale_tasks:
+                log.warning("agent %s runs %d stale task(s); no new work until they are gone",
+                            reg.id, len(agent.stale_tasks))
+            for task in mine:
+                if task.state in (states.LAUNCHED, states.START_INITIATED) and task.id in running:
+                    # It runs; the report saying so was lost with the previous master or agent.
+                    task.machine.move(states.STARTED, "normal", "running on the agent at registration", now)
+                    task.started_ms = now
+                    writes.append(self._task_write(task))
+                # The agent restarted: what it neither runs nor saw end (and had started) is lost.
+                elif task.state in (states.START_INITIATED, states.STARTED) and task.id not in known:
                     task.machine.move(states.FINISHED, states.REASON_LOST, "agent restarted without it", now)
                     self._finished(task, now, writes)
                     self._reconcile_job(self.jobs[task.job_id], now, writes)
-                elif task.state == states.KILL_INITIATED and task.id not in running:
+                elif task.state == states.KILL_INITIATED and task.id not in known:
                     task.machine.move(states.FINISHED, task.kill_reason or states.REASON_KILLED,
                                       "agent restarted without it", now)
                     self._finished(task, now, writes)
@@ -606,7 +641,7 @@ class JobManager:
 
     def _agent_session(self, agent_id: str, session: int) -> Agent:
         agent = self.agents.get(agent_id)
-        if agent is None or agent.session_epoch != session or agent.lost:
+        if agent is None or agent.session_epoch != session or agent.lost or not agent.registered:
             raise StaleSession(f"agent {agent_id} must register again")
         return agent
 
@@ -633,6 +668,9 @@ class JobManager:
                     "kill": task.state == states.KILL_INITIATED,
                     "killGraceMs": self.settings.kill_grace_ms,
                 })
+            for task_id in sorted(agent.stale_tasks):
+                # Already replaced elsewhere: no grace, the overlap has lasted long enough.
+                tasks.append({"taskId": task_id, "kill": True, "killGraceMs": 0, "stale": True})
             return {"version": agent.version, "tasks": tasks, "logRequests": sorted(agent.log_requests)}
 
     def agent_report(self, agent_id: str, report: AgentStatusReport) -> None:
@@ -641,6 +679,12 @@ class JobManager:
             agent = self._agent_session(agent_id, report.sessionEpoch)
             agent.last_heartbeat_ms = now
             agent.host = {k: float(v) for k, v in report.host.items()}
+            was_schedulable = agent.schedulable
+            if agent.unavailable_reason != report.unavailableReason:
+                log.warning("agent %s %s", agent_id, f"takes no new work: {report.unavailableReason}"
+                            if report.unavailableReason else "takes new work again")
+            agent.unavailable_reason = report.unavailableReason
+            agent.stale_tasks &= set(report.runningTaskIds)
             writes: list[Write] = []
             for update in report.updates:
                 self._apply_update(agent, update, now, writes)
@@ -649,9 +693,12 @@ class JobManager:
                 if task is not None and task.agent_id == agent_id:
                     task.usage = {"cpuPct": float(usage.cpuPct), "rssMB": float(usage.rssMB),
                                   "processes": usage.processes, "timestamp": now}
+            became_schedulable = agent.schedulable and not was_schedulable
+            if became_schedulable:
+                self._full_pass = True  # capacity appeared: every pending task gets another chance
             pending = self._queue(writes)
         self._wait(pending)
-        if writes:
+        if writes or became_schedulable:
             self.schedule_wanted.set()
 
     def _apply_update(self, agent: Agent, u: TaskUpdate, now: int, writes: list[Write]) -> None:
@@ -776,7 +823,7 @@ class JobManager:
             group_used[group_name] = group_used.get(group_name, sched.Resources()).add(res)
         agents = []
         for a in self.agents.values():
-            if a.lost or a.id in self._unschedulable_agents():
+            if not a.schedulable:
                 continue
             group = self.instance_groups.get(a.attributes.get("instanceGroup", "default"))
             tier = group.tier if group is not None else a.attributes.get("tier", "flex")
@@ -829,10 +876,6 @@ class JobManager:
             moving_jobs.add(job.id)
             log.info("draining %s from %s: replacement %s", task.id, task.agent_id, replacement.id)
 
-    def _unschedulable_agents(self) -> set[str]:
-        """Agents that must get no new work for reasons of their own (e.g. host short of memory)."""
-        return set()
-
     @staticmethod
     def _exclusive(job: Job) -> bool:
         hard = {k.lower(): v.lower() for k, v in job.descriptor.container.hardConstraints.constraints.items()}
@@ -878,6 +921,12 @@ class JobManager:
                     self._bump_agent(task.agent_id)
                     self._finished(task, now, writes)
                     self._reconcile_job(job, now, writes)
+                elif (task.state == states.START_INITIATED and not task.kill_reason
+                      and now - task.machine.status.timestamp_ms > self.settings.launch_timeout_ms):
+                    # The agent has it, so it must confirm the end: a replacement must not start meanwhile.
+                    self._kill(task, states.REASON_STUCK,
+                               f"no progress from StartInitiated in {self.settings.launch_timeout_ms} ms",
+                               now, writes)
             self._drain(now, writes)
             for task_id, due in list(self._delayed.items()):
                 if due <= now:

@@ -8,6 +8,7 @@ stops: Ctrl-C (or a kill of this process) leaves no orphans.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 import secrets
 import signal
@@ -39,6 +40,12 @@ def _token(data_dir: Path, name: str, env_var: str) -> tuple[str, bool]:
     return token, True
 
 
+def dev_agent_id(data_dir: Path) -> str:
+    """One agent id per data directory: agents find (and kill) unknown tasks in their id's cgroups, so
+    two dev clusters on one host must not share an id."""
+    return "local-" + hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:10]
+
+
 def _die_with_parent() -> None:
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -62,12 +69,8 @@ def run_dev(port: int, data_dir: Path, agent_memory_mb: int | None, agent_cpu: f
     url = f"http://127.0.0.1:{server.port}"
     agent_env = {
         **os.environ,
-        "TITUS_MASTER_URL": url,
-        "TITUS_AGENT_TOKEN": agent_token,
-        "TITUS_AGENT_ID": "local-agent",
-        "TITUS_DATA_DIR": str(data_dir / "agent"),
-        "TITUS_RUNTIME": "process",
-        "TITUS_KILL_TASKS_ON_EXIT": "true",
+        "TITUS_MASTER_URL": url, "TITUS_AGENT_TOKEN": agent_token, "TITUS_AGENT_ID": dev_agent_id(data_dir),
+        "TITUS_DATA_DIR": str(data_dir / "agent"), "TITUS_RUNTIME": "process", "TITUS_KILL_TASKS_ON_EXIT": "true",
         "TITUS_UNKNOWN_TASK_GRACE_S": os.environ.get("TITUS_UNKNOWN_TASK_GRACE_S", "2"),
     }
     agent_env.pop("TITUS_API_TOKEN", None)
@@ -109,18 +112,18 @@ def run_dev(port: int, data_dir: Path, agent_memory_mb: int | None, agent_cpu: f
         except subprocess.TimeoutExpired:
             agent.kill()
             agent.wait()
-    _sweep_tasks(data_dir / "agent")
+    _sweep_tasks(data_dir / "agent", dev_agent_id(data_dir))
     server.shutdown()
     serving.join(timeout=5)
     click.echo("titus dev: stopped")
 
 
-def _sweep_tasks(agent_dir: Path) -> None:
+def _sweep_tasks(agent_dir: Path, agent_id: str) -> None:
     """Safety net for a dev agent that died abruptly: kill whatever is left in its cgroups."""
     from agent.runtime.process import ProcessRuntime
 
     try:
-        runtime = ProcessRuntime(agent_dir, "local-agent")
+        runtime = ProcessRuntime(agent_dir, agent_id)
     except Exception as exc:
         click.echo(f"titus dev: could not check for leftover tasks: {exc}", err=True)
         return

@@ -74,5 +74,10 @@ class Runtime(Protocol):
     def list_running(self) -> list[str]:
         """Task ids this runtime finds running on the host, including ones started before an agent restart."""
 
+    def list_tasks(self) -> list[str]:
+        """Task ids this runtime holds resources for: running, or ended but not yet cleaned up. A restarted
+        agent uses it to report ends it missed (poll() gives their status) instead of calling them lost,
+        and to find tasks it never started (orphans) so it can kill them."""
+
     def usage(self, task_id: str) -> Usage | None:
         """Latest resource usage of a running task, or None if unknown."""

@@ -231,9 +231,20 @@ class ProcessRuntime:
             return status
         pids = _read_json(task_dir / "pids.json")
         if pids is None:
-            if task_dir.exists():
+            group = self._group(task_id)
+            if (task_dir / "spec.json").exists() or (task_dir.exists() and not group.exists()):
                 return None  # start() is between creating the task directory and the supervisor's report
-            raise KeyError(task_id)
+            if not group.exists():
+                raise KeyError(task_id)
+            # Processes in this agent's cgroup layout that this runtime never started (an orphan).
+            if group.pids():
+                return None
+            task_dir.mkdir(parents=True, exist_ok=True)
+            killed = (task_dir / "kill.json").exists()
+            return self._store(task_id, ExitStatus(
+                exit_code=None, reason="killed" if killed else "crashed",
+                message="a task this agent did not start (found in its cgroups) " + (
+                    "was killed" if killed else "ended")))
         exit_info = _read_json(task_dir / "exit.json")
         if exit_info is None:
             if _alive(pids.get("supervisor_pid"), pids.get("supervisor_start")):
@@ -279,6 +290,7 @@ class ProcessRuntime:
         task_dir = self._task_dir(task_id)
         if self.poll(task_id) is not None:
             return
+        task_dir.mkdir(parents=True, exist_ok=True)  # an orphan has no task directory of ours
         kill_file = task_dir / "kill.json"
         kill = _read_json(kill_file)
         if kill is None:
@@ -309,6 +321,11 @@ class ProcessRuntime:
                 return f.read()
         except FileNotFoundError:
             return b""
+
+    def list_tasks(self) -> list[str]:
+        """Every task holding a cgroup of this agent: running, or ended and not yet cleaned up (its end
+        not yet acknowledged by the master), including processes put into the layout by someone else."""
+        return self.cgroups.list_tasks(self.agent_id)
 
     def list_running(self) -> list[str]:
         running = []

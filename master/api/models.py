@@ -413,6 +413,9 @@ class AgentRegistration(Wire):
     resources: AgentResources
     attributes: StringMap = Field(default_factory=dict)
     runningTaskIds: Annotated[list[Name], Field(max_length=10_000)] = Field(default_factory=list)
+    # Tasks that ended while the agent was away and whose end it has yet to report: not lost, the agent
+    # reports their real exit status right after registering.
+    exitedTaskIds: Annotated[list[Name], Field(max_length=10_000)] = Field(default_factory=list)
 
 
 class TaskUpdate(Wire):
@@ -438,6 +441,8 @@ class AgentStatusReport(Wire):
     runningTaskIds: Annotated[list[Name], Field(max_length=10_000)] = Field(default_factory=list)
     usage: dict[Name, TaskUsage] = Field(default_factory=dict)
     host: dict[Name, Number] = Field(default_factory=dict)
+    # Non-empty while the agent refuses new work (e.g. its host is short of memory), saying why.
+    unavailableReason: Value = ""
 
 
 class LogUpload(Wire):

@@ -17,11 +17,11 @@ import pytest
 import requests
 
 from tests.conftest import batch_job, free_port, service_job, wait_for
+from titus.dev import dev_agent_id
 
 pytestmark = pytest.mark.e2e
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-AGENT_ID = "local-agent"
 
 
 @dataclass
@@ -98,8 +98,8 @@ def start_dev(data_dir: Path, port: int) -> DevCluster:
     return cluster
 
 
-def task_cgroups() -> set[str]:
-    base = CGROUP_ROOT / "memory" / "titus" / AGENT_ID
+def task_cgroups(cluster: DevCluster) -> set[str]:
+    base = CGROUP_ROOT / "memory" / "titus" / dev_agent_id(cluster.data_dir)
     return {p.name for p in base.iterdir() if p.is_dir()} if base.exists() else set()
 
 
@@ -157,7 +157,7 @@ def test_service_job_lifecycle(dev: DevCluster) -> None:
     r = dev.api("PUT", f"/api/v3/jobs/{job_id}/instances", json={"desired": 3})
     assert r.status_code == 200, r.text
     wait_for(lambda: len(dev.started(job_id)) == 3, what="3 Started tasks after scaling up")
-    assert len(task_cgroups() & {t["id"] for t in dev.started(job_id)}) == 3
+    assert len(task_cgroups(dev) & {t["id"] for t in dev.started(job_id)}) == 3
 
     assert dev.api("DELETE", f"/api/v3/jobs/{job_id}").status_code == 200
     wait_for(
@@ -220,24 +220,14 @@ def test_limits_are_enforced_by_the_kernel(dev: DevCluster) -> None:
     assert oom["status"]["reasonCode"] == "failed"
     assert "out of memory" in oom["status"]["reasonMessage"]
 
-    (bomb_task,) = wait_for(
-        lambda: [t for t in dev.started(bomb_job) if t.get("usage", {}).get("processes")],
-        what="the fork bomb to report usage",
-    )
-    pids_max = int((CGROUP_ROOT / "pids" / "titus" / AGENT_ID / bomb_task["id"] / "pids.max").read_text())
+    (bomb_task,) = wait_for(lambda: [t for t in dev.started(bomb_job) if t.get("usage", {}).get("processes")],
+                            what="the fork bomb to report usage")
+    pids_dir = CGROUP_ROOT / "pids" / "titus" / dev_agent_id(dev.data_dir) / bomb_task["id"]
+    pids_max = int((pids_dir / "pids.max").read_text())
     assert pids_max == 128
-    wait_for(
-        lambda: (
-            int(
-                (CGROUP_ROOT / "pids" / "titus" / AGENT_ID / bomb_task["id"] / "pids.events")
-                .read_text()
-                .split()[1]
-            )
-            > 0
-        ),
-        what="the pids limit to refuse a fork",
-    )
-    current = int((CGROUP_ROOT / "pids" / "titus" / AGENT_ID / bomb_task["id"] / "pids.current").read_text())
+    wait_for(lambda: int((pids_dir / "pids.events")
+                         .read_text().split()[1]) > 0, what="the pids limit to refuse a fork")
+    current = int((pids_dir / "pids.current").read_text())
     assert current <= pids_max
     assert dev.started(sleeper), "the neighbour must keep running"
     assert dev.api("GET", "/healthz").status_code == 200
@@ -250,7 +240,7 @@ def test_busy_loop_is_held_to_its_cpu_share(dev: DevCluster) -> None:
         batch_job(command=["/bin/sh", "-c", "while :; do :; done"], container={"resources": {"cpu": 0.5}})
     )
     (task,) = wait_for(lambda: dev.started(job_id), what="the busy loop to start")
-    usage_file = CGROUP_ROOT / "cpuacct" / "titus" / AGENT_ID / task["id"] / "cpuacct.usage"
+    usage_file = CGROUP_ROOT / "cpuacct" / "titus" / dev_agent_id(dev.data_dir) / task["id"] / "cpuacct.usage"
     start_ns, start_t = int(usage_file.read_text()), time.monotonic()
     time.sleep(3)
     used_s = (int(usage_file.read_text()) - start_ns) / 1e9
@@ -292,10 +282,10 @@ def test_ctrl_c_leaves_no_orphans(tmp_path: Path) -> None:
     job_id = cluster.submit(service_job(desired=3))
     wait_for(lambda: len(cluster.started(job_id)) == 3, what="3 Started tasks")
     task_ids = {t["id"] for t in cluster.started(job_id)}
-    assert task_ids <= task_cgroups()
+    assert task_ids <= task_cgroups(cluster)
     stop_dev(cluster, signal.SIGINT)
     assert cluster.proc.returncode == 0
-    assert not (task_ids & task_cgroups()), "task cgroups must be removed"
+    assert not (task_ids & task_cgroups(cluster)), "task cgroups must be removed"
     assert _agents_of(tmp_path) == [], "the agent process must be gone"
 
 

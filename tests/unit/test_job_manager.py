@@ -46,18 +46,11 @@ def jm(db: Path, clock: Clock) -> Iterator[JobManager]:
     m.store.close()
 
 
-def register(
-    jm: JobManager, agent_id: str = "a1", cpu: float = 4, memory: int = 4096, running: list[str] | None = None
-) -> int:
-    reply = jm.register_agent(
-        AgentRegistration.model_validate(
-            {
-                "id": agent_id,
-                "resources": {"cpu": cpu, "memoryMB": memory, "diskMB": 10_000, "networkMbps": 1000},
-                "runningTaskIds": running or [],
-            }
-        )
-    )
+def register(jm: JobManager, agent_id: str = "a1", cpu: float = 4, memory: int = 4096,
+             running: list[str] | None = None, exited: list[str] | None = None) -> int:
+    reply = jm.register_agent(AgentRegistration.model_validate(
+        {"id": agent_id, "resources": {"cpu": cpu, "memoryMB": memory, "diskMB": 10_000, "networkMbps": 1000},
+         "runningTaskIds": running or [], "exitedTaskIds": exited or []}))
     return int(reply["sessionEpoch"])
 
 
@@ -233,7 +226,8 @@ def test_lost_agent_tasks_are_replaced_and_its_session_is_void(jm: JobManager, c
     with pytest.raises(StaleSession):
         report(jm, s1, upd(tid, "Started"))
     desired = jm.desired_set("a1", register(jm, "a1", running=[tid]), -1, 0)
-    assert desired["tasks"] == []  # the stale task is not wanted: the agent kills it
+    # The stale task is not wanted: the agent is told to kill it at once.
+    assert desired["tasks"] == [{"taskId": tid, "kill": True, "killGraceMs": 0, "stale": True}]
 
 
 def test_master_restart_keeps_jobs_and_adopts_running_tasks(db: Path, clock: Clock) -> None:
@@ -365,3 +359,169 @@ def test_capacity_groups_persist_and_guard_deletion(db: Path, clock: Clock) -> N
     assert second.get_capacity_group("payments")["tier"] == "critical"
     assert {g["appName"] for g in second.list_capacity_groups()} == {"DEFAULT", "payments"}
     second.store.close()
+
+
+# ===================================================================== faults: fencing and reconciliation
+def report_full(jm: JobManager, session: int, agent_id: str = "a1", running: list[str] | None = None,
+                unavailable: str = "", *updates: dict[str, Any]) -> None:
+    jm.agent_report(agent_id, AgentStatusReport.model_validate(
+        {"sessionEpoch": session, "updates": list(updates), "runningTaskIds": running or [],
+         "unavailableReason": unavailable}))
+
+
+def agent_view(jm: JobManager, agent_id: str) -> dict[str, Any]:
+    return next(a for a in jm.agent_views() if a["id"] == agent_id)
+
+
+def test_returning_lost_agent_kills_stale_tasks_before_it_gets_work(jm: JobManager, clock: Clock) -> None:
+    s1 = register(jm, "a1")
+    job_id = submit(jm, service_job(desired=1))
+    (old,) = run_all(jm, s1, job_id)
+    clock.advance(5_001)
+    jm.tick()  # a1 is lost: the task is replaced, and there is no agent to run the replacement
+    assert jm.get_task(old)["status"]["reasonCode"] == "lost"
+    back = register(jm, "a1", running=[old])
+    assert agent_view(jm, "a1")["staleTaskIds"] == [old]
+    assert agent_view(jm, "a1")["acceptingWork"] is False
+    assert jm.schedule_once() == 0  # fenced: the replacement must not join the stale task on a1
+    assert [t["taskId"] for t in jm.desired_set("a1", back, -1, 0)["tasks"] if t["kill"]] == [old]
+    report_full(jm, back, "a1", [old])  # still running: still fenced
+    assert jm.schedule_once() == 0
+    report_full(jm, back, "a1", [])  # gone
+    assert agent_view(jm, "a1")["acceptingWork"] is True
+    assert jm.schedule_once() == 1
+    assert [t["taskId"] for t in jm.desired_set("a1", back, -1, 0)["tasks"]] != [old]
+
+
+def test_tasks_that_exited_while_the_agent_was_down_keep_their_real_status(jm: JobManager) -> None:
+    s1 = register(jm)
+    job_id = submit(jm, batch_job(size=2, command=["/bin/sleep", "5"]))
+    done, running = run_all(jm, s1, job_id)
+    s2 = register(jm, running=[running], exited=[done])
+    assert jm.get_task(done)["status"]["state"] == "Started"  # not lost: its end is on its way
+    report(jm, s2, upd(done, "Finished", "failed", 3))
+    finished = jm.get_task(done)
+    assert (finished["status"]["reasonCode"], finished["exitCode"]) == ("failed", 3)
+    assert jm.get_task(running)["status"]["state"] == "Started"
+
+
+def test_agent_restart_without_a_task_marks_it_lost_and_replaces_it(jm: JobManager) -> None:
+    s1 = register(jm)
+    job_id = submit(jm, service_job(desired=2))
+    kept, gone = run_all(jm, s1, job_id)
+    register(jm, running=[kept])
+    assert jm.get_task(gone)["status"]["reasonCode"] == "lost"
+    assert jm.get_task(kept)["status"]["state"] == "Started"
+    (replacement,) = [t for t in active(jm, job_id) if t["id"] != kept]
+    assert replacement["taskContext"]["task.resubmitOf"] == gone
+
+
+def test_registration_adopts_a_task_whose_started_report_was_lost(jm: JobManager) -> None:
+    session = register(jm)
+    job_id = submit(jm, service_job(desired=1))
+    jm.schedule_once()
+    (tid,) = [t["id"] for t in active(jm, job_id)]
+    report(jm, session, upd(tid, "StartInitiated"))
+    register(jm, running=[tid])
+    assert jm.get_task(tid)["status"]["state"] == "Started"
+
+
+def test_agent_that_never_returns_after_a_master_restart_is_lost(db: Path, clock: Clock) -> None:
+    first = JobManager(SqliteJobStore(db, "NORMAL"), clock, Settings(heartbeat_timeout_ms=5_000))
+    first.start()
+    s = register(first, "a1")
+    job_id = submit(first, service_job(desired=1))
+    (tid,) = run_all(first, s, job_id)
+    first.store.close()
+
+    second = JobManager(SqliteJobStore(db, "NORMAL"), clock, Settings(heartbeat_timeout_ms=5_000))
+    second.start()
+    assert agent_view(second, "a1")["state"] == "AwaitingRegistration"
+    with pytest.raises(StaleSession):
+        second.desired_set("a1", 0, -1, 0)  # a placeholder has no session to speak with
+    register(second, "other")
+    clock.advance(4_000)
+    second.tick()
+    assert second.get_task(tid)["status"]["state"] == "Started"  # it still has time to register
+    clock.advance(1_001)
+    report(second, register(second, "other"), agent_id="other")
+    second.tick()
+    assert second.get_task(tid)["status"]["reasonCode"] == "lost"
+    second.schedule_once()
+    (replacement,) = active(second, job_id)
+    assert replacement["taskContext"]["agent.id"] == "other"
+    second.store.close()
+
+
+def test_agent_short_of_memory_gets_no_work_and_says_why(jm: JobManager) -> None:
+    short = register(jm, "short")
+    report_full(jm, short, "short", [], "host memory available 100 MB < 512 MB")
+    view = agent_view(jm, "short")
+    assert view["acceptingWork"] is False
+    assert view["unavailableReason"] == "host memory available 100 MB < 512 MB"
+    job_id = submit(jm, service_job(desired=1))
+    assert jm.schedule_once() == 0
+    assert active(jm, job_id)[0]["status"]["state"] == "Accepted"
+    report_full(jm, short, "short", [], "")
+    assert jm.schedule_once() == 1
+
+
+@pytest.mark.parametrize("retry_on_limit", [True, False], ids=["retryOnRuntimeLimit", "no-retry"])
+def test_runtime_limit_retries_per_policy_with_its_delay(jm: JobManager, clock: Clock,
+                                                         retry_on_limit: bool) -> None:
+    session = register(jm)
+    spec = batch_job(batch={"runtimeLimitSec": 5, "retryOnRuntimeLimit": retry_on_limit})
+    spec["batch"]["retryPolicy"] = {"delayed": {"initialDelayMs": 2000, "delayMs": 2000, "retries": 1}}
+    job_id = submit(jm, spec)
+    (first,) = run_all(jm, session, job_id)
+    clock.advance(5_001)
+    report(jm, session)
+    jm.tick()
+    report(jm, session, upd(first, "Finished", "killed", -15))
+    assert jm.get_task(first)["status"]["reasonCode"] == "runtimeLimitExceeded"
+    if not retry_on_limit:
+        assert jm.get_job(job_id)["status"]["state"] == "Finished"
+        return
+    (retry,) = active(jm, job_id)
+    assert retry["taskContext"]["task.resubmitOf"] == first
+    clock.advance(1_999)
+    jm.tick()
+    assert jm.schedule_once() == 0
+    clock.advance(1)
+    jm.tick()  # timers hand due retries to the scheduler
+    (second,) = run_all(jm, session, job_id)
+    clock.advance(5_001)
+    report(jm, session)
+    jm.tick()
+    report(jm, session, upd(second, "Finished", "killed", -15))
+    job = jm.get_job(job_id)
+    assert (job["status"]["state"], job["status"]["reasonCode"]) == ("Finished", "failed")
+
+
+def test_stuck_start_is_killed_with_a_reason_and_retried(jm: JobManager, clock: Clock) -> None:
+    session = register(jm)
+    job_id = submit(jm, batch_job(batch={"retryPolicy": {"immediate": {"retries": 1}}}))
+    jm.schedule_once()
+    (tid,) = [t["id"] for t in active(jm, job_id)]
+    report(jm, session, upd(tid, "StartInitiated"))
+    clock.advance(60_001)
+    report(jm, session)
+    jm.tick()
+    task = jm.get_task(tid)
+    assert (task["status"]["state"], task["status"]["reasonCode"]) == ("KillInitiated", "stuckInState")
+    report(jm, session, upd(tid, "Finished", "killed"))
+    assert jm.get_task(tid)["status"]["reasonCode"] == "stuckInState"
+    (retry,) = active(jm, job_id)
+    assert retry["taskContext"]["task.resubmitOf"] == tid
+
+
+def test_stuck_launch_ends_with_a_reason(jm: JobManager, clock: Clock) -> None:
+    session = register(jm)
+    job_id = submit(jm, batch_job())
+    jm.schedule_once()
+    (tid,) = [t["id"] for t in active(jm, job_id)]
+    clock.advance(60_001)
+    report(jm, session)  # the agent is alive, it just never picked the task up
+    jm.tick()
+    task = jm.get_task(tid)
+    assert (task["status"]["state"], task["status"]["reasonCode"]) == ("Finished", "stuckInState")

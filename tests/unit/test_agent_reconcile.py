@@ -1,0 +1,111 @@
+"""The agent's reconciliation rules against fakes of our own Runtime and master client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.agent import Agent, AgentConfig
+from agent.master_client import MasterClient
+from agent.runtime.base import ExitStatus, TaskSpec, Usage
+
+
+class FakeRuntime:
+    def __init__(self, running: list[str], ended: dict[str, ExitStatus]) -> None:
+        self.running = set(running)
+        self.ended = dict(ended)
+        self.killed: list[str] = []
+
+    def start(self, spec: TaskSpec) -> None:
+        self.running.add(spec.task_id)
+
+    def poll(self, task_id: str) -> ExitStatus | None:
+        if task_id in self.ended:
+            return self.ended[task_id]
+        if task_id in self.running:
+            return None
+        raise KeyError(task_id)
+
+    def kill(self, task_id: str, grace_s: float) -> None:
+        self.poll(task_id)  # raises for what is gone, like the real runtime
+        self.killed.append(task_id)
+
+    def cleanup(self, task_id: str) -> None:
+        self.running.discard(task_id)
+
+    def logs(self, task_id: str, stream: str, tail_bytes: int = 65536) -> bytes:
+        return b""
+
+    def list_running(self) -> list[str]:
+        return sorted(self.running)
+
+    def list_tasks(self) -> list[str]:
+        return sorted(self.running | set(self.ended))
+
+    def usage(self, task_id: str) -> Usage | None:
+        return None
+
+
+class FakeClient(MasterClient):
+    def __init__(self) -> None:
+        super().__init__("http://127.0.0.1:1", "token")
+        self.registrations: list[tuple[list[str], list[str]]] = []
+        self.reports: list[dict[str, Any]] = []
+
+    def register(self, config: AgentConfig, running: list[str],
+                 exited: list[str] | None = None) -> dict[str, Any]:
+        self.registrations.append((sorted(running), sorted(exited or [])))
+        return {"sessionEpoch": 7, "heartbeatTimeoutMs": 3000}
+
+    def report(self, agent_id: str, body: dict[str, Any]) -> None:
+        self.reports.append(body)
+
+
+def make(running: list[str], ended: dict[str, ExitStatus]) -> tuple[Agent, FakeRuntime, FakeClient]:
+    runtime, client = FakeRuntime(running, ended), FakeClient()
+    agent = Agent(AgentConfig("a1", 1, 1024, 0, 0, unknown_task_grace_s=0), runtime, client)
+    return agent, runtime, client
+
+
+def test_restart_registers_running_and_exited_tasks_and_reports_real_exit_status() -> None:
+    agent, _, client = make(["run"], {"done": ExitStatus(3, "failed", "exited with code 3")})
+    agent.start()
+    agent.stop()
+    assert client.registrations == [(["run"], ["done"])]
+    agent._report_once()
+    (update,) = client.reports[-1]["updates"]
+    assert (update["taskId"], update["state"], update["exitCode"], update["reasonCode"]) == (
+        "done", "Finished", 3, "failed")
+    assert client.reports[-1]["runningTaskIds"] == ["run"]
+
+
+def test_stale_kill_kills_at_once_and_unknown_stale_ids_are_ignored() -> None:
+    agent, runtime, _ = make(["stale"], {})
+    agent.start()
+    agent.stop()
+    agent.converge([{"taskId": "stale", "kill": True, "killGraceMs": 0, "stale": True},
+                    {"taskId": "never-here", "kill": True, "killGraceMs": 0, "stale": True}], 0.0)
+    assert runtime.killed == ["stale"]
+    assert agent.updates == []
+
+
+def test_a_task_that_vanishes_before_its_kill_ends_instead_of_failing_the_loop() -> None:
+    agent, runtime, _ = make(["ghost"], {})
+    agent.start()
+    agent.stop()
+    runtime.running.clear()  # removed behind the agent's back
+    agent.converge([], 0.0)  # not wanted, grace 0: killed now
+    assert agent.tasks["ghost"].finished is not None
+    assert agent.tasks["ghost"].finished.reason == "crashed"
+
+
+def test_no_task_starts_while_the_lease_is_out(tmp_path: Any) -> None:
+    runtime, client = FakeRuntime([], {}), FakeClient()
+    agent = Agent(AgentConfig("a1", 1, 1024, 0, 0), runtime, client, data_dir=tmp_path)
+    agent.lease_deadline = 10.0
+    spec = {"taskId": "t", "jobId": "j", "image": "i", "entryPoint": [], "command": ["true"], "env": {},
+            "resources": {"cpu": 1, "memoryMB": 64}, "kill": False}
+    agent.converge([spec], now=11.0)
+    assert "t" not in agent.tasks
+    agent.converge([spec], now=9.0)
+    assert "t" in agent.tasks
+    agent.launcher.shutdown(wait=True)
