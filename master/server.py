@@ -14,6 +14,7 @@ from waitress.server import create_server
 
 from master.api.app import ApiConfig, create_app
 from master.job_manager import JobManager, Settings
+from master.resource_backend import NativeBackend, ResourceBackend
 from master.store.base import JobStore
 from master.store.sqlite import SqliteJobStore
 
@@ -33,6 +34,10 @@ class MasterConfig:
     heartbeat_timeout_ms: int = 15_000
     # store="cassandra": keyword arguments of master.store.cassandra.CassandraSettings (hosts, keyspace, ...)
     cassandra: dict[str, Any] = field(default_factory=dict)
+    # "native" (our agents register) or "mesos" (resources come from Mesos offers)
+    backend: str = "native"
+    # backend="mesos": keyword arguments of master.mesos.framework.MesosSettings (master, role, ...)
+    mesos: dict[str, Any] = field(default_factory=dict)
 
 
 def wall_clock_ms() -> int:
@@ -49,6 +54,19 @@ def build_store(config: MasterConfig) -> JobStore:
 
         return CassandraJobStore(CassandraSettings(**config.cassandra))
     raise ValueError(f"unknown store {config.store!r} (supported: sqlite, cassandra)")
+
+
+def build_backend(config: MasterConfig, manager: JobManager) -> ResourceBackend:
+    if config.backend == "native":
+        return NativeBackend()
+    if config.backend == "mesos":
+        # Imported here: only deployments on Mesos need pymesos installed.
+        try:
+            from master.mesos.framework import MesosBackend, MesosSettings
+        except ImportError as exc:
+            raise ValueError(f"the mesos backend needs pymesos (scripts/install-pymesos.sh): {exc}") from exc
+        return MesosBackend(manager, MesosSettings(**config.mesos))
+    raise ValueError(f"unknown backend {config.backend!r} (supported: native, mesos)")
 
 
 class Loops:
@@ -97,6 +115,7 @@ class MasterServer:
         self.config = config
         self.store = build_store(config)
         self.manager = JobManager(self.store, clock, Settings(heartbeat_timeout_ms=config.heartbeat_timeout_ms))
+        self.manager.backend = build_backend(config, self.manager)
         self.loops = Loops(self.manager)
         self.app = create_app(ApiConfig(config.api_token, config.agent_token), self.manager)
         self.server = create_server(self.app, host=config.host, port=config.port, threads=config.threads,
@@ -109,6 +128,7 @@ class MasterServer:
 
     def serve_forever(self) -> None:
         self.manager.start()
+        self.manager.backend.start()  # only a leader talks to the resource manager
         self.loops.start()
         log.info("master listening on http://%s:%d", self.config.host, self.port)
         try:
@@ -118,6 +138,7 @@ class MasterServer:
             self.store.close()
 
     def shutdown(self) -> None:
+        self.manager.backend.stop()  # a fenced master stops its Mesos driver at once
         self.loops.stop()
         self.manager.close()
         time.sleep(0.05)  # let released long polls write their answers before the sockets go
