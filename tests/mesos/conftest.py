@@ -12,9 +12,9 @@ import pytest
 
 pytest.importorskip("pymesos", reason="pymesos is installed by scripts/install-pymesos.sh")
 
-from master.server import MasterConfig, MasterServer  # noqa: E402
-from tests.conftest import AGENT_TOKEN, API_TOKEN, RunningMaster, _healthy, free_port, wait_for  # noqa: E402
-from tests.mesos.emulator import MesosEmulator, scheduler_master  # noqa: E402
+from master.server import MasterConfig, MasterServer
+from tests.conftest import AGENT_TOKEN, API_TOKEN, RunningMaster, _healthy, free_port, wait_for
+from tests.mesos.emulator import MesosEmulator, scheduler_master
 
 MESOS_SETTINGS: dict[str, Any] = {
     "framework_name": "titus-test", "role": "titus", "failover_timeout_s": 3600.0,

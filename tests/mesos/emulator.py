@@ -143,7 +143,8 @@ class MesosEmulator:
                 if predicate(call):
                     return call
             time.sleep(0.02)
-        raise AssertionError(f"no {kind} call matched within {timeout}s; calls: {[c.get('type') for c in self.calls]}")
+        kinds = [c.get("type") for c in self.calls]
+        raise AssertionError(f"no {kind} call matched within {timeout}s; calls: {kinds}")
 
 
 def _record_io(event: dict[str, Any]) -> bytes:
@@ -169,14 +170,15 @@ def scalar(name: str, value: float) -> dict[str, Any]:
 
 
 def offer(offer_id: str, agent_id: str, cpus: float = 4, mem: float = 4096, disk: float = 10_000,
-          network: float = 1000, zone: str = "us-east-1a", extra: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+          network: float = 1000, zone: str = "us-east-1a",
+          extra: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {
         "id": {"value": offer_id}, "framework_id": {"value": "ignored"}, "agent_id": {"value": agent_id},
         "hostname": f"{agent_id}.example",
         "resources": [scalar("cpus", cpus), scalar("mem", mem), scalar("disk", disk),
                       scalar("network_bandwidth", network),
-                      {"name": "ports", "type": "RANGES", "ranges": {"range": [{"begin": 31000, "end": 32000}]},
-                       "role": "*"}, *(extra or [])],
+                      {"name": "ports", "type": "RANGES", "role": "*",
+                       "ranges": {"range": [{"begin": 31000, "end": 32000}]}}, *(extra or [])],
         "attributes": [{"name": "zone", "type": "TEXT", "text": {"value": zone}},
                        {"name": "instance_type", "type": "TEXT", "text": {"value": "m5.xlarge"}},
                        {"name": "tier", "type": "TEXT", "text": {"value": "flex"}}],

@@ -138,4 +138,5 @@ def test_a_task_that_cannot_start_fails_with_the_reason(harness: Harness) -> Non
     harness.launch(["/nonexistent/program"])
     final = harness.final()
     assert [u["state"] for u in harness.updates()] == ["TASK_STARTING", "TASK_FAILED"]
-    assert final["message"] == "launch failed: cannot execute '/nonexistent/program': No such file or directory"
+    assert final["message"] == ("launch failed: cannot execute '/nonexistent/program': "
+                                "No such file or directory")
