@@ -72,7 +72,10 @@ class MesosEmulator:
                 self.close_connection = True
                 try:
                     while True:
-                        item = stream.get()
+                        try:
+                            item = stream.get(timeout=0.25)
+                        except queue.Empty:  # Mesos heartbeats idle streams; a closed client shows here
+                            item = _record_io({"type": "HEARTBEAT"})
                         if item is None:  # the test drops the connection
                             break
                         self.wfile.write(f"{len(item):x}\r\n".encode() + item + b"\r\n")

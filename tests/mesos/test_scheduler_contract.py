@@ -233,3 +233,12 @@ def test_error_ends_the_framework_and_the_master_registers_anew(mesos_master: Ru
     assert "framework_id" not in fresh
     wait_for(lambda: mesos_master.server.manager.backend.framework_id not in (None, old),  # type: ignore[attr-defined]
              what="a new framework id")
+
+
+def test_a_fenced_master_stops_its_driver_at_once_without_teardown(mesos_master: RunningMaster,
+                                                                   mesos: MesosEmulator) -> None:
+    wait_for(lambda: mesos.subscribers() == 1, what="subscribed stream")
+    mesos_master.server.manager._fence("a newer leader exists (test)")
+    wait_for(lambda: mesos.subscribers() == 0, what="the event stream closed")
+    assert mesos_master.server.manager.backend.driver is None  # type: ignore[attr-defined]
+    assert not mesos.of_type("TEARDOWN")
