@@ -273,10 +273,10 @@ class MesosBackend:
 
     def converge(self, now: float) -> None:
         """One pass: launch, kill, decline, reconcile. Public so tests can drive it with their clock."""
+        self.heartbeat()  # also while disconnected: whether an agent is gone is for Mesos to say
         if not self.connected.is_set() or not self.framework_id:
             return
         desired = seam.snapshot(self.manager)
-        self.heartbeat()
         for agent_id, entries in desired.items():
             self._launch(agent_id, [e for e in entries if e["state"] == states.LAUNCHED
                                     and e["taskId"] not in self._sent])
