@@ -30,6 +30,7 @@ from master.core.entities import TAIL_LIMIT, Job, Task
 from master.core.retry import retries_allowed, retry_delay_ms
 from master.core.states import IllegalTransition, Status, StatusMachine
 from master.groups import DEFAULT_GROUP, CapacityGroup, InstanceGroup, default_group
+from master.resource_backend import NativeBackend, ResourceBackend
 from master.scheduler import model as sched
 from master.scheduler.placement import schedule as place
 from master.store.base import JobStore, PendingWrite, StaleEpoch, StoreError, Write
@@ -149,6 +150,8 @@ class JobManager:
         self.capacity_groups: dict[str, CapacityGroup] = {DEFAULT_GROUP: default_group()}
         self.instance_groups: dict[str, InstanceGroup] = {}
         self._agent_lifecycles: dict[str, tuple[str, str, int]] = {}  # stored phase-outs, applied on register
+        # Where resources come from and how desired sets reach the hosts (master/resource_backend.py).
+        self.backend: ResourceBackend = NativeBackend()
 
     def close(self) -> None:
         """Release long polls at once so the HTTP server can stop without waiting them out."""
@@ -586,6 +589,7 @@ class JobManager:
         if agent_id is not None and agent_id in self.agents:
             self.agents[agent_id].version += 1
             self.changed.notify_all()
+            self.backend.agent_changed(agent_id)
 
     def register_agent(self, reg: AgentRegistration) -> dict[str, Any]:
         now = self.clock()

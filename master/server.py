@@ -15,6 +15,7 @@ from waitress.server import create_server
 from master.api.app import ApiConfig, create_app
 from master.job_manager import JobManager, Settings
 from master.leader import AlwaysLeader, LeaderElection
+from master.resource_backend import NativeBackend, ResourceBackend
 from master.store.base import JobStore
 from master.store.sqlite import SqliteJobStore
 
@@ -34,6 +35,10 @@ class MasterConfig:
     heartbeat_timeout_ms: int = 15_000
     # store="cassandra": keyword arguments of master.store.cassandra.CassandraSettings (hosts, keyspace, ...)
     cassandra: dict[str, Any] = field(default_factory=dict)
+    # "native" (our agents register) or "mesos" (resources come from Mesos offers)
+    backend: str = "native"
+    # backend="mesos": keyword arguments of master.mesos.framework.MesosSettings (master, role, ...)
+    mesos: dict[str, Any] = field(default_factory=dict)
     zk_hosts: str = ""  # empty: single master, always leader
     zk_session_timeout_s: float = 10.0
     zk_root: str = "/titus/master"
@@ -66,6 +71,19 @@ def build_election(config: MasterConfig, url: str) -> LeaderElection:
     from master.leader import KazooLeaderElection
 
     return KazooLeaderElection(config.zk_hosts, url, config.zk_session_timeout_s, config.zk_root)
+
+
+def build_backend(config: MasterConfig, manager: JobManager) -> ResourceBackend:
+    if config.backend == "native":
+        return NativeBackend()
+    if config.backend == "mesos":
+        # Imported here: only deployments on Mesos need pymesos installed.
+        try:
+            from master.mesos.framework import MesosBackend, MesosSettings
+        except ImportError as exc:
+            raise ValueError(f"the mesos backend needs pymesos (scripts/install-pymesos.sh): {exc}") from exc
+        return MesosBackend(manager, MesosSettings(**config.mesos))
+    raise ValueError(f"unknown backend {config.backend!r} (supported: native, mesos)")
 
 
 class Loops:
@@ -122,9 +140,8 @@ class MasterServer:
             raise ValueError("both an API token and an agent token are required")
         self.config = config
         self.store = build_store(config)
-        self.manager = JobManager(
-            self.store, clock, Settings(heartbeat_timeout_ms=config.heartbeat_timeout_ms)
-        )
+        self.manager = JobManager(self.store, clock, Settings(heartbeat_timeout_ms=config.heartbeat_timeout_ms))
+        self.manager.backend = build_backend(config, self.manager)
         self.loops = Loops(self.manager)
         self.exit_code = 0
         self._role = "standby"
@@ -186,6 +203,7 @@ class MasterServer:
             if self._role != "starting":
                 return  # lost again while loading: _lost already took us down
             self._role = "leader"
+        self.manager.backend.start()  # only a leader talks to the resource manager (Mesos)
         self.loops.start()
         self.election.publish()
 
@@ -220,6 +238,7 @@ class MasterServer:
             if self._role in ("leader", "starting"):
                 self._role = "deposed"
         self.manager.fenced = True
+        self.manager.backend.stop()  # a fenced or stopping master stops its Mesos driver at once
         self.loops.stop()
         self.manager.close()
         # Writes already queued finish (durable or refused) before leadership goes; any that outlived the

@@ -83,6 +83,9 @@ def _master_config(values: dict[str, str], port: int | None = None, data_dir: Pa
     from master.server import MasterConfig
 
     store = values.get("TITUS_STORE", "sqlite")
+    backend = values.get("TITUS_BACKEND", "native")
+    if backend not in ("native", "mesos"):
+        raise ConfigError(f"TITUS_BACKEND must be native or mesos, not {backend!r}")
     return MasterConfig(
         host=values.get("TITUS_HOST", "127.0.0.1"),
         port=port if port is not None else get_int(values, "TITUS_PORT", 7001),
@@ -97,7 +100,28 @@ def _master_config(values: dict[str, str], port: int | None = None, data_dir: Pa
         zk_session_timeout_s=get_float(values, "TITUS_ZK_SESSION_TIMEOUT_S", 10.0),
         zk_root=values.get("TITUS_ZK_ROOT", "/titus/master"),
         advertise_url=values.get("TITUS_ADVERTISE_URL", ""),
+        backend=backend,
+        mesos=_mesos_options(values) if backend == "mesos" else {},
     )
+
+
+def _mesos_options(values: dict[str, str]) -> dict[str, Any]:
+    """TITUS_MESOS_* settings as keyword arguments of master.mesos.framework.MesosSettings."""
+    options: dict[str, Any] = {
+        "master": values.get("TITUS_MESOS_MASTER", "127.0.0.1:5050"),
+        "framework_name": values.get("TITUS_MESOS_FRAMEWORK_NAME", "titus"),
+        "role": values.get("TITUS_MESOS_ROLE", "*"),
+        "user": values.get("TITUS_MESOS_USER", ""),
+        "failover_timeout_s": float(get_int(values, "TITUS_MESOS_FAILOVER_TIMEOUT_S", 7 * 86_400)),
+        "executor_command": values.get("TITUS_MESOS_EXECUTOR_COMMAND", "titus executor"),
+        "offer_hold_s": float(get_int(values, "TITUS_MESOS_OFFER_HOLD_S", 10)),
+        "refuse_seconds": float(get_int(values, "TITUS_MESOS_REFUSE_SECONDS", 5)),
+        "reconcile_interval_s": float(get_int(values, "TITUS_MESOS_RECONCILE_INTERVAL_S", 60)),
+    }
+    if values.get("TITUS_MESOS_PRINCIPAL"):
+        options["principal"] = values["TITUS_MESOS_PRINCIPAL"]
+        options["secret"] = values.get("TITUS_MESOS_SECRET", "")
+    return options
 
 
 @main.command()
@@ -106,13 +130,19 @@ def _master_config(values: dict[str, str], port: int | None = None, data_dir: Pa
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Overrides TITUS_DATA_DIR.")
 @click.option("--zk", "zk_hosts", help="ZooKeeper host:port,... for leader election; overrides TITUS_ZK.")
 @click.option("--zk-session-timeout", type=float, help="Seconds; overrides TITUS_ZK_SESSION_TIMEOUT_S (10).")
+@click.option("--backend", type=click.Choice(["native", "mesos"]), help="Overrides TITUS_BACKEND (native).")
 def master(config_file: str | None, port: int | None, data_dir: Path | None, zk_hosts: str | None,
-           zk_session_timeout: float | None) -> None:
+           zk_session_timeout: float | None, backend: str | None) -> None:
     """Run a master (API, scheduler, store) from a config file plus TITUS_* environment variables.
 
     With ZooKeeper configured (--zk, TITUS_ZK) the master starts as a standby that forwards requests to the
     leader and takes over when elected. A master that loses leadership exits with code 3: run it under a
     supervisor that restarts it (systemd Restart=always), and it comes back as a fresh standby.
+
+    TITUS_BACKEND=mesos (or --backend mesos) takes resources from Mesos offers instead of agent
+    registrations: TITUS_MESOS_MASTER (host:port or zk://...), _FRAMEWORK_NAME, _ROLE, _USER,
+    _FAILOVER_TIMEOUT_S, _EXECUTOR_COMMAND, _OFFER_HOLD_S, _REFUSE_SECONDS, _RECONCILE_INTERVAL_S,
+    _PRINCIPAL, _SECRET.
 
     TITUS_STORE=cassandra selects Cassandra: TITUS_CASSANDRA_HOSTS (comma-separated), _PORT, _KEYSPACE,
     _REPLICATION_STRATEGY (SimpleStrategy | NetworkTopologyStrategy), _REPLICATION_FACTOR,
@@ -124,6 +154,8 @@ def master(config_file: str | None, port: int | None, data_dir: Path | None, zk_
 
     try:
         values = merged(config_file)
+        if backend:
+            values["TITUS_BACKEND"] = backend
         _setup_logging(values.get("TITUS_LOG_LEVEL", "INFO"))
         if zk_hosts is not None:
             values["TITUS_ZK"] = zk_hosts
@@ -198,6 +230,24 @@ def agent(config_file: str | None, runtime: str | None, master_url: str | None) 
         _setup_logging(values.get("TITUS_LOG_LEVEL", "INFO"))
         run_agent(values)
     except (ConfigError, OSError) as exc:
+        _fail(str(exc))
+
+
+@main.command()
+@click.option("--runtime", type=click.Choice(["process", "docker"]), help="Overrides TITUS_RUNTIME.")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Task data (default $MESOS_SANDBOX/titus).")
+def executor(runtime: str | None, data_dir: Path | None) -> None:
+    """titus-executor: run by a Mesos agent (MESOS_* environment) to start one task of the mesos backend."""
+    try:
+        from master.mesos.executor import run_executor
+    except ImportError as exc:
+        _fail(f"titus executor needs pymesos (scripts/install-pymesos.sh): {exc}")
+    values = merged(None)
+    _setup_logging(values.get("TITUS_LOG_LEVEL", "INFO"))
+    try:
+        run_executor(runtime or values.get("TITUS_RUNTIME", "process"), data_dir,
+                     get_int(values, "TITUS_TASK_PIDS_LIMIT", 1024))
+    except (ConfigError, OSError, KeyError) as exc:
         _fail(str(exc))
 
 

@@ -10,7 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-Kind = Literal["job", "task", "agent", "capacity_group", "instance_group"]
+Kind = Literal["job", "task", "agent", "capacity_group", "instance_group", "framework"]
+#: "framework": the Mesos backend's FrameworkID per framework name, so a new leader re-registers as the same
+#: framework and keeps its tasks (never archived, never loaded at start-up).
 
 
 @dataclass(frozen=True)

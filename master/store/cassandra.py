@@ -78,7 +78,8 @@ log = logging.getLogger("titus.store.cassandra")
 
 KINDS_V1: tuple[Kind, ...] = ("job", "task", "agent")
 KINDS_V3: tuple[Kind, ...] = ("capacity_group", "instance_group")
-KINDS: tuple[Kind, ...] = (*KINDS_V1, *KINDS_V3)
+KINDS_V4: tuple[Kind, ...] = ("framework",)
+KINDS: tuple[Kind, ...] = (*KINDS_V1, *KINDS_V3, *KINDS_V4)
 _DAY_S = 86_400
 
 
@@ -115,6 +116,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         *(f"CREATE TABLE IF NOT EXISTS {_active_table(k)} ({_entity_columns()})" for k in KINDS_V3),
         *(f"CREATE TABLE IF NOT EXISTS {_archive_table(k)} "
           "(id text PRIMARY KEY, version bigint, archived_at timestamp, body text)" for k in KINDS_V3),
+    ),
+    # 4: the Mesos backend's framework registrations (FrameworkID per framework name).
+    (
+        *(f"CREATE TABLE IF NOT EXISTS {_active_table(k)} ({_entity_columns()})" for k in KINDS_V4),
+        *(f"CREATE TABLE IF NOT EXISTS {_archive_table(k)} "
+          "(id text PRIMARY KEY, version bigint, archived_at timestamp, body text)" for k in KINDS_V4),
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -369,7 +376,8 @@ class CassandraJobStore:
         return epoch
 
     def _finish_interrupted_moves(self) -> None:
-        kinds = KINDS if self.schema_version() >= 3 else KINDS_V1  # a store not yet upgraded has no v3 tables
+        version = self.schema_version()  # a store not yet upgraded lacks the later kinds' tables
+        kinds = (*KINDS_V1, *(KINDS_V3 if version >= 3 else ()), *(KINDS_V4 if version >= 4 else ()))
         for kind in kinds:
             rows = self._session.execute(self._bind(
                 f"SELECT id, version, body FROM {_active_table(kind)} WHERE archived = true ALLOW FILTERING",

@@ -111,14 +111,17 @@ def test_migrate_creates_and_upgrades_the_schema_idempotently(cassandra_server: 
         store.apply(epoch, [Write("job", "old", 0, {"id": "old"})])
 
         store.migrate()  # the upgrade
-        assert store.schema_version() == SCHEMA_VERSION == 3
+        assert store.schema_version() == SCHEMA_VERSION == 4
         store.migrate()
-        assert store.schema_version() == 3
+        assert store.schema_version() == 4
         stored = store.get("job", "old")
         assert stored is not None and stored.record == {"id": "old"}
         assert store.acquire_epoch() == epoch + 1  # the epoch survived both migrations
         store.apply(epoch + 1, [Write("job", "old", 1, {"id": "old"}, archived=True)])
         assert [s.record["id"] for s in store.list_archived("job", 10)] == ["old"]  # needs migration 2
+        store.apply(epoch + 1, [Write("framework", "titus", 0, {"frameworkId": "fw-1"})])  # needs migration 4
+        framework = store.get("framework", "titus")
+        assert framework is not None and (framework.record, framework.version) == ({"frameworkId": "fw-1"}, 1)
     finally:
         store.drop_keyspace()
         store.close()
