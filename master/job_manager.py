@@ -90,12 +90,20 @@ class Agent:
 
         state = "Lost" if self.lost else "Registered" if self.registered else "AwaitingRegistration"
         return {
-            "id": self.id, "state": state, "acceptingWork": self.schedulable,
-            "unavailableReason": self.unavailable_reason, "staleTaskIds": sorted(self.stale_tasks),
-            "lifecycle": "Active", "tier": self.attributes.get("tier", "flex"),
+            "id": self.id,
+            "state": state,
+            "acceptingWork": self.schedulable,
+            "unavailableReason": self.unavailable_reason,
+            "staleTaskIds": sorted(self.stale_tasks),
+            "lifecycle": "Active",
+            "tier": self.attributes.get("tier", "flex"),
             "instanceGroupId": self.attributes.get("instanceGroup", "default"),
-            "resources": res(self.resources), "used": res(used), "attributes": dict(self.attributes),
-            "taskIds": task_ids, "lastHeartbeat": self.last_heartbeat_ms, "registeredAt": self.registered_ms,
+            "resources": res(self.resources),
+            "used": res(used),
+            "attributes": dict(self.attributes),
+            "taskIds": task_ids,
+            "lastHeartbeat": self.last_heartbeat_ms,
+            "registeredAt": self.registered_ms,
             "host": dict(self.host),
         }
 
@@ -190,10 +198,14 @@ class JobManager:
             # heartbeat timeout, counted from now, to register again; otherwise it is lost as usual.
             now = self.clock()
             for task in self.tasks.values():
-                if task.agent_id is not None and task.state in states.TASK_ON_AGENT \
-                        and task.agent_id not in self.agents:
-                    self.agents[task.agent_id] = Agent(task.agent_id, placement.ZERO, {}, 0, now, now,
-                                                       registered=False)
+                if (
+                    task.agent_id is not None
+                    and task.state in states.TASK_ON_AGENT
+                    and task.agent_id not in self.agents
+                ):
+                    self.agents[task.agent_id] = Agent(
+                        task.agent_id, placement.ZERO, {}, 0, now, now, registered=False
+                    )
         log.info("leader epoch %d: loaded %d jobs, %d tasks", self.epoch, len(self.jobs), len(self.tasks))
         self.schedule_wanted.set()
 
@@ -256,12 +268,17 @@ class JobManager:
         with self.lock:
             if idempotency_key is not None:
                 existing = self.idempotency.get(idempotency_key) or self.store.job_for_idempotency_key(
-                    idempotency_key)
+                    idempotency_key
+                )
                 if existing is not None:
                     return existing, False
-            job = Job(str(uuid.uuid4()), descriptor,
-                      StatusMachine(states.JOB_TRANSITIONS, Status(states.JOB_ACCEPTED, "normal", "", now)), now,
-                      idempotency_key=idempotency_key)
+            job = Job(
+                str(uuid.uuid4()),
+                descriptor,
+                StatusMachine(states.JOB_TRANSITIONS, Status(states.JOB_ACCEPTED, "normal", "", now)),
+                now,
+                idempotency_key=idempotency_key,
+            )
             self.jobs[job.id] = job
             self.tasks_by_job[job.id] = {}
             writes = [self._job_write(job, idempotency_key=idempotency_key)]
@@ -295,9 +312,11 @@ class JobManager:
             if job.state != states.JOB_ACCEPTED:
                 raise Conflict(f"job {job_id} is {job.state}")
             cap = service.capacity
-            new = {"min": cap.min if update.min is None else update.min,
-                   "desired": cap.desired if update.desired is None else update.desired,
-                   "max": cap.max if update.max is None else update.max}
+            new = {
+                "min": cap.min if update.min is None else update.min,
+                "desired": cap.desired if update.desired is None else update.desired,
+                "max": cap.max if update.max is None else update.max,
+            }
             if not new["min"] <= new["desired"] <= new["max"]:
                 raise ValueError("min <= desired <= max must hold after the update")
             procs = service.serviceJobProcesses
@@ -361,10 +380,21 @@ class JobManager:
         self.schedule_wanted.set()
 
     # ============================================================================== job control
-    def _new_task(self, job: Job, index: int, now: int, writes: list[Write], replaces: Task | None = None,
-                  delay_ms: int = 0) -> Task:
-        task = Task(str(uuid.uuid4()), job.id, index,
-                    StatusMachine(states.TASK_TRANSITIONS, Status(states.ACCEPTED, "normal", "", now)))
+    def _new_task(
+        self,
+        job: Job,
+        index: int,
+        now: int,
+        writes: list[Write],
+        replaces: Task | None = None,
+        delay_ms: int = 0,
+    ) -> Task:
+        task = Task(
+            str(uuid.uuid4()),
+            job.id,
+            index,
+            StatusMachine(states.TASK_TRANSITIONS, Status(states.ACCEPTED, "normal", "", now)),
+        )
         if replaces is not None:
             task.retries_done = replaces.retries_done + 1
             task.original_id = replaces.original_id or replaces.id
@@ -414,14 +444,18 @@ class JobManager:
             policy = job.descriptor.retry_policy
             if job.descriptor.service is not None:
                 if reason != states.REASON_SCALED_DOWN:
-                    delay = 0 if reason == states.REASON_KILLED else retry_delay_ms(
-                        policy, min(task.retries_done, 16))
+                    delay = (
+                        0
+                        if reason == states.REASON_KILLED
+                        else retry_delay_ms(policy, min(task.retries_done, 16))
+                    )
                     self._new_task(job, task.index, now, writes, replaces=task, delay_ms=delay)
             else:
                 batch = job.descriptor.batch
                 assert batch is not None
                 retryable = reason in states.RETRYABLE_REASONS or (
-                    reason == states.REASON_RUNTIME_LIMIT and batch.retryOnRuntimeLimit)
+                    reason == states.REASON_RUNTIME_LIMIT and batch.retryOnRuntimeLimit
+                )
                 if retryable and task.retries_done < retries_allowed(policy):
                     delay = retry_delay_ms(policy, task.retries_done)
                     self._new_task(job, task.index, now, writes, replaces=task, delay_ms=delay)
@@ -452,8 +486,12 @@ class JobManager:
                 for index in range(job.descriptor.batch.size):
                     self._new_task(job, index, now, writes)
             elif not active:
-                failed = [t for t in tasks.values() if t.machine.status.reason_code != states.REASON_NORMAL
-                          and not any(o.resubmit_of == t.id for o in tasks.values())]
+                failed = [
+                    t
+                    for t in tasks.values()
+                    if t.machine.status.reason_code != states.REASON_NORMAL
+                    and not any(o.resubmit_of == t.id for o in tasks.values())
+                ]
                 reason = "failed" if failed else "normal"
                 job.machine.move(states.JOB_FINISHED, reason, f"{len(failed)} task(s) did not succeed", now)
                 self._archive_job(job, writes)
@@ -470,8 +508,10 @@ class JobManager:
                 self._new_task(job, next_index + i, now, writes)
         elif len(running) > desired:
             # Scale down the tasks that cost least to lose: unplaced first, then the newest.
-            order = sorted((t for t in running if not t.kill_reason),
-                           key=lambda t: (t.state != states.ACCEPTED, -t.machine.status.timestamp_ms))
+            order = sorted(
+                (t for t in running if not t.kill_reason),
+                key=lambda t: (t.state != states.ACCEPTED, -t.machine.status.timestamp_ms),
+            )
             for t in order[: len(running) - desired]:
                 t.replace = False
                 self._kill(t, states.REASON_SCALED_DOWN, "job scaled down", now, writes)
@@ -548,8 +588,11 @@ class JobManager:
         with self.lock:
             candidates: list[Task] = []
             if task_states is None or task_states & states.TASK_ACTIVE:
-                pool: Iterable[Task] = (self.tasks.values() if job_ids is None else
-                                        (t for j in job_ids for t in self.tasks_by_job.get(j, {}).values()))
+                pool: Iterable[Task] = (
+                    self.tasks.values()
+                    if job_ids is None
+                    else (t for j in job_ids for t in self.tasks_by_job.get(j, {}).values())
+                )
                 candidates += [t for t in pool if t.active]
             if task_states is not None and states.FINISHED in task_states:
                 for jid, tasks in self.tasks_by_job.items():
@@ -597,9 +640,15 @@ class JobManager:
         with self.lock:
             session = (self.epoch << 32) | secrets.randbits(31)
             previous = self.agents.get(reg.id)
-            agent = Agent(reg.id, placement.Resources(float(res.cpu), res.memoryMB, res.diskMB, res.networkMbps),
-                          dict(reg.attributes), session, now, now,
-                          version=(previous.version + 1) if previous else 1)
+            agent = Agent(
+                reg.id,
+                placement.Resources(float(res.cpu), res.memoryMB, res.diskMB, res.networkMbps),
+                dict(reg.attributes),
+                session,
+                now,
+                now,
+                version=(previous.version + 1) if previous else 1,
+            )
             self.agents[reg.id] = agent
             self._full_pass = True
             if previous is not None:
@@ -611,14 +660,18 @@ class JobManager:
             self._instance_group_for(agent, writes)
             running = set(reg.runningTaskIds)
             known = running | set(reg.exitedTaskIds)  # exited ones get their real end in the next report
-            mine = [t for t in self.tasks.values()
-                    if t.agent_id == reg.id and t.state in states.TASK_ON_AGENT]
+            mine = [
+                t for t in self.tasks.values() if t.agent_id == reg.id and t.state in states.TASK_ON_AGENT
+            ]
             # What the agent runs that is not wanted there any more (it was lost and its tasks were replaced)
             # must die before it gets new work.
             agent.stale_tasks = running - {t.id for t in mine}
             if agent.stale_tasks:
-                log.warning("agent %s runs %d stale task(s); no new work until they are gone",
-                            reg.id, len(agent.stale_tasks))
+                log.warning(
+                    "agent %s runs %d stale task(s); no new work until they are gone",
+                    reg.id,
+                    len(agent.stale_tasks),
+                )
             for task in mine:
                 if task.state in (states.LAUNCHED, states.START_INITIATED) and task.id in running:
                     # It runs; the report saying so was lost with the previous master or agent.
@@ -631,8 +684,12 @@ class JobManager:
                     self._finished(task, now, writes)
                     self._reconcile_job(self.jobs[task.job_id], now, writes)
                 elif task.state == states.KILL_INITIATED and task.id not in known:
-                    task.machine.move(states.FINISHED, task.kill_reason or states.REASON_KILLED,
-                                      "agent restarted without it", now)
+                    task.machine.move(
+                        states.FINISHED,
+                        task.kill_reason or states.REASON_KILLED,
+                        "agent restarted without it",
+                        now,
+                    )
                     self._finished(task, now, writes)
                     self._reconcile_job(self.jobs[task.job_id], now, writes)
             pending = self._queue(writes)
@@ -640,8 +697,12 @@ class JobManager:
         self._wait(pending)
         self.schedule_wanted.set()
         log.info("agent %s registered (session %d, %d running)", reg.id, session, len(running))
-        return {"agentId": reg.id, "sessionEpoch": session, "heartbeatIntervalMs": 1000,
-                "heartbeatTimeoutMs": self.settings.heartbeat_timeout_ms}
+        return {
+            "agentId": reg.id,
+            "sessionEpoch": session,
+            "heartbeatIntervalMs": 1000,
+            "heartbeatTimeoutMs": self.settings.heartbeat_timeout_ms,
+        }
 
     def _agent_session(self, agent_id: str, session: int) -> Agent:
         agent = self.agents.get(agent_id)
@@ -655,7 +716,8 @@ class JobManager:
             if agent.version == since:
                 self.changed.wait_for(
                     lambda: agent.version != since or self.agents.get(agent_id) is not agent or self.closing,
-                    timeout=wait_s)
+                    timeout=wait_s,
+                )
             agent = self._agent_session(agent_id, session)
             tasks = []
             for task in self.tasks.values():
@@ -664,14 +726,20 @@ class JobManager:
                 job = self.jobs[task.job_id]
                 c = job.descriptor.container
                 batch = job.descriptor.batch
-                tasks.append({
-                    "taskId": task.id, "jobId": task.job_id, "image": c.image.reference,
-                    "entryPoint": list(c.entryPoint), "command": list(c.command), "env": dict(c.env),
-                    "resources": c.resources.to_json(),
-                    "runtimeLimitSec": batch.runtimeLimitSec if batch else None,
-                    "kill": task.state == states.KILL_INITIATED,
-                    "killGraceMs": self.settings.kill_grace_ms,
-                })
+                tasks.append(
+                    {
+                        "taskId": task.id,
+                        "jobId": task.job_id,
+                        "image": c.image.reference,
+                        "entryPoint": list(c.entryPoint),
+                        "command": list(c.command),
+                        "env": dict(c.env),
+                        "resources": c.resources.to_json(),
+                        "runtimeLimitSec": batch.runtimeLimitSec if batch else None,
+                        "kill": task.state == states.KILL_INITIATED,
+                        "killGraceMs": self.settings.kill_grace_ms,
+                    }
+                )
             for task_id in sorted(agent.stale_tasks):
                 # Already replaced elsewhere: no grace, the overlap has lasted long enough.
                 tasks.append({"taskId": task_id, "kill": True, "killGraceMs": 0, "stale": True})
@@ -685,8 +753,13 @@ class JobManager:
             agent.host = {k: float(v) for k, v in report.host.items()}
             was_schedulable = agent.schedulable
             if agent.unavailable_reason != report.unavailableReason:
-                log.warning("agent %s %s", agent_id, f"takes no new work: {report.unavailableReason}"
-                            if report.unavailableReason else "takes new work again")
+                log.warning(
+                    "agent %s %s",
+                    agent_id,
+                    f"takes no new work: {report.unavailableReason}"
+                    if report.unavailableReason
+                    else "takes new work again",
+                )
             agent.unavailable_reason = report.unavailableReason
             agent.stale_tasks &= set(report.runningTaskIds)
             writes: list[Write] = []
@@ -695,8 +768,12 @@ class JobManager:
             for task_id, usage in report.usage.items():
                 task = self.tasks.get(task_id)
                 if task is not None and task.agent_id == agent_id:
-                    task.usage = {"cpuPct": float(usage.cpuPct), "rssMB": float(usage.rssMB),
-                                  "processes": usage.processes, "timestamp": now}
+                    task.usage = {
+                        "cpuPct": float(usage.cpuPct),
+                        "rssMB": float(usage.rssMB),
+                        "processes": usage.processes,
+                        "timestamp": now,
+                    }
             became_schedulable = agent.schedulable and not was_schedulable
             if became_schedulable:
                 self._full_pass = True  # capacity appeared: every pending task gets another chance
@@ -713,8 +790,11 @@ class JobManager:
             return
         if u.state == states.FINISHED:
             reason = task.kill_reason or u.reasonCode or states.REASON_FAILED
-            message = u.reasonMessage if not task.kill_reason or not u.reasonMessage else (
-                f"{task.machine.status.reason_message}; {u.reasonMessage}")
+            message = (
+                u.reasonMessage
+                if not task.kill_reason or not u.reasonMessage
+                else (f"{task.machine.status.reason_message}; {u.reasonMessage}")
+            )
             task.exit_code = u.exitCode
             task.stdout_tail = (u.stdoutTail or "")[-TAIL_LIMIT:]
             task.stderr_tail = (u.stderrTail or "")[-TAIL_LIMIT:]
@@ -740,8 +820,9 @@ class JobManager:
                 drained.replace = False
                 self._kill(drained, states.REASON_KILLED, f"drained: replaced by {task.id}", now, writes)
 
-    def log_upload(self, agent_id: str, task_id: str, session: int, stdout: str, stderr: str,
-                   found: bool) -> None:
+    def log_upload(
+        self, agent_id: str, task_id: str, session: int, stdout: str, stderr: str, found: bool
+    ) -> None:
         with self.lock:
             self._agent_session(agent_id, session)
             self._log_uploads[task_id] = (stdout, stderr, found)
@@ -751,7 +832,11 @@ class JobManager:
         with self.lock:
             views = []
             for a in sorted(self.agents.values(), key=lambda a: a.id):
-                task_ids = [t.id for t in self.tasks.values() if t.agent_id == a.id and t.state in states.TASK_ON_AGENT]
+                task_ids = [
+                    t.id
+                    for t in self.tasks.values()
+                    if t.agent_id == a.id and t.state in states.TASK_ON_AGENT
+                ]
                 view = a.to_wire(self._used(a.id), task_ids)
                 view["lifecycle"] = self.agent_lifecycle(a)
                 view["lifecycleDetail"] = a.lifecycle_detail
@@ -832,29 +917,48 @@ class JobManager:
             group = self.instance_groups.get(a.attributes.get("instanceGroup", "default"))
             tier = group.tier if group is not None else a.attributes.get("tier", "flex")
             r = a.resources
-            agents.append(sched.AgentView(
-                agent_id=a.id, instance_group=a.attributes.get("instanceGroup", "default"),
-                tier="critical" if tier == "critical" else "flex",
-                lifecycle=self.agent_lifecycle(a),  # type: ignore[arg-type]
-                total=sched.Resources(r.cpu, r.memory_mb, r.disk_mb, r.network_mbps),
-                used=used.get(a.id, sched.Resources()), attributes={**a.attributes, "id": a.id},
-                job_task_counts=job_counts.get(a.id, {}),
-                exclusive=any(self._exclusive(self.jobs[j]) for j in job_counts.get(a.id, {}))))
+            agents.append(
+                sched.AgentView(
+                    agent_id=a.id,
+                    instance_group=a.attributes.get("instanceGroup", "default"),
+                    tier="critical" if tier == "critical" else "flex",
+                    lifecycle=self.agent_lifecycle(a),  # type: ignore[arg-type]
+                    total=sched.Resources(r.cpu, r.memory_mb, r.disk_mb, r.network_mbps),
+                    used=used.get(a.id, sched.Resources()),
+                    attributes={**a.attributes, "id": a.id},
+                    job_task_counts=job_counts.get(a.id, {}),
+                    exclusive=any(self._exclusive(self.jobs[j]) for j in job_counts.get(a.id, {})),
+                )
+            )
         tasks = []
         for t in pending:
             job = self.jobs[t.job_id]
             c = job.descriptor.container
             tier = self.tier_of_group(job.descriptor.capacityGroup)
-            tasks.append(sched.PendingTask(
-                task_id=t.id, job_id=t.job_id, resources=engine_resources(job),
-                capacity_group=job.descriptor.capacityGroup, tier="critical" if tier == "critical" else "flex",
-                hard_constraints=c.hardConstraints.constraints, soft_constraints=c.softConstraints.constraints,
-                spread=tier == "critical" and job.descriptor.service is not None))
-        groups = [sched.CapacityGroupView(g.name, "critical" if g.tier == "critical" else "flex", g.reservation,
-                                          group_used.get(g.name, sched.Resources()))
-                  for g in self.capacity_groups.values()]
-        return sched.ScheduleRequest(tasks=tasks, agents=agents, capacity_groups=groups,
-                                     job_zone_counts=zone_counts, now=now / 1000)
+            tasks.append(
+                sched.PendingTask(
+                    task_id=t.id,
+                    job_id=t.job_id,
+                    resources=engine_resources(job),
+                    capacity_group=job.descriptor.capacityGroup,
+                    tier="critical" if tier == "critical" else "flex",
+                    hard_constraints=c.hardConstraints.constraints,
+                    soft_constraints=c.softConstraints.constraints,
+                    spread=tier == "critical" and job.descriptor.service is not None,
+                )
+            )
+        groups = [
+            sched.CapacityGroupView(
+                g.name,
+                "critical" if g.tier == "critical" else "flex",
+                g.reservation,
+                group_used.get(g.name, sched.Resources()),
+            )
+            for g in self.capacity_groups.values()
+        ]
+        return sched.ScheduleRequest(
+            tasks=tasks, agents=agents, capacity_groups=groups, job_zone_counts=zone_counts, now=now / 1000
+        )
 
     def _drain(self, now: int, writes: list[Write]) -> None:
         """Move service tasks off PhasedOut agents without ever dropping a job below its desired count.
@@ -869,9 +973,15 @@ class JobManager:
         moving_jobs = {t.job_id for t in self.tasks.values() if t.migrating_to}
         for task in list(self.tasks.values()):
             job = self.jobs.get(task.job_id)
-            if (task.agent_id not in draining or task.state != states.STARTED or task.kill_reason
-                    or job is None or job.descriptor.service is None or job.state != states.JOB_ACCEPTED
-                    or job.id in moving_jobs):
+            if (
+                task.agent_id not in draining
+                or task.state != states.STARTED
+                or task.kill_reason
+                or job is None
+                or job.descriptor.service is None
+                or job.state != states.JOB_ACCEPTED
+                or job.id in moving_jobs
+            ):
                 continue
             replacement = self._new_task(job, task.index, now, writes, replaces=task)
             replacement.retries_done = task.retries_done
@@ -896,7 +1006,9 @@ class JobManager:
                 if not agent.lost and now - agent.last_heartbeat_ms > self.settings.heartbeat_timeout_ms:
                     agent.lost = True
                     self._full_pass = True
-                    log.warning("agent %s lost: no heartbeat for %d ms", agent.id, now - agent.last_heartbeat_ms)
+                    log.warning(
+                        "agent %s lost: no heartbeat for %d ms", agent.id, now - agent.last_heartbeat_ms
+                    )
                     for task in [t for t in self.tasks.values() if t.agent_id == agent.id]:
                         reason = task.kill_reason or states.REASON_LOST
                         task.machine.move(states.FINISHED, reason, f"agent {agent.id} lost", now)
@@ -908,29 +1020,60 @@ class JobManager:
             for task in list(self.tasks.values()):
                 job = self.jobs[task.job_id]
                 batch = job.descriptor.batch
-                if (orphans_due and task.agent_id is not None and task.agent_id not in self.agents
-                        and task.state in states.TASK_ON_AGENT):
-                    task.machine.move(states.FINISHED, task.kill_reason or states.REASON_LOST,
-                                      f"agent {task.agent_id} did not register with the new leader", now)
+                if (
+                    orphans_due
+                    and task.agent_id is not None
+                    and task.agent_id not in self.agents
+                    and task.state in states.TASK_ON_AGENT
+                ):
+                    task.machine.move(
+                        states.FINISHED,
+                        task.kill_reason or states.REASON_LOST,
+                        f"agent {task.agent_id} did not register with the new leader",
+                        now,
+                    )
                     self._finished(task, now, writes)
                     self._reconcile_job(job, now, writes)
-                elif (task.state == states.STARTED and batch is not None and task.started_ms is not None
-                        and not task.kill_reason and now - task.started_ms > batch.runtimeLimitSec * 1000):
-                    self._kill(task, states.REASON_RUNTIME_LIMIT,
-                               f"ran longer than runtimeLimitSec={batch.runtimeLimitSec}", now, writes)
-                elif (task.state == states.LAUNCHED
-                      and now - task.machine.status.timestamp_ms > self.settings.launch_timeout_ms):
-                    task.machine.move(states.FINISHED, states.REASON_STUCK,
-                                      f"no progress from Launched in {self.settings.launch_timeout_ms} ms", now)
+                elif (
+                    task.state == states.STARTED
+                    and batch is not None
+                    and task.started_ms is not None
+                    and not task.kill_reason
+                    and now - task.started_ms > batch.runtimeLimitSec * 1000
+                ):
+                    self._kill(
+                        task,
+                        states.REASON_RUNTIME_LIMIT,
+                        f"ran longer than runtimeLimitSec={batch.runtimeLimitSec}",
+                        now,
+                        writes,
+                    )
+                elif (
+                    task.state == states.LAUNCHED
+                    and now - task.machine.status.timestamp_ms > self.settings.launch_timeout_ms
+                ):
+                    task.machine.move(
+                        states.FINISHED,
+                        states.REASON_STUCK,
+                        f"no progress from Launched in {self.settings.launch_timeout_ms} ms",
+                        now,
+                    )
                     self._bump_agent(task.agent_id)
                     self._finished(task, now, writes)
                     self._reconcile_job(job, now, writes)
-                elif (task.state == states.START_INITIATED and not task.kill_reason
-                      and now - task.machine.status.timestamp_ms > self.settings.launch_timeout_ms):
+                elif (
+                    task.state == states.START_INITIATED
+                    and not task.kill_reason
+                    and now - task.machine.status.timestamp_ms > self.settings.launch_timeout_ms
+                ):
                     # The agent has it, so it must confirm the end: a replacement must not start meanwhile.
-                    self._kill(task, states.REASON_STUCK,
-                               f"no progress from StartInitiated in {self.settings.launch_timeout_ms} ms",
-                               now, writes)
+                    self._kill(
+                        task,
+                        states.REASON_STUCK,
+                        f"no progress from StartInitiated in {self.settings.launch_timeout_ms} ms",
+                        now,
+                        writes,
+                    )
             self._drain(now, writes)
             for task_id, due in list(self._delayed.items()):
                 if due <= now:
@@ -1017,7 +1160,10 @@ class JobManager:
 
     def list_instance_groups(self) -> list[dict[str, Any]]:
         with self.lock:
-            return [self._instance_group_wire(g) for g in sorted(self.instance_groups.values(), key=lambda g: g.id)]
+            return [
+                self._instance_group_wire(g)
+                for g in sorted(self.instance_groups.values(), key=lambda g: g.id)
+            ]
 
     def get_instance_group(self, group_id: str) -> dict[str, Any]:
         with self.lock:
@@ -1027,7 +1173,9 @@ class JobManager:
             return self._instance_group_wire(group)
 
     def _instance_group_wire(self, group: InstanceGroup) -> dict[str, Any]:
-        members = [a.id for a in self.agents.values() if a.attributes.get("instanceGroup", "default") == group.id]
+        members = [
+            a.id for a in self.agents.values() if a.attributes.get("instanceGroup", "default") == group.id
+        ]
         return {**group.to_record(), "agentIds": sorted(members)}
 
     def set_instance_group_lifecycle(self, group_id: str, state: str, detail: str) -> dict[str, Any]:

@@ -134,13 +134,19 @@ class MasterServer:
     trusted again.
     """
 
-    def __init__(self, config: MasterConfig, clock: Callable[[], int] = wall_clock_ms,
-                 election: LeaderElection | None = None) -> None:
+    def __init__(
+        self,
+        config: MasterConfig,
+        clock: Callable[[], int] = wall_clock_ms,
+        election: LeaderElection | None = None,
+    ) -> None:
         if not config.api_token or not config.agent_token:
             raise ValueError("both an API token and an agent token are required")
         self.config = config
         self.store = build_store(config)
-        self.manager = JobManager(self.store, clock, Settings(heartbeat_timeout_ms=config.heartbeat_timeout_ms))
+        self.manager = JobManager(
+            self.store, clock, Settings(heartbeat_timeout_ms=config.heartbeat_timeout_ms)
+        )
         self.manager.backend = build_backend(config, self.manager)
         self.loops = Loops(self.manager)
         self.exit_code = 0
@@ -149,8 +155,15 @@ class MasterServer:
         self._stopping = False
         self._closed = threading.Event()
         self.app = create_app(ApiConfig(config.api_token, config.agent_token), self.manager, routing=self)
-        self.server = create_server(self.app, host=config.host, port=config.port, threads=config.threads,
-                                    channel_timeout=120, connection_limit=1000, ident="titus")
+        self.server = create_server(
+            self.app,
+            host=config.host,
+            port=config.port,
+            threads=config.threads,
+            channel_timeout=120,
+            connection_limit=1000,
+            ident="titus",
+        )
         self.election = election or build_election(config, self.own_url)
         self.manager.on_fenced = self._fenced
 
@@ -172,8 +185,11 @@ class MasterServer:
     # ------------------------------------------------------------------------------------ lifecycle
     def serve_forever(self) -> int:
         """Serve until shut down; returns the process exit code (non-zero when leadership was lost)."""
-        log.info("master listening on %s (%s)", self.own_url,
-                 "single master" if not self.config.zk_hosts else f"ZooKeeper {self.config.zk_hosts}")
+        log.info(
+            "master listening on %s (%s)",
+            self.own_url,
+            "single master" if not self.config.zk_hosts else f"ZooKeeper {self.config.zk_hosts}",
+        )
         self.election.start(self._elected, self._lost)
         server = self.server
         try:

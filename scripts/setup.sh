@@ -29,6 +29,8 @@ fi
 "$VENV/bin/pip" install -q --upgrade pip
 if [ "${1:-}" = "--test" ]; then
   "$VENV/bin/pip" install -q -e ".[test,docker,aws,zookeeper,cassandra,cluster]"
+  PYTHON="$VENV/bin/python" bash scripts/install-pymesos.sh
+  bash scripts/install-fault-test-deps.sh
   bash scripts/install-checkov.sh
 else
   "$VENV/bin/pip" install -q -e .

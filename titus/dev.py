@@ -69,8 +69,12 @@ def run_dev(port: int, data_dir: Path, agent_memory_mb: int | None, agent_cpu: f
     url = f"http://127.0.0.1:{server.port}"
     agent_env = {
         **os.environ,
-        "TITUS_MASTER_URL": url, "TITUS_AGENT_TOKEN": agent_token, "TITUS_AGENT_ID": dev_agent_id(data_dir),
-        "TITUS_DATA_DIR": str(data_dir / "agent"), "TITUS_RUNTIME": "process", "TITUS_KILL_TASKS_ON_EXIT": "true",
+        "TITUS_MASTER_URL": url,
+        "TITUS_AGENT_TOKEN": agent_token,
+        "TITUS_AGENT_ID": dev_agent_id(data_dir),
+        "TITUS_DATA_DIR": str(data_dir / "agent"),
+        "TITUS_RUNTIME": "process",
+        "TITUS_KILL_TASKS_ON_EXIT": "true",
         "TITUS_UNKNOWN_TASK_GRACE_S": os.environ.get("TITUS_UNKNOWN_TASK_GRACE_S", "2"),
     }
     agent_env.pop("TITUS_API_TOKEN", None)

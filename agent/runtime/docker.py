@@ -181,6 +181,13 @@ class DockerRuntime:
         containers = self._api.containers(filters={"label": mine, "status": live})
         return sorted(c["Labels"][LABEL_TASK_ID] for c in containers if LABEL_TASK_ID in c.get("Labels", {}))
 
+    def list_tasks(self) -> list[str]:
+        """Every container of this agent, running or exited but not yet removed (its end not yet
+        acknowledged by the master); poll() reads an exited one's status from dockerd."""
+        mine = f"{LABEL_AGENT_ID}={self.agent_id}"
+        containers = self._api.containers(all=True, filters={"label": mine})
+        return sorted(c["Labels"][LABEL_TASK_ID] for c in containers if LABEL_TASK_ID in c.get("Labels", {}))
+
     def usage(self, task_id: str) -> Usage | None:
         name = container_name(task_id)
         try:

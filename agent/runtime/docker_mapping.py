@@ -90,7 +90,8 @@ def create_kwargs(spec: TaskSpec, agent_id: str, policy: ContainerPolicy) -> dic
         "image": spec.image,
         "name": container_name(spec.task_id),
         "labels": container_labels(spec, agent_id),
-        "environment": dict(spec.env),
+        # The same task identity the process runtime gives its tasks; the job's own env wins on a clash.
+        "environment": {"TITUS_TASK_ID": spec.task_id, "TITUS_JOB_ID": spec.job_id, **spec.env},
         # Empty means "the image's own": Docker keeps the image's ENTRYPOINT/CMD when these are None.
         "entrypoint": list(spec.entry_point) or None,
         "command": list(spec.command) or None,

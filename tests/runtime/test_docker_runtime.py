@@ -33,6 +33,7 @@ from agent.runtime.docker_mapping import (
     container_name,
 )
 from agent.runtime.registry_auth import StaticRegistryCredentials
+from tests.runtime.contract import RuntimeContract
 
 if TYPE_CHECKING:
     from tests.runtime.docker_fixtures import AuthRegistry
@@ -471,3 +472,35 @@ class TestDockerOnly:
         runtime.start(spec)
         assert runtime.container_id(spec.task_id) == first
         assert runtime.list_running() == [spec.task_id]
+
+
+# ---- the shared contract (tests/runtime/contract.py), the same suite the process runtime passes -----------
+class TestDockerRuntimeSharedContract(RuntimeContract):
+    init_processes = 1  # tini
+
+    @pytest.fixture(autouse=True)
+    def _image(self, busybox_image: str) -> None:
+        self.image = busybox_image
+    @pytest.fixture
+    def new_runtime(self, runtime_factory: RuntimeFactory, agent_id: str) -> Callable[[], Runtime]:
+        return lambda: runtime_factory(agent_id)
+
+    @pytest.fixture
+    def start(self, runtime: Runtime, busybox_image: str) -> Iterator[Callable[..., str]]:
+        started: list[str] = []
+
+        def _start(*argv: str, **overrides: Any) -> str:
+            task_id = overrides.pop("task_id", f"task-{uuid.uuid4().hex[:12]}")
+            spec = TaskSpec(task_id=task_id, job_id="job-contract", image=busybox_image,
+                            entry_point=("sh", "-c"), command=argv, **overrides)
+            started.append(task_id)
+            runtime.start(spec)
+            return task_id
+
+        yield _start
+        for task_id in started:
+            with contextlib.suppress(Exception):
+                runtime.kill(task_id, 0)
+        for task_id in started:
+            with contextlib.suppress(Exception):
+                runtime.cleanup(task_id)
