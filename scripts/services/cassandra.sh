@@ -136,6 +136,7 @@ memtable_offheap_space: 128MiB
 key_cache_size: 16MiB
 file_cache_size: 64MiB
 storage_compatibility_mode: NONE
+paxos_variant: v2
 EOF
     cat >"${conf_dir}/logback.xml" <<EOF
 <configuration scan="false">
