@@ -92,7 +92,7 @@ class Recap:
 
 
 @dataclass
-class TestHosts:
+class ContainerHosts:
     """Containers booted from the test image on a private network, and the inventory describing them."""
 
     prefix: str
