@@ -198,3 +198,7 @@ def cassandra_lib_archive(workdir: Path) -> str:
     with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
         tar.add(CASSANDRA_LIB, arcname="lib")
     return str(archive)
+
+
+#: What the package-scoped `cluster` fixture yields: the hosts, their inventory, and the two site.yml runs.
+Cluster = tuple[ContainerHosts, Path, list[Recap]]
