@@ -26,6 +26,8 @@ from tests.ansible.harness import (
     unique_prefix,
 )
 
+EXTRA_CA_DIR = Path("/usr/local/share/ca-certificates")
+
 
 def build_image() -> None:
     result = subprocess.run([str(REPO / "scripts" / "ansible-test-image.sh"), "build"],
@@ -88,6 +90,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             "titus_api_port": 7001,
             "titus_master_url": f"http://{prefix}-master1:7001",
             "titus_aws_region": "",
+            # The CAs this machine trusts beyond Debian's (a TLS-intercepting egress proxy, if any), so the
+            # hosts reach PyPI the way this machine does.
+            "common_ca_certificates": sorted(str(p) for p in EXTRA_CA_DIR.glob("*.crt")),
         })
         runs = [hosts.playbook("site.yml", inventory, log_name="converge.log"),
                 hosts.playbook("site.yml", inventory, log_name="idempotence.log")]
