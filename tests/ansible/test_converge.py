@@ -28,6 +28,12 @@ def test_second_run_changes_nothing(cluster: Cluster) -> None:
     assert second.changed() == dict.fromkeys(second.hosts, 0), second.changed_tasks()
 
 
+def test_check_mode_on_the_converged_cluster_predicts_no_change(cluster: Cluster) -> None:
+    hosts, inventory, _ = cluster
+    check = hosts.playbook("site.yml", inventory, "--check", log_name="check.log")
+    assert check.changed() == dict.fromkeys(check.hosts, 0), check.changed_tasks()
+
+
 def test_zookeeper_answers_ruok(cluster: Cluster) -> None:
     hosts, _, _ = cluster
     probe = ("import socket; s = socket.create_connection(('127.0.0.1', 2181), 5); s.sendall(b'ruok');"
