@@ -8,6 +8,7 @@ test hosts), and every check runs inside a container through `docker exec`, neve
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -52,6 +53,8 @@ def ansible_env() -> dict[str, str]:
         ANSIBLE_FORCE_COLOR="0",
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_HOST_KEY_CHECKING="False",
+        # Per-task durations in the logs: where a slow run spends its time.
+        ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks",
         PATH=f"{VENV / 'bin'}:{env.get('PATH', '')}",
     )
     return env
@@ -134,6 +137,17 @@ class ContainerHosts:
             subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
         if self.network:
             subprocess.run(["docker", "network", "rm", self.network], capture_output=True, check=False)
+        self.remove_task_cgroups()
+
+    def remove_task_cgroups(self) -> None:
+        """The agents' cgroups live in this machine's hierarchy (the hosts share it to boot systemd);
+        once the containers are gone they are empty, and are removed deepest first."""
+        for agent_dir in Path("/sys/fs/cgroup").glob(f"*/titus/{self.prefix}-*"):
+            subdirs = sorted((p for p in agent_dir.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
+            for path in [*subdirs, agent_dir]:
+                # cpu and cpuacct are symlinks to one hierarchy: the second visit finds it gone.
+                with contextlib.suppress(FileNotFoundError):
+                    path.rmdir()
 
     def exec(self, host: str, command: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
         return run(["docker", "exec", self.name(host), *command], check=check)
