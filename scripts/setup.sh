@@ -32,6 +32,7 @@ if [ "${1:-}" = "--test" ]; then
   PYTHON="$VENV/bin/python" bash scripts/install-pymesos.sh
   bash scripts/install-fault-test-deps.sh
   bash scripts/install-checkov.sh
+  bash scripts/install-ansible.sh
 else
   "$VENV/bin/pip" install -q -e .
 fi
