@@ -25,13 +25,14 @@ from master.api.models import (
     JobDescriptor,
     TaskUpdate,
 )
-from master.core import placement, states
+from master.core import states
 from master.core.entities import TAIL_LIMIT, Job, Task
 from master.core.retry import retries_allowed, retry_delay_ms
 from master.core.states import IllegalTransition, Status, StatusMachine
 from master.groups import DEFAULT_GROUP, CapacityGroup, InstanceGroup, default_group
 from master.resource_backend import NativeBackend, ResourceBackend
 from master.scheduler import model as sched
+from master.scheduler.model import Resources
 from master.scheduler.placement import schedule as place
 from master.store.base import JobStore, PendingWrite, StaleEpoch, StoreError, Write
 
@@ -59,7 +60,7 @@ class StaleSession(Exception):
 @dataclass
 class Agent:
     id: str
-    resources: placement.Resources
+    resources: Resources
     attributes: dict[str, str]
     session_epoch: int
     registered_ms: int
@@ -84,8 +85,8 @@ class Agent:
     def schedulable(self) -> bool:
         return self.registered and not self.lost and not self.stale_tasks and not self.unavailable_reason
 
-    def to_wire(self, used: placement.Resources, task_ids: list[str]) -> dict[str, Any]:
-        def res(r: placement.Resources) -> dict[str, Any]:
+    def to_wire(self, used: Resources, task_ids: list[str]) -> dict[str, Any]:
+        def res(r: Resources) -> dict[str, Any]:
             return {"cpu": r.cpu, "memoryMB": r.memory_mb, "diskMB": r.disk_mb, "networkMbps": r.network_mbps}
 
         state = "Lost" if self.lost else "Registered" if self.registered else "AwaitingRegistration"
@@ -123,9 +124,9 @@ def engine_resources(job: Job) -> sched.Resources:
     return sched.Resources(float(r.cpu), r.memoryMB, r.diskMB, r.networkMbps, r.gpu)
 
 
-def task_resources(job: Job) -> placement.Resources:
+def task_resources(job: Job) -> Resources:
     r = job.descriptor.container.resources
-    return placement.Resources(float(r.cpu), r.memoryMB, r.diskMB, r.networkMbps)
+    return Resources(float(r.cpu), r.memoryMB, r.diskMB, r.networkMbps)
 
 
 class JobManager:
@@ -204,7 +205,7 @@ class JobManager:
                     and task.agent_id not in self.agents
                 ):
                     self.agents[task.agent_id] = Agent(
-                        task.agent_id, placement.ZERO, {}, 0, now, now, registered=False
+                        task.agent_id, Resources(), {}, 0, now, now, registered=False
                     )
         log.info("leader epoch %d: loaded %d jobs, %d tasks", self.epoch, len(self.jobs), len(self.tasks))
         self.schedule_wanted.set()
@@ -642,7 +643,7 @@ class JobManager:
             previous = self.agents.get(reg.id)
             agent = Agent(
                 reg.id,
-                placement.Resources(float(res.cpu), res.memoryMB, res.diskMB, res.networkMbps),
+                Resources(float(res.cpu), res.memoryMB, res.diskMB, res.networkMbps),
                 dict(reg.attributes),
                 session,
                 now,
@@ -847,11 +848,11 @@ class JobManager:
                 views.append(view)
             return views
 
-    def _used(self, agent_id: str) -> placement.Resources:
-        used = placement.ZERO
+    def _used(self, agent_id: str) -> Resources:
+        used = Resources()
         for t in self.tasks.values():
             if t.agent_id == agent_id and t.state in states.TASK_ON_AGENT:
-                used = used.plus(task_resources(self.jobs[t.job_id]))
+                used = used.add(task_resources(self.jobs[t.job_id]))
         return used
 
     # =============================================================================== scheduling

@@ -20,7 +20,8 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from master.api.models import TaskUpdate
-from master.core import placement, states
+from master.core import states
+from master.scheduler.model import Resources
 from master.store.base import Write
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ class NativeBackend:
 _IMPLEMENTS: type[ResourceBackend] = NativeBackend
 
 
-def offered_agent(manager: JobManager, agent_id: str, free: placement.Resources,
+def offered_agent(manager: JobManager, agent_id: str, free: Resources,
                   attributes: Mapping[str, str]) -> None:
     """Show the engine an externally managed agent with `free` resources on top of what our tasks use there.
 
@@ -68,7 +69,7 @@ def offered_agent(manager: JobManager, agent_id: str, free: placement.Resources,
     now = manager.clock()
     with manager.lock:
         agent = manager.agents.get(agent_id)
-        total = free.plus(manager._used(agent_id))
+        total = free.add(manager._used(agent_id))
         writes: list[Write] = []
         if agent is None:
             agent = Agent(agent_id, total, dict(attributes), 0, now, now)

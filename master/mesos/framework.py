@@ -39,8 +39,9 @@ from pymesos import MesosSchedulerDriver, Scheduler
 
 from master import resource_backend as seam
 from master.api.models import TaskUpdate
-from master.core import placement, states
+from master.core import states
 from master.mesos import model
+from master.scheduler.model import Resources
 
 if TYPE_CHECKING:
     from master.job_manager import JobManager
@@ -95,7 +96,7 @@ class MesosBackend:
         for agent_id, entries in seam.snapshot(self.manager).items():
             # Tasks an earlier leader placed: we cannot know whether it sent them, so reconciliation decides.
             self._sent.update(e["taskId"] for e in entries)
-            seam.offered_agent(self.manager, agent_id, placement.ZERO, {})
+            seam.offered_agent(self.manager, agent_id, Resources(), {})
             self._known_agents.add(agent_id)
         self._start_driver()
         self._worker.start()
@@ -200,7 +201,7 @@ class MesosBackend:
             self._call(lambda d: d.killTask({"value": task_id}))
         elif ours and update is not None and agent_id:
             if seam.agent_of(self.manager, agent_id) is None:
-                seam.offered_agent(self.manager, agent_id, placement.ZERO, {})
+                seam.offered_agent(self.manager, agent_id, Resources(), {})
             seam.apply_updates(self.manager, agent_id, [update])
         if state in model.TERMINAL_MESOS_STATES:
             with self._lock:

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from master.api.models import TaskUpdate
-from master.core import placement, states
+from master.core import states
+from master.scheduler.model import Resources
 
 #: Scalar resource name under which Mesos agents advertise network bandwidth in Mbps
 #: (`--resources=...;network_bandwidth:1000`); Mesos has no built-in one.
@@ -54,7 +55,7 @@ class Offer:
     offer_id: str
     agent_id: str
     hostname: str
-    resources: placement.Resources
+    resources: Resources
     ports: tuple[tuple[int, int], ...]
     attributes: Mapping[str, str]
     allocation_info: Mapping[str, Any] | None = None
@@ -95,7 +96,7 @@ def parse_offer(offer: Mapping[str, Any], role: str, now_s: float) -> Offer:
     return Offer(
         offer_id=offer["id"]["value"], agent_id=offer["agent_id"]["value"],
         hostname=str(offer.get("hostname", "")),
-        resources=placement.Resources(round(cpu, 3), int(mem), int(disk), int(net)), ports=tuple(ports),
+        resources=Resources(round(cpu, 3), int(mem), int(disk), int(net)), ports=tuple(ports),
         attributes=attributes, allocation_info=allocation, received_s=now_s,
         raw_resources=tuple(offer.get("resources", [])))
 
@@ -118,10 +119,10 @@ def parse_attributes(attributes: Iterable[Mapping[str, Any]]) -> dict[str, str]:
     return out
 
 
-def total(offers: Iterable[Offer]) -> placement.Resources:
-    out = placement.ZERO
+def total(offers: Iterable[Offer]) -> Resources:
+    out = Resources()
     for o in offers:
-        out = out.plus(o.resources)
+        out = out.add(o.resources)
     return out
 
 

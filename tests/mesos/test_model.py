@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from master.core import placement
 from master.mesos import model
+from master.scheduler.model import Resources
 from tests.mesos.emulator import offer, scalar
 
 
@@ -45,7 +45,7 @@ def test_offer_counts_unreserved_and_own_role_resources_only() -> None:
     volume = {**scalar("disk", 500), "disk": {"persistence": {"id": "v"}}}
     parsed = model.parse_offer(offer("o-1", "a-1", cpus=2, mem=1024, disk=2000, network=300,
                                      extra=[other_role, ours, volume]), "titus", 0.0)
-    assert parsed.resources == placement.Resources(3.0, 1024, 2000, 300)
+    assert parsed.resources == Resources(3.0, 1024, 2000, 300)
     assert parsed.ports == ((31000, 32000),)
     assert parsed.attributes == {"zone": "us-east-1a", "instanceType": "m5.xlarge", "tier": "flex",
                                  "hostname": "a-1.example"}

@@ -63,7 +63,8 @@ class TestCreateKwargs:
         )
         assert kw["labels"] == {"titus.task_id": "t-1", "titus.job_id": "j-1", "titus.agent_id": "agent-a"}
         assert kw["name"] == "titus-t-1"
-        assert (kw["entrypoint"], kw["command"], kw["environment"]) == (["sh", "-c"], ["echo hi"], {"A": "1"})
+        assert (kw["entrypoint"], kw["command"]) == (["sh", "-c"], ["echo hi"])
+        assert kw["environment"] == {"TITUS_TASK_ID": "t-1", "TITUS_JOB_ID": "j-1", "A": "1"}
 
     def test_empty_entrypoint_and_command_keep_the_images(self) -> None:
         kw = create_kwargs(spec(), "a", ContainerPolicy())
