@@ -9,6 +9,7 @@ test hosts), and every check runs inside a container through `docker exec`, neve
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -103,18 +104,34 @@ class ContainerHosts:
     workdir: Path
     network: str = ""
     started: list[str] = field(default_factory=list)
+    cache: Path = CACHE
+    _cache_lock: Any = None
 
     def name(self, host: str) -> str:
         return f"{self.prefix}-{host}"
 
+    def claim_cache(self) -> None:
+        """Use the shared download cache unless another run holds it (two runs' apt processes must not
+        share an archive directory); then this run gets a private, empty one."""
+        CACHE.mkdir(parents=True, exist_ok=True)
+        lock = (CACHE / ".lock").open("w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            self.cache = self.workdir / "cache"
+            return
+        self._cache_lock = lock
+
     def start(self) -> None:
+        self.claim_cache()
         self.network = f"{self.prefix}-net"
         run(["docker", "network", "create", self.network])
         for host in self.hosts:
             container = self.name(host)
-            apt_cache = CACHE / "apt" / host
+            apt_cache = self.cache / "apt" / host
             apt_cache.mkdir(parents=True, exist_ok=True)
-            (CACHE / "pip").mkdir(parents=True, exist_ok=True)
+            (self.cache / "pip").mkdir(parents=True, exist_ok=True)
             # systemd as PID 1 needs a writable view of its own cgroup (cgroup v1 host) and tmpfs /run.
             # No --privileged: the hosts get docker's default capabilities, like any container.
             run([
@@ -122,7 +139,7 @@ class ContainerHosts:
                 "--network", self.network, "--stop-signal", "SIGRTMIN+3",
                 "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
                 "--tmpfs", "/run", "--tmpfs", "/run/lock", "--memory", "2g",
-                "-v", f"{apt_cache}:/var/cache/apt/archives", "-v", f"{CACHE / 'pip'}:/root/.cache/pip",
+                "-v", f"{apt_cache}:/var/cache/apt/archives", "-v", f"{self.cache / 'pip'}:/root/.cache/pip",
                 IMAGE,
             ])
             self.started.append(container)
@@ -138,6 +155,8 @@ class ContainerHosts:
         if self.network:
             subprocess.run(["docker", "network", "rm", self.network], capture_output=True, check=False)
         self.remove_task_cgroups()
+        if self._cache_lock is not None:
+            self._cache_lock.close()
 
     def remove_task_cgroups(self) -> None:
         """The agents' cgroups live in this machine's hierarchy (the hosts share it to boot systemd);
