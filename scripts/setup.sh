@@ -14,7 +14,7 @@ need_apt=()
 command -v python3 >/dev/null || need_apt+=(python3)
 python3 -c "import venv, ensurepip" 2>/dev/null || need_apt+=(python3-venv)
 if [ "${1:-}" = "--test" ]; then
-  for cmd_pkg in ip:iproute2 iptables:iptables bash:bash pgrep:procps; do
+  for cmd_pkg in ip:iproute2 iptables:iptables bash:bash pgrep:procps vagrant:vagrant debootstrap:debootstrap; do
     command -v "${cmd_pkg%%:*}" >/dev/null || need_apt+=("${cmd_pkg#*:}")
   done
 fi
