@@ -831,14 +831,19 @@ class JobManager:
 
     def agent_views(self) -> list[dict[str, Any]]:
         with self.lock:
+            # One pass over the tasks for every agent, not two per agent.
+            on_agent: dict[str, list[Task]] = {}
+            for t in self.tasks.values():
+                if t.agent_id is not None and t.state in states.TASK_ON_AGENT:
+                    on_agent.setdefault(t.agent_id, []).append(t)
             views = []
             for a in sorted(self.agents.values(), key=lambda a: a.id):
-                task_ids = [
-                    t.id
-                    for t in self.tasks.values()
-                    if t.agent_id == a.id and t.state in states.TASK_ON_AGENT
-                ]
-                view = a.to_wire(self._used(a.id), task_ids)
+                mine = on_agent.get(a.id, [])
+                used = Resources()
+                for t in mine:
+                    used = used.add(task_resources(self.jobs[t.job_id]))
+                task_ids = [t.id for t in mine]
+                view = a.to_wire(used, task_ids)
                 view["lifecycle"] = self.agent_lifecycle(a)
                 view["lifecycleDetail"] = a.lifecycle_detail
                 group = self.instance_groups.get(view["instanceGroupId"])
