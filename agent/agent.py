@@ -34,6 +34,7 @@ class AgentConfig:
     disk_mb: int
     network_mbps: int
     attributes: dict[str, str] = field(default_factory=dict)
+    gpu: int = 0  # GPUs this host offers (TITUS_AGENT_GPUS); the master places gpu requests on them
     unknown_task_grace_s: float = 5.0
     poll_wait_ms: int = 20_000
     report_interval_s: float = 1.0

@@ -62,7 +62,7 @@ class MasterClient:
         return self._call("POST", "/register", self.timeout_s, json={
             "id": config.agent_id,
             "resources": {"cpu": config.cpu, "memoryMB": config.memory_mb, "diskMB": config.disk_mb,
-                          "networkMbps": config.network_mbps},
+                          "networkMbps": config.network_mbps, "gpu": config.gpu},
             "attributes": config.attributes, "runningTaskIds": running, "exitedTaskIds": exited or []})
 
     def desired_set(self, agent_id: str, session: int, since: int, wait_ms: int) -> dict[str, Any]:

@@ -13,8 +13,8 @@ import secrets
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from master.api.models import (
@@ -26,15 +26,20 @@ from master.api.models import (
     TaskUpdate,
 )
 from master.core import states
+from master.core.agent import Agent
 from master.core.entities import TAIL_LIMIT, Job, Task
 from master.core.retry import retries_allowed, retry_delay_ms
 from master.core.states import IllegalTransition, Status, StatusMachine
+from master.events import Change, EventLog
 from master.groups import DEFAULT_GROUP, CapacityGroup, InstanceGroup, default_group
 from master.resource_backend import NativeBackend, ResourceBackend
 from master.scheduler import model as sched
 from master.scheduler.model import Resources
 from master.scheduler.placement import schedule as place
+from master.snapshot import SnapshotBuilder, job_resources
+from master.state import TaskIndex
 from master.store.base import JobStore, PendingWrite, StaleEpoch, StoreError, Write
+from master.timers import TaskTimers
 
 log = logging.getLogger("titus.master")
 
@@ -58,58 +63,6 @@ class StaleSession(Exception):
 
 
 @dataclass
-class Agent:
-    id: str
-    resources: Resources
-    attributes: dict[str, str]
-    session_epoch: int
-    registered_ms: int
-    last_heartbeat_ms: int
-    lost: bool = False
-    version: int = 1  # bumped whenever the agent's desired set changes; agents long-poll on it
-    host: dict[str, float] = field(default_factory=dict)
-    log_requests: set[str] = field(default_factory=set)
-    lifecycle: str = "Active"  # an operator's or the capacity controller's phase-out of this one agent
-    lifecycle_detail: str = ""
-    record_version: int = 0  # version of the stored lifecycle record
-    idle_since_ms: int | None = None  # when its last task left; None while it runs something
-    # False for an agent known only from its tasks after a master restart: it must register within the
-    # heartbeat timeout, or it is declared lost and its tasks are replaced.
-    registered: bool = True
-    # Tasks the agent runs that the master no longer wants there (it was declared lost and they were
-    # replaced). The agent gets no new work until its reports show them gone: fencing by task id.
-    stale_tasks: set[str] = field(default_factory=set)
-    unavailable_reason: str = ""  # the agent's own word on why it takes no new work (e.g. memory short)
-
-    @property
-    def schedulable(self) -> bool:
-        return self.registered and not self.lost and not self.stale_tasks and not self.unavailable_reason
-
-    def to_wire(self, used: Resources, task_ids: list[str]) -> dict[str, Any]:
-        def res(r: Resources) -> dict[str, Any]:
-            return {"cpu": r.cpu, "memoryMB": r.memory_mb, "diskMB": r.disk_mb, "networkMbps": r.network_mbps}
-
-        state = "Lost" if self.lost else "Registered" if self.registered else "AwaitingRegistration"
-        return {
-            "id": self.id,
-            "state": state,
-            "acceptingWork": self.schedulable,
-            "unavailableReason": self.unavailable_reason,
-            "staleTaskIds": sorted(self.stale_tasks),
-            "lifecycle": "Active",
-            "tier": self.attributes.get("tier", "flex"),
-            "instanceGroupId": self.attributes.get("instanceGroup", "default"),
-            "resources": res(self.resources),
-            "used": res(used),
-            "attributes": dict(self.attributes),
-            "taskIds": task_ids,
-            "lastHeartbeat": self.last_heartbeat_ms,
-            "registeredAt": self.registered_ms,
-            "host": dict(self.host),
-        }
-
-
-@dataclass
 class Settings:
     heartbeat_timeout_ms: int = 15_000
     launch_timeout_ms: int = 60_000
@@ -119,14 +72,18 @@ class Settings:
     log_wait_s: float = 5.0
 
 
-def engine_resources(job: Job) -> sched.Resources:
-    r = job.descriptor.container.resources
-    return sched.Resources(float(r.cpu), r.memoryMB, r.diskMB, r.networkMbps, r.gpu)
+# One conversion of a job's resources, GPUs included (they used to be dropped here and at registration).
+engine_resources = job_resources
+task_resources = job_resources
 
 
-def task_resources(job: Job) -> Resources:
-    r = job.descriptor.container.resources
-    return Resources(float(r.cpu), r.memoryMB, r.diskMB, r.networkMbps)
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    """A store batch in flight and the domain events it becomes once durable."""
+
+    pending: PendingWrite
+    changes: list[Change]
+    ticket: int
 
 
 class JobManager:
@@ -135,7 +92,10 @@ class JobManager:
         self.clock = clock
         self.settings = settings or Settings()
         self.lock = threading.RLock()
-        self.changed = threading.Condition(self.lock)  # agents' long polls and log waits
+        # Each agent's long poll waits on its own condition (all share the one lock), so a change for one
+        # agent wakes only that agent's poll; log uploads have theirs.
+        self._agent_changed: dict[str, threading.Condition] = {}
+        self._logs_changed = threading.Condition(self.lock)
         self.jobs: dict[str, Job] = {}
         self.tasks: dict[str, Task] = {}
         self.tasks_by_job: dict[str, dict[str, Task]] = {}
@@ -161,12 +121,32 @@ class JobManager:
         self._agent_lifecycles: dict[str, tuple[str, str, int]] = {}  # stored phase-outs, applied on register
         # Where resources come from and how desired sets reach the hosts (master/resource_backend.py).
         self.backend: ResourceBackend = NativeBackend()
+        # Derived state, maintained from every task write (master/state.py, master/timers.py), and the
+        # engine's input built from it (master/snapshot.py).
+        self.index = TaskIndex()
+        self.events = EventLog(clock)
+        self.timers = TaskTimers()
+        self.snapshots = SnapshotBuilder()
+        self._task_job: dict[str, str] = {}  # every task held in memory (active, recent, archived) -> job
 
     def close(self) -> None:
         """Release long polls at once so the HTTP server can stop without waiting them out."""
         with self.lock:
             self.closing = True
-            self.changed.notify_all()
+            for cond in self._agent_changed.values():
+                cond.notify_all()
+            self._logs_changed.notify_all()
+
+    def _agent_condition(self, agent_id: str) -> threading.Condition:
+        cond = self._agent_changed.get(agent_id)
+        if cond is None:
+            cond = self._agent_changed[agent_id] = threading.Condition(self.lock)
+        return cond
+
+    def _wake_agent(self, agent_id: str) -> None:
+        cond = self._agent_changed.get(agent_id)
+        if cond is not None:
+            cond.notify_all()
 
     # ================================================================================ start-up
     def start(self) -> None:
@@ -195,6 +175,7 @@ class JobManager:
                 if task.job_id in self.jobs:
                     self.tasks[task.id] = task
                     self.tasks_by_job[task.job_id][task.id] = task
+                    self._task_job[task.id] = task.job_id
             # Agents are not persisted, only the tasks placed on them. An agent that holds tasks gets the
             # heartbeat timeout, counted from now, to register again; otherwise it is lost as usual.
             now = self.clock()
@@ -207,26 +188,40 @@ class JobManager:
                     self.agents[task.agent_id] = Agent(
                         task.agent_id, Resources(), {}, 0, now, now, registered=False
                     )
+            for task in self.tasks.values():
+                self._observe(task)
         log.info("leader epoch %d: loaded %d jobs, %d tasks", self.epoch, len(self.jobs), len(self.tasks))
         self.schedule_wanted.set()
 
     # ============================================================================ write plumbing
-    def _queue(self, writes: list[Write]) -> PendingWrite:
+    def _queue(self, writes: list[Write]) -> _Queued:
         if self.fenced:
             raise NotLeader("this master is fenced and may not write")
         pending = self.store.begin_apply(self.epoch, writes)
         with self._settled:
             self._in_flight += 1
-        return pending
+        changes = [
+            Change(
+                w.kind,
+                w.id,
+                w.expected_version + 1,
+                str(w.record.get("status", {}).get("state", "")) if w.kind in ("job", "task") else "",
+                w.archived,
+            )
+            for w in writes
+        ]
+        return _Queued(pending, changes, self.events.reserve())
 
     def wait_writes_settled(self, timeout_s: float) -> bool:
         """After fencing: wait until every queued write is durable or refused (graceful handoff)."""
         with self._settled:
             return self._settled.wait_for(lambda: self._in_flight == 0, timeout=timeout_s)
 
-    def _wait(self, pending: PendingWrite) -> None:
+    def _wait(self, queued: _Queued) -> None:
+        published: list[Change] = []
         try:
-            pending.wait()
+            queued.pending.wait()
+            published = queued.changes  # only what the store has: DESIGN.md #3 and #5
         except StaleEpoch as exc:
             self._fence(f"a newer leader exists: {exc}")
             raise NotLeader(str(exc)) from exc
@@ -235,6 +230,7 @@ class JobManager:
             self._fence(f"store write failed: {exc}")
             raise NotLeader(str(exc)) from exc
         finally:
+            self.events.publish(queued.ticket, published)
             with self._settled:
                 self._in_flight -= 1
                 if self._in_flight == 0:
@@ -256,11 +252,20 @@ class JobManager:
         job.version += 1
         return w
 
-    @staticmethod
-    def _task_write(task: Task, archived: bool = False) -> Write:
+    def _task_write(self, task: Task, archived: bool = False) -> Write:
+        """The one point every task change passes: queue its write and bring the indexes in line."""
         w = Write("task", task.id, task.version, task.to_record(), archived)
         task.version += 1
+        self._observe(task)
         return w
+
+    def _observe(self, task: Task) -> None:
+        job = self.jobs[task.job_id]
+        agent = self.agents.get(task.agent_id) if task.agent_id is not None else None
+        zone = agent.attributes.get("zone", "") if agent is not None else ""
+        self.index.observe(task, job_resources(job), job.descriptor.capacityGroup, zone)
+        batch = job.descriptor.batch
+        self.timers.observe(task, batch.runtimeLimitSec * 1000 if batch is not None else None)
 
     # ================================================================================= jobs API
     def submit(self, descriptor: JobDescriptor, idempotency_key: str | None = None) -> tuple[str, bool]:
@@ -405,6 +410,7 @@ class JobManager:
             task.pending_reason = f"waiting {delay_ms} ms before retry {task.retries_done}"
         self.tasks[task.id] = task
         self.tasks_by_job[job.id][task.id] = task
+        self._task_job[task.id] = job.id
         writes.append(self._task_write(task))
         if delay_ms:
             self._delayed[task.id] = task.not_before_ms
@@ -467,6 +473,7 @@ class JobManager:
         finished = [t for t in tasks.values() if not t.active]
         for old in finished[: max(0, len(finished) - self.settings.finished_tasks_per_job)]:
             del tasks[old.id]
+            self._task_job.pop(old.id, None)
 
     def _reconcile_job(self, job: Job, now: int, writes: list[Write]) -> None:
         """Bring a job's tasks in line with its spec: create, scale down, or finish the job."""
@@ -522,8 +529,11 @@ class JobManager:
         tasks = list(self.tasks_by_job.pop(job.id).values())
         del self.jobs[job.id]
         self.archived[job.id] = (job, tasks)
+        self.snapshots.forget_job(job.id)
         while len(self.archived) > self.settings.archive_memory_jobs:
-            self.archived.popitem(last=False)
+            _, (_, evicted) = self.archived.popitem(last=False)
+            for t in evicted:
+                self._task_job.pop(t.id, None)
 
     def _active_job(self, job_id: str) -> Job:
         job = self.jobs.get(job_id)
@@ -576,13 +586,13 @@ class JobManager:
         return job
 
     def _find_archived_task(self, task_id: str) -> Task | None:
-        for tasks in self.tasks_by_job.values():
-            if task_id in tasks:
-                return tasks[task_id]
-        for _, tasks_list in self.archived.values():
-            for t in tasks_list:
-                if t.id == task_id:
-                    return t
+        job_id = self._task_job.get(task_id)
+        if job_id is None:
+            return None
+        if job_id in self.tasks_by_job:
+            return self.tasks_by_job[job_id].get(task_id)
+        if job_id in self.archived:
+            return next((t for t in self.archived[job_id][1] if t.id == task_id), None)
         return None
 
     def list_tasks(self, job_ids: set[str] | None, task_states: set[str] | None) -> list[dict[str, Any]]:
@@ -620,8 +630,10 @@ class JobManager:
             agent.log_requests.add(task_id)
             agent.version += 1
             self._log_uploads.pop(task_id, None)
-            self.changed.notify_all()
-            self.changed.wait_for(lambda: task_id in self._log_uploads, timeout=self.settings.log_wait_s)
+            self._wake_agent(agent.id)
+            self._logs_changed.wait_for(
+                lambda: task_id in self._log_uploads or self.closing, timeout=self.settings.log_wait_s
+            )
             upload = self._log_uploads.pop(task_id, None)
             agent.log_requests.discard(task_id)
             if upload is None or not upload[2]:
@@ -632,7 +644,7 @@ class JobManager:
     def _bump_agent(self, agent_id: str | None) -> None:
         if agent_id is not None and agent_id in self.agents:
             self.agents[agent_id].version += 1
-            self.changed.notify_all()
+            self._wake_agent(agent_id)
             self.backend.agent_changed(agent_id)
 
     def register_agent(self, reg: AgentRegistration) -> dict[str, Any]:
@@ -643,7 +655,7 @@ class JobManager:
             previous = self.agents.get(reg.id)
             agent = Agent(
                 reg.id,
-                Resources(float(res.cpu), res.memoryMB, res.diskMB, res.networkMbps),
+                Resources(float(res.cpu), res.memoryMB, res.diskMB, res.networkMbps, res.gpu),
                 dict(reg.attributes),
                 session,
                 now,
@@ -652,6 +664,7 @@ class JobManager:
             )
             self.agents[reg.id] = agent
             self._full_pass = True
+            self.index.rezone(reg.id, agent.attributes.get("zone", ""))
             if previous is not None:
                 agent.lifecycle, agent.lifecycle_detail = previous.lifecycle, previous.lifecycle_detail
                 agent.record_version, agent.idle_since_ms = previous.record_version, previous.idle_since_ms
@@ -661,9 +674,7 @@ class JobManager:
             self._instance_group_for(agent, writes)
             running = set(reg.runningTaskIds)
             known = running | set(reg.exitedTaskIds)  # exited ones get their real end in the next report
-            mine = [
-                t for t in self.tasks.values() if t.agent_id == reg.id and t.state in states.TASK_ON_AGENT
-            ]
+            mine = list(self.index.on_agent(reg.id))
             # What the agent runs that is not wanted there any more (it was lost and its tasks were replaced)
             # must die before it gets new work.
             agent.stale_tasks = running - {t.id for t in mine}
@@ -694,7 +705,7 @@ class JobManager:
                     self._finished(task, now, writes)
                     self._reconcile_job(self.jobs[task.job_id], now, writes)
             pending = self._queue(writes)
-            self.changed.notify_all()
+            self._wake_agent(reg.id)
         self._wait(pending)
         self.schedule_wanted.set()
         log.info("agent %s registered (session %d, %d running)", reg.id, session, len(running))
@@ -715,15 +726,13 @@ class JobManager:
         with self.lock:
             agent = self._agent_session(agent_id, session)
             if agent.version == since:
-                self.changed.wait_for(
+                self._agent_condition(agent_id).wait_for(
                     lambda: agent.version != since or self.agents.get(agent_id) is not agent or self.closing,
                     timeout=wait_s,
                 )
             agent = self._agent_session(agent_id, session)
             tasks = []
-            for task in self.tasks.values():
-                if task.agent_id != agent_id or task.state not in states.TASK_ON_AGENT:
-                    continue
+            for task in self.index.on_agent(agent_id):
                 job = self.jobs[task.job_id]
                 c = job.descriptor.container
                 batch = job.descriptor.batch
@@ -827,23 +836,14 @@ class JobManager:
         with self.lock:
             self._agent_session(agent_id, session)
             self._log_uploads[task_id] = (stdout, stderr, found)
-            self.changed.notify_all()
+            self._logs_changed.notify_all()
 
     def agent_views(self) -> list[dict[str, Any]]:
         with self.lock:
-            # One pass over the tasks for every agent, not two per agent.
-            on_agent: dict[str, list[Task]] = {}
-            for t in self.tasks.values():
-                if t.agent_id is not None and t.state in states.TASK_ON_AGENT:
-                    on_agent.setdefault(t.agent_id, []).append(t)
             views = []
             for a in sorted(self.agents.values(), key=lambda a: a.id):
-                mine = on_agent.get(a.id, [])
-                used = Resources()
-                for t in mine:
-                    used = used.add(task_resources(self.jobs[t.job_id]))
-                task_ids = [t.id for t in mine]
-                view = a.to_wire(used, task_ids)
+                task_ids = [t.id for t in self.index.on_agent(a.id)]
+                view = a.to_wire(self.index.used_by(a.id), task_ids)
                 view["lifecycle"] = self.agent_lifecycle(a)
                 view["lifecycleDetail"] = a.lifecycle_detail
                 group = self.instance_groups.get(view["instanceGroupId"])
@@ -854,11 +854,7 @@ class JobManager:
             return views
 
     def _used(self, agent_id: str) -> Resources:
-        used = Resources()
-        for t in self.tasks.values():
-            if t.agent_id == agent_id and t.state in states.TASK_ON_AGENT:
-                used = used.add(task_resources(self.jobs[t.job_id]))
-        return used
+        return self.index.used_by(agent_id)
 
     # =============================================================================== scheduling
     def schedule_once(self) -> int:
@@ -868,7 +864,7 @@ class JobManager:
             if self.fenced:
                 return 0
             if self._full_pass:
-                candidates: Iterable[Task] = self.tasks.values()
+                candidates: Iterable[Task] = (self.tasks[i] for i in self.index.by_state[states.ACCEPTED])
             else:
                 candidates = (self.tasks[i] for i in self._new_pending if i in self.tasks)
             pending = [t for t in candidates if t.state == states.ACCEPTED and t.not_before_ms <= now]
@@ -898,67 +894,25 @@ class JobManager:
         return len(reply.assignments)
 
     def _schedule_request(self, pending: list[Task], now: int) -> sched.ScheduleRequest:
-        """Snapshot the cluster as the engine's plain data (DESIGN.md #6: the engine does no I/O)."""
-        used: dict[str, sched.Resources] = {}
-        job_counts: dict[str, dict[str, int]] = {}
-        zone_counts: dict[str, dict[str, int]] = {}
-        group_used: dict[str, sched.Resources] = {}
-        for t in self.tasks.values():
-            if t.state not in states.TASK_ON_AGENT or t.agent_id not in self.agents:
-                continue
-            job = self.jobs[t.job_id]
-            res = engine_resources(job)
-            used[t.agent_id] = used.get(t.agent_id, sched.Resources()).add(res)
-            per_job = job_counts.setdefault(t.agent_id, {})
-            per_job[t.job_id] = per_job.get(t.job_id, 0) + 1
-            zone = self.agents[t.agent_id].attributes.get("zone", "")
-            per_zone = zone_counts.setdefault(t.job_id, {})
-            per_zone[zone] = per_zone.get(zone, 0) + 1
-            group_name = job.descriptor.capacityGroup
-            group_used[group_name] = group_used.get(group_name, sched.Resources()).add(res)
-        agents = []
-        for a in self.agents.values():
-            if not a.schedulable:
-                continue
+        """The cluster as the engine's plain data (DESIGN.md #6), from the indexes and the snapshot cache."""
+
+        def tier_of(a: Agent) -> str:
             group = self.instance_groups.get(a.attributes.get("instanceGroup", "default"))
-            tier = group.tier if group is not None else a.attributes.get("tier", "flex")
-            r = a.resources
-            agents.append(
-                sched.AgentView(
-                    agent_id=a.id,
-                    instance_group=a.attributes.get("instanceGroup", "default"),
-                    tier="critical" if tier == "critical" else "flex",
-                    lifecycle=self.agent_lifecycle(a),  # type: ignore[arg-type]
-                    total=sched.Resources(r.cpu, r.memory_mb, r.disk_mb, r.network_mbps),
-                    used=used.get(a.id, sched.Resources()),
-                    attributes={**a.attributes, "id": a.id},
-                    job_task_counts=job_counts.get(a.id, {}),
-                    exclusive=any(self._exclusive(self.jobs[j]) for j in job_counts.get(a.id, {})),
-                )
-            )
-        tasks = []
-        for t in pending:
-            job = self.jobs[t.job_id]
-            c = job.descriptor.container
-            tier = self.tier_of_group(job.descriptor.capacityGroup)
-            tasks.append(
-                sched.PendingTask(
-                    task_id=t.id,
-                    job_id=t.job_id,
-                    resources=engine_resources(job),
-                    capacity_group=job.descriptor.capacityGroup,
-                    tier="critical" if tier == "critical" else "flex",
-                    hard_constraints=c.hardConstraints.constraints,
-                    soft_constraints=c.softConstraints.constraints,
-                    spread=tier == "critical" and job.descriptor.service is not None,
-                )
-            )
+            return group.tier if group is not None else a.attributes.get("tier", "flex")
+
+        agents = self.snapshots.agent_views(
+            self.agents.values(), self.index, self.agent_lifecycle, tier_of, self.jobs
+        )
+        tasks = self.snapshots.pending_tasks(pending, self.jobs, self.tier_of_group)
+        zone_counts = {
+            t.job_id: self.index.zone_counts[t.job_id] for t in pending if t.job_id in self.index.zone_counts
+        }
         groups = [
             sched.CapacityGroupView(
                 g.name,
                 "critical" if g.tier == "critical" else "flex",
                 g.reservation,
-                group_used.get(g.name, sched.Resources()),
+                self.index.group_used.get(g.name, sched.Resources()),
             )
             for g in self.capacity_groups.values()
         ]
@@ -1015,71 +969,60 @@ class JobManager:
                     log.warning(
                         "agent %s lost: no heartbeat for %d ms", agent.id, now - agent.last_heartbeat_ms
                     )
-                    for task in [t for t in self.tasks.values() if t.agent_id == agent.id]:
+                    for task in list(self.index.on_agent(agent.id)):
                         reason = task.kill_reason or states.REASON_LOST
                         task.machine.move(states.FINISHED, reason, f"agent {agent.id} lost", now)
                         self._finished(task, now, writes)
                         self._reconcile_job(self.jobs[task.job_id], now, writes)
             # A new leader knows only the agents that registered with it: tasks on an agent that has not
             # come back within a heartbeat timeout of the takeover are lost, as if it had stopped beating.
-            orphans_due = now - self.leading_since_ms > self.settings.heartbeat_timeout_ms
-            for task in list(self.tasks.values()):
-                job = self.jobs[task.job_id]
-                batch = job.descriptor.batch
-                if (
-                    orphans_due
-                    and task.agent_id is not None
-                    and task.agent_id not in self.agents
-                    and task.state in states.TASK_ON_AGENT
-                ):
-                    task.machine.move(
-                        states.FINISHED,
-                        task.kill_reason or states.REASON_LOST,
-                        f"agent {task.agent_id} did not register with the new leader",
-                        now,
-                    )
-                    self._finished(task, now, writes)
-                    self._reconcile_job(job, now, writes)
-                elif (
-                    task.state == states.STARTED
-                    and batch is not None
-                    and task.started_ms is not None
-                    and not task.kill_reason
-                    and now - task.started_ms > batch.runtimeLimitSec * 1000
-                ):
-                    self._kill(
-                        task,
-                        states.REASON_RUNTIME_LIMIT,
-                        f"ran longer than runtimeLimitSec={batch.runtimeLimitSec}",
-                        now,
-                        writes,
-                    )
-                elif (
-                    task.state == states.LAUNCHED
-                    and now - task.machine.status.timestamp_ms > self.settings.launch_timeout_ms
-                ):
-                    task.machine.move(
-                        states.FINISHED,
-                        states.REASON_STUCK,
-                        f"no progress from Launched in {self.settings.launch_timeout_ms} ms",
-                        now,
-                    )
-                    self._bump_agent(task.agent_id)
-                    self._finished(task, now, writes)
-                    self._reconcile_job(job, now, writes)
-                elif (
-                    task.state == states.START_INITIATED
-                    and not task.kill_reason
-                    and now - task.machine.status.timestamp_ms > self.settings.launch_timeout_ms
-                ):
-                    # The agent has it, so it must confirm the end: a replacement must not start meanwhile.
-                    self._kill(
-                        task,
-                        states.REASON_STUCK,
-                        f"no progress from StartInitiated in {self.settings.launch_timeout_ms} ms",
-                        now,
-                        writes,
-                    )
+            if now - self.leading_since_ms > self.settings.heartbeat_timeout_ms:
+                for agent_id in [a for a in self.index.by_agent if a not in self.agents]:
+                    for task in list(self.index.on_agent(agent_id)):
+                        task.machine.move(
+                            states.FINISHED,
+                            task.kill_reason or states.REASON_LOST,
+                            f"agent {task.agent_id} did not register with the new leader",
+                            now,
+                        )
+                        self._finished(task, now, writes)
+                        self._reconcile_job(self.jobs[task.job_id], now, writes)
+            # Deadlines come from heaps (master/timers.py): only tasks whose time is up are looked at.
+            for task_id in self.timers.due("runtime", now, 0, self._runtime_entry_applies):
+                task = self.tasks[task_id]
+                batch = self.jobs[task.job_id].descriptor.batch
+                assert batch is not None
+                self._kill(
+                    task,
+                    states.REASON_RUNTIME_LIMIT,
+                    f"ran longer than runtimeLimitSec={batch.runtimeLimitSec}",
+                    now,
+                    writes,
+                )
+            launch_timeout = self.settings.launch_timeout_ms
+            launched = self._state_entry(states.LAUNCHED)
+            for task_id in self.timers.due("launched", now, launch_timeout, launched):
+                task = self.tasks[task_id]
+                task.machine.move(
+                    states.FINISHED,
+                    states.REASON_STUCK,
+                    f"no progress from Launched in {launch_timeout} ms",
+                    now,
+                )
+                self._bump_agent(task.agent_id)
+                self._finished(task, now, writes)
+                self._reconcile_job(self.jobs[task.job_id], now, writes)
+            for task_id in self.timers.due(
+                "start_initiated", now, launch_timeout, self._state_entry(states.START_INITIATED)
+            ):
+                # The agent has it, so it must confirm the end: a replacement must not start meanwhile.
+                self._kill(
+                    self.tasks[task_id],
+                    states.REASON_STUCK,
+                    f"no progress from StartInitiated in {launch_timeout} ms",
+                    now,
+                    writes,
+                )
             self._drain(now, writes)
             for task_id, due in list(self._delayed.items()):
                 if due <= now:
@@ -1090,6 +1033,25 @@ class JobManager:
         self._wait(queued)
         if writes:
             self.schedule_wanted.set()
+
+    def _runtime_entry_applies(self, deadline: int, task_id: str) -> bool:
+        task = self.tasks.get(task_id)
+        if task is None or task.state != states.STARTED or task.kill_reason or task.started_ms is None:
+            return False
+        batch = self.jobs[task.job_id].descriptor.batch
+        return batch is not None and task.started_ms + batch.runtimeLimitSec * 1000 == deadline
+
+    def _state_entry(self, state: str) -> Callable[[int, str], bool]:
+        def applies(since: int, task_id: str) -> bool:
+            task = self.tasks.get(task_id)
+            return (
+                task is not None
+                and task.state == state
+                and not (state == states.START_INITIATED and task.kill_reason)
+                and task.machine.status.timestamp_ms == since
+            )
+
+        return applies
 
     # ========================================================================== capacity groups
     def tier_of_group(self, name: str) -> str:
@@ -1212,3 +1174,111 @@ class JobManager:
         self._wait(pending)
         self.schedule_wanted.set()
         return next(a for a in self.agent_views() if a["id"] == agent_id)
+
+    # ======================================================== resource backend seam (master/mesos)
+
+    def offered_agent(self, agent_id: str, free: Resources,
+                      attributes: Mapping[str, str]) -> None:
+        """Show the engine an externally managed agent with `free` resources on top of what our tasks use.
+
+        Total = free + used keeps the engine's arithmetic (free = total - used) right while offers come
+        and go.
+        A new agent's instance group is created as for a registering agent, so tiers and lifecycles apply.
+        """
+        now = self.clock()
+        with self.lock:
+            agent = self.agents.get(agent_id)
+            total = free.add(self._used(agent_id))
+            writes: list[Write] = []
+            if agent is None:
+                agent = Agent(agent_id, total, dict(attributes), 0, now, now)
+                stored = self._agent_lifecycles.get(agent_id)
+                if stored is not None:
+                    agent.lifecycle, agent.lifecycle_detail, agent.record_version = stored
+                self.agents[agent_id] = agent
+                self._instance_group_for(agent, writes)
+            else:
+                agent.resources, agent.lost = total, False
+                agent.attributes = dict(attributes) or agent.attributes
+                agent.last_heartbeat_ms = now
+            self._full_pass = True
+            pending = self._queue(writes)
+        self._wait(pending)
+        self.schedule_wanted.set()
+
+
+    def keep_alive(self, agent_ids: Iterable[str]) -> None:
+        """The resource manager vouches for these agents; the heartbeat timer must not declare them lost."""
+        now = self.clock()
+        with self.lock:
+            for agent_id in agent_ids:
+                agent = self.agents.get(agent_id)
+                if agent is not None and not agent.lost:
+                    agent.last_heartbeat_ms = now
+
+
+    def agent_gone(self, agent_id: str) -> None:
+        """The resource manager says the agent is gone: the next timer pass marks it lost, with its tasks."""
+        with self.lock:
+            agent = self.agents.get(agent_id)
+            if agent is not None:
+                agent.last_heartbeat_ms = -self.settings.heartbeat_timeout_ms - 1
+
+
+    def apply_updates(self, agent_id: str, updates: Iterable[TaskUpdate]) -> None:
+        """Task status from the resource manager, through the same transitions as an agent's report."""
+        now = self.clock()
+        with self.lock:
+            agent = self.agents.get(agent_id)
+            if agent is None:
+                return
+            writes: list[Write] = []
+            for update in updates:
+                self._apply_update(agent, update, now, writes)
+            pending = self._queue(writes)
+        self._wait(pending)
+        if writes:
+            self.schedule_wanted.set()
+
+
+    def desired_sets(self) -> dict[str, list[dict[str, Any]]]:
+        """Per agent, the tasks it should hold (the same desired set a native agent polls for)."""
+        with self.lock:
+            out: dict[str, list[dict[str, Any]]] = {}
+            for task in self.tasks.values():
+                if task.agent_id is None or task.state not in states.TASK_ON_AGENT:
+                    continue
+                job = self.jobs[task.job_id]
+                c = job.descriptor.container
+                batch = job.descriptor.batch
+                out.setdefault(task.agent_id, []).append({
+                    "taskId": task.id, "jobId": task.job_id, "state": task.state, "image": c.image.reference,
+                    "entryPoint": list(c.entryPoint), "command": list(c.command), "env": dict(c.env),
+                    "resources": c.resources.to_json(),
+                    "runtimeLimitSec": batch.runtimeLimitSec if batch else None,
+                    "kill": task.state == states.KILL_INITIATED, "killGraceMs": self.settings.kill_grace_ms,
+                    "applicationName": job.descriptor.applicationName,
+                })
+            return out
+
+
+    def pending_count(self) -> int:
+        with self.lock:
+            return self.index.count(states.ACCEPTED)
+
+
+    def agent_of(self, agent_id: str) -> Agent | None:
+        with self.lock:
+            return self.agents.get(agent_id)
+
+
+    def load_record(self, record_id: str) -> tuple[dict[str, Any], int] | None:
+        stored = self.store.get("framework", record_id)
+        return None if stored is None else (stored.record, stored.version)
+
+
+    def save_record(self, record_id: str, version: int, record: dict[str, Any]) -> None:
+        """Durable before it returns, under the leader's epoch (a fenced master cannot overwrite it)."""
+        with self.lock:
+            pending = self._queue([Write("framework", record_id, version, record)])
+        self._wait(pending)

@@ -3,7 +3,7 @@
 Only the leader runs it (MasterServer starts it after taking leadership and stops it when fenced). Flow:
 
 - OFFERS are held per agent; each agent with offers is shown to the placement engine with the offered
-  resources free (`resource_backend.offered_agent`). The engine places tasks as for native agents.
+  resources free (`JobManager.offered_agent`). The engine places tasks as for native agents.
 - Placing a task changes that agent's desired set; `agent_changed` wakes a worker thread that converges
   Mesos to the desired sets, as our agents do: Launched tasks not yet sent go out in one ACCEPT of all
   the agent's held offers; KillInitiated tasks get a KILL (resent every reconciliation period until
@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any
 
 from pymesos import MesosSchedulerDriver, Scheduler
 
-from master import resource_backend as seam
 from master.api.models import TaskUpdate
 from master.core import states
 from master.mesos import model
@@ -89,14 +88,14 @@ class MesosBackend:
 
     # ------------------------------------------------------------------------------ ResourceBackend
     def start(self) -> None:
-        stored = seam.load_record(self.manager, self._record_id)
+        stored = self.manager.load_record(self._record_id)
         if stored is not None:
             record, self._record_version = stored
             self.framework_id = record.get("frameworkId") or None
-        for agent_id, entries in seam.snapshot(self.manager).items():
+        for agent_id, entries in self.manager.desired_sets().items():
             # Tasks an earlier leader placed: we cannot know whether it sent them, so reconciliation decides.
             self._sent.update(e["taskId"] for e in entries)
-            seam.offered_agent(self.manager, agent_id, Resources(), {})
+            self.manager.offered_agent(agent_id, Resources(), {})
             self._known_agents.add(agent_id)
         self._start_driver()
         self._worker.start()
@@ -146,7 +145,7 @@ class MesosBackend:
 
     def registered(self, framework_id: str) -> None:
         if framework_id != self.framework_id:
-            seam.save_record(self.manager, self._record_id, self._record_version,
+            self.manager.save_record(self._record_id, self._record_version,
                              {"name": self.settings.framework_name, "frameworkId": framework_id})
             self._record_version += 1
             self.framework_id = framework_id
@@ -200,9 +199,9 @@ class MesosBackend:
             log.warning("Mesos runs task %s that is not ours to run; killing it", task_id)
             self._call(lambda d: d.killTask({"value": task_id}))
         elif ours and update is not None and agent_id:
-            if seam.agent_of(self.manager, agent_id) is None:
-                seam.offered_agent(self.manager, agent_id, Resources(), {})
-            seam.apply_updates(self.manager, agent_id, [update])
+            if self.manager.agent_of(agent_id) is None:
+                self.manager.offered_agent(agent_id, Resources(), {})
+            self.manager.apply_updates(agent_id, [update])
         if state in model.TERMINAL_MESOS_STATES:
             with self._lock:
                 self._kills.pop(task_id, None)
@@ -215,7 +214,7 @@ class MesosBackend:
             for offer_id in [i for i, o in self._offers.items() if o.agent_id == agent_id]:
                 del self._offers[offer_id]
             self._known_agents.discard(agent_id)
-        seam.agent_gone(self.manager, agent_id)
+        self.manager.agent_gone(agent_id)
 
     def error(self, message: str) -> None:
         """ERROR ends the framework (e.g. removed after its failover timeout): register anew."""
@@ -238,15 +237,15 @@ class MesosBackend:
     def heartbeat(self) -> None:
         with self._lock:
             agents = set(self._known_agents)
-        seam.keep_alive(self.manager, agents)
+        self.manager.keep_alive(agents)
 
     # ------------------------------------------------------------------------------------ the worker
     def _show_agent(self, agent_id: str, attributes: dict[str, str] | None = None) -> None:
         with self._lock:
             held = [o for o in self._offers.values() if o.agent_id == agent_id]
-        agent = seam.agent_of(self.manager, agent_id)
+        agent = self.manager.agent_of(agent_id)
         attrs = attributes if attributes is not None else (dict(agent.attributes) if agent else {})
-        seam.offered_agent(self.manager, agent_id, model.total(held), attrs)
+        self.manager.offered_agent(agent_id, model.total(held), attrs)
 
     def _call(self, action: Callable[[Any], Any]) -> bool:
         driver = self.driver
@@ -277,7 +276,7 @@ class MesosBackend:
         self.heartbeat()  # also while disconnected: whether an agent is gone is for Mesos to say
         if not self.connected.is_set() or not self.framework_id:
             return
-        desired = seam.snapshot(self.manager)
+        desired = self.manager.desired_sets()
         for agent_id, entries in desired.items():
             self._launch(agent_id, [e for e in entries if e["state"] == states.LAUNCHED
                                     and e["taskId"] not in self._sent])
@@ -302,7 +301,7 @@ class MesosBackend:
             for o in held:
                 del self._offers[o.offer_id]
         if not held:  # the offers went (rescinded, disconnected) between placement and launch
-            seam.apply_updates(self.manager, agent_id, [TaskUpdate(
+            self.manager.apply_updates(agent_id, [TaskUpdate(
                 taskId=e["taskId"], state="Finished", reasonCode=states.REASON_LOST,
                 reasonMessage="the Mesos offer it was placed on was withdrawn before the launch")
                 for e in entries])
@@ -322,7 +321,7 @@ class MesosBackend:
         self._show_agent(agent_id)
 
     def _decline(self, now: float) -> None:
-        nothing_pending = seam.pending_count(self.manager) == 0
+        nothing_pending = self.manager.pending_count() == 0
         with self._lock:
             stale = [o for o in self._offers.values()
                      if nothing_pending or now - o.received_s >= self.settings.offer_hold_s]
@@ -339,7 +338,7 @@ class MesosBackend:
         now = time.monotonic() if now is None else now
         self._next_reconcile = now + self.settings.reconcile_interval_s
         tasks = [{"task_id": {"value": e["taskId"]}, "agent_id": {"value": agent_id}}
-                 for agent_id, entries in seam.snapshot(self.manager).items() for e in entries]
+                 for agent_id, entries in self.manager.desired_sets().items() for e in entries]
         if tasks:
             self._call(lambda d: d.reconcileTasks(tasks))
         self._call(lambda d: d.reconcileTasks([]))
