@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from master.api.models import (
     AgentRegistration,
@@ -44,6 +45,22 @@ from master.timers import TaskTimers
 log = logging.getLogger("titus.master")
 
 Clock = Callable[[], int]  # milliseconds since the epoch
+
+
+class Observer(Protocol):
+    """Hooks for metrics (master/metrics.py implements them): plain numbers, so no library here."""
+
+    def on_pass(self, seconds: float, placed: int) -> None: ...
+
+    def on_report(self) -> None: ...
+
+
+class _NoObserver:
+    def on_pass(self, seconds: float, placed: int) -> None:
+        pass
+
+    def on_report(self) -> None:
+        pass
 
 
 class NotFound(Exception):
@@ -125,6 +142,7 @@ class JobManager:
         # engine's input built from it (master/snapshot.py).
         self.index = TaskIndex()
         self.events = EventLog(clock)
+        self.observer: Observer = _NoObserver()
         self.timers = TaskTimers()
         self.snapshots = SnapshotBuilder()
         self._task_job: dict[str, str] = {}  # every task held in memory (active, recent, archived) -> job
@@ -211,6 +229,14 @@ class JobManager:
             for w in writes
         ]
         return _Queued(pending, changes, self.events.reserve())
+
+    @property
+    def writes_in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def pending_new(self) -> int:
+        return len(self._new_pending)
 
     def wait_writes_settled(self, timeout_s: float) -> bool:
         """After fencing: wait until every queued write is durable or refused (graceful handoff)."""
@@ -757,6 +783,7 @@ class JobManager:
 
     def agent_report(self, agent_id: str, report: AgentStatusReport) -> None:
         now = self.clock()
+        self.observer.on_report()
         with self.lock:
             agent = self._agent_session(agent_id, report.sessionEpoch)
             agent.last_heartbeat_ms = now
@@ -859,10 +886,18 @@ class JobManager:
     # =============================================================================== scheduling
     def schedule_once(self) -> int:
         """One placement pass through the pure engine; returns how many tasks were placed."""
+        started = time.perf_counter()
+        placed = self._schedule_pass()
+        if placed >= 0:
+            self.observer.on_pass(time.perf_counter() - started, placed)
+        return max(placed, 0)
+
+    def _schedule_pass(self) -> int:
+        """-1 when there was nothing to do (not counted as a pass)."""
         now = self.clock()
         with self.lock:
             if self.fenced:
-                return 0
+                return -1
             if self._full_pass:
                 candidates: Iterable[Task] = (self.tasks[i] for i in self.index.by_state[states.ACCEPTED])
             else:
@@ -871,7 +906,7 @@ class JobManager:
             self._full_pass = False
             self._new_pending.clear()
             if not pending:
-                return 0
+                return -1
             pending.sort(key=lambda t: (t.machine.status.timestamp_ms, t.job_id, t.index))
             reply = place(self._schedule_request(pending, now))
             writes: list[Write] = []

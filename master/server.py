@@ -15,6 +15,7 @@ from waitress.server import create_server
 from master.api.app import ApiConfig, create_app
 from master.job_manager import JobManager, Settings
 from master.leader import AlwaysLeader, LeaderElection
+from master.metrics import MasterMetrics
 from master.resource_backend import NativeBackend, ResourceBackend
 from master.store.base import JobStore
 from master.store.sqlite import SqliteJobStore
@@ -154,7 +155,13 @@ class MasterServer:
         self._role_lock = threading.Lock()
         self._stopping = False
         self._closed = threading.Event()
-        self.app = create_app(ApiConfig(config.api_token, config.agent_token), self.manager, routing=self)
+        self.metrics = MasterMetrics()
+        self.metrics.attach(self.manager)
+        if isinstance(self.store, SqliteJobStore):
+            self.store.on_commit = self.metrics.on_commit
+        self.app = create_app(
+            ApiConfig(config.api_token, config.agent_token), self.manager, routing=self, metrics=self.metrics
+        )
         self.server = create_server(
             self.app,
             host=config.host,

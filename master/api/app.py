@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -15,6 +16,7 @@ from werkzeug.exceptions import HTTPException
 from master.api.errors import ApiError, bad_request, error_response, validation_error
 from master.api.standby import ROLE_HEADER, Forwarder, Routing
 from master.job_manager import Conflict, JobManager, NotFound, NotLeader, StaleSession
+from master.metrics import CONTENT_TYPE, MasterMetrics
 
 log = logging.getLogger("titus.api")
 
@@ -30,8 +32,16 @@ class ApiConfig:
     agent_token: str
 
 
-def create_app(config: ApiConfig, manager: JobManager, routing: Routing | None = None) -> Flask:
-    """`routing` tells a standby where the leader is; without it this master always serves (single master)."""
+def create_app(
+    config: ApiConfig,
+    manager: JobManager,
+    routing: Routing | None = None,
+    metrics: MasterMetrics | None = None,
+) -> Flask:
+    """`routing` tells a standby where the leader is; without it this master always serves (single master).
+
+    `metrics` (master/metrics.py) gets every request's route, status and duration and serves `/metrics`.
+    """
     from master.api import agents, jobs, management, openapi, tasks
 
     app = Flask("titus-master")
@@ -43,6 +53,7 @@ def create_app(config: ApiConfig, manager: JobManager, routing: Routing | None =
 
     @app.before_request
     def authenticate() -> Response | None:
+        g.started = time.perf_counter()
         path = request.path
         if not path.startswith("/api/v3/") or path == "/api/v3/openapi.json":
             return None
@@ -67,7 +78,18 @@ def create_app(config: ApiConfig, manager: JobManager, routing: Routing | None =
     def tag_role(resp: Response) -> Response:
         if routing is not None and ROLE_HEADER not in resp.headers:
             resp.headers[ROLE_HEADER] = routing.role()
+        if metrics is not None and "started" in g:
+            rule = request.url_rule.rule if request.url_rule is not None else "(unmatched)"
+            if not rule.endswith("/assignments"):  # long polls last by design
+                metrics.on_request(request.method, rule, resp.status_code, time.perf_counter() - g.started)
         return resp
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        """Prometheus exposition of this master (a standby serves its own, mostly empty, figures)."""
+        if metrics is None:
+            return error_response(404, "metrics are not enabled on this master")
+        return Response(metrics.render(), mimetype=None, content_type=CONTENT_TYPE)
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> Response:

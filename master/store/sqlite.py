@@ -12,7 +12,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +53,8 @@ class SqliteJobStore:
         self._reader = self._connect()
         self._committer: threading.Thread | None = None
         self._closed = False
+        # Told the duration and size of every group commit (master/metrics.py); plain numbers, no library.
+        self.on_commit: Callable[[float, int], None] = lambda seconds, batch: None
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=30)
@@ -129,6 +131,7 @@ class SqliteJobStore:
             conn.close()
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Request]) -> None:
+        started = time.perf_counter()
         try:
             conn.execute("BEGIN IMMEDIATE")
             (current_epoch,) = conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
@@ -153,6 +156,7 @@ class SqliteJobStore:
         finally:
             for request in batch:
                 request.done.set()
+            self.on_commit(time.perf_counter() - started, len(batch))
 
     @staticmethod
     def _apply_one(conn: sqlite3.Connection, writes: Sequence[Write]) -> None:
