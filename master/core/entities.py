@@ -20,6 +20,9 @@ class Job:
     created_ms: int
     version: int = 0  # version of the stored record; 0 = not stored yet
     idempotency_key: str | None = None
+    _descriptor_json: tuple[JobDescriptor, dict[str, Any]] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     @property
     def state(self) -> str:
@@ -29,10 +32,17 @@ class Job:
     def is_batch(self) -> bool:
         return self.descriptor.batch is not None
 
+    def descriptor_json(self) -> dict[str, Any]:
+        """The spec as JSON, computed once per descriptor (it is frozen; a change replaces it)."""
+        cached = self._descriptor_json
+        if cached is None or cached[0] is not self.descriptor:
+            cached = self._descriptor_json = (self.descriptor, self.descriptor.to_json())
+        return cached[1]
+
     def to_record(self) -> dict[str, Any]:
         return {
             "id": self.id,
-            "jobDescriptor": self.descriptor.to_json(),
+            "jobDescriptor": self.descriptor_json(),
             "status": self.machine.status.to_json(),
             "statusHistory": [s.to_json() for s in self.machine.history],
             "createdMs": self.created_ms,
@@ -58,7 +68,7 @@ class Job:
     def to_wire(self) -> dict[str, Any]:
         return {
             "id": self.id,
-            "jobDescriptor": self.descriptor.to_json(),
+            "jobDescriptor": self.descriptor_json(),
             "status": self.machine.status.to_json(),
             "statusHistory": [s.to_json() for s in self.machine.history],
             "version": {"currentVersion": self.version},
