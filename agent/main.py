@@ -13,7 +13,7 @@ from pathlib import Path
 from agent.agent import Agent, AgentConfig
 from agent.master_client import MasterClient
 from agent.runtime.base import Runtime
-from titus.config import ConfigError, get_float, get_int
+from shared.config import ConfigError, get_float, get_int
 
 log = logging.getLogger("titus.agent")
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import requests
 
-from bench.ha_harness import (
+from shared.ha_harness import (
     API_TOKEN,
     DuplicateWatcher,
     HaCluster,

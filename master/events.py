@@ -34,6 +34,7 @@ class Event:
     state: str  # the entity's state after it (jobs and tasks), else ""
     archived: bool
     at_ms: int
+    job_id: str = ""  # the job of a task (or the job itself)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,7 @@ class Change:
     version: int
     state: str
     archived: bool
+    job_id: str = ""
 
 
 class EventsLost(Exception):
@@ -69,6 +71,7 @@ class EventLog:
     def subscribe(self, callback: Callable[[Event], None]) -> None:
         self._subscribers.append(callback)
 
+
     def reserve(self) -> int:
         """A place in the publication order; called under the manager's lock when a batch is queued."""
         with self._cond:
@@ -90,7 +93,9 @@ class EventLog:
             while self._next_ticket in self._done:
                 for c in self._done.pop(self._next_ticket):
                     self._seq += 1
-                    events.append(Event(self._seq, c.kind, c.entity_id, c.version, c.state, c.archived, now))
+                    events.append(
+                        Event(self._seq, c.kind, c.entity_id, c.version, c.state, c.archived, now, c.job_id)
+                    )
                 self._next_ticket += 1
             if not events:
                 return
@@ -122,3 +127,20 @@ class EventLog:
             raise EventsLost(f"events after {seq} are gone; the oldest kept is {oldest}")
         start = seq + 1 - oldest
         return [self._events[i] for i in range(start, min(len(self._events), start + limit))]
+
+
+def log_event(event: Event) -> None:
+    """A subscriber: one DEBUG line per committed change, carrying the job and task ids as JSON fields."""
+    if log.isEnabledFor(logging.DEBUG):
+        ids = {"job_id": event.job_id} if event.job_id else {}
+        if event.kind == "task":
+            ids["task_id"] = event.entity_id
+        log.debug(
+            "%s %s v%d %s%s",
+            event.kind,
+            event.entity_id,
+            event.version,
+            event.state or "changed",
+            " (archived)" if event.archived else "",
+            extra={"seq": event.seq, **ids},
+        )

@@ -31,7 +31,7 @@ from master.core import states
 from master.core.agent import Agent
 from master.core.entities import TAIL_LIMIT, Job, Task
 from master.core.states import IllegalTransition, Status, StatusMachine
-from master.events import Change, EventLog
+from master.events import Change, EventLog, log_event
 from master.groups import DEFAULT_GROUP, CapacityGroup, InstanceGroup, default_group
 from master.reconcile import CreateTask, KillTask, reconcile, replacement_delay
 from master.resource_backend import NativeBackend, ResourceBackend
@@ -157,6 +157,7 @@ class JobManager:
         # engine's input built from it (master/snapshot.py).
         self.index = TaskIndex()
         self.events = EventLog(clock)
+        self.events.subscribe(log_event)
         self.observer: Observer = _NoObserver()
         self.timers = TaskTimers()
         self.snapshots = SnapshotBuilder()
@@ -240,6 +241,7 @@ class JobManager:
                 w.expected_version + 1,
                 str(w.record.get("status", {}).get("state", "")) if w.kind in ("job", "task") else "",
                 w.archived,
+                w.id if w.kind == "job" else str(w.record.get("jobId", "")) if w.kind == "task" else "",
             )
             for w in writes
         ]
@@ -696,7 +698,13 @@ class JobManager:
             self._wake_agent(reg.id)
         self._wait(pending)
         self.schedule_wanted.set()
-        log.info("agent %s registered (session %d, %d running)", reg.id, session, len(running))
+        log.info(
+            "agent %s registered (session %d, %d running)",
+            reg.id,
+            session,
+            len(running),
+            extra={"agent_id": reg.id},
+        )
         return {
             "agentId": reg.id,
             "sessionEpoch": session,
@@ -808,7 +816,13 @@ class JobManager:
         try:
             task.machine.move(u.state, "normal", u.reasonMessage, now)
         except IllegalTransition:
-            log.warning("agent %s reported illegal move of %s to %s", agent.id, task.id, u.state)
+            log.warning(
+                "agent %s reported illegal move of %s to %s",
+                agent.id,
+                task.id,
+                u.state,
+                extra={"agent_id": agent.id, "task_id": task.id, "job_id": task.job_id},
+            )
             return
         if u.state == states.STARTED:
             task.started_ms = now
@@ -945,7 +959,13 @@ class JobManager:
             task.migrating_to = replacement.id
             writes.append(self._task_write(task))
             moving_jobs.add(job.id)
-            log.info("draining %s from %s: replacement %s", task.id, task.agent_id, replacement.id)
+            log.info(
+                "draining %s from %s: replacement %s",
+                task.id,
+                task.agent_id,
+                replacement.id,
+                extra={"task_id": task.id, "job_id": job.id, "agent_id": task.agent_id},
+            )
 
     @staticmethod
     def _exclusive(job: Job) -> bool:
@@ -964,7 +984,10 @@ class JobManager:
                     agent.lost = True
                     self._full_pass = True
                     log.warning(
-                        "agent %s lost: no heartbeat for %d ms", agent.id, now - agent.last_heartbeat_ms
+                        "agent %s lost: no heartbeat for %d ms",
+                        agent.id,
+                        now - agent.last_heartbeat_ms,
+                        extra={"agent_id": agent.id},
                     )
                     for task in list(self.index.on_agent(agent.id)):
                         reason = task.kill_reason or states.REASON_LOST

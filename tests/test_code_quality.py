@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ["master", "agent", "titus", "capacity", "bench"]
+PACKAGES = ["master", "agent", "titus", "capacity", "bench", "shared"]
 
 
 @pytest.mark.parametrize("tool", [

@@ -13,17 +13,17 @@ from typing import Any, NoReturn
 
 import click
 
+from shared.config import ConfigError, get_float, get_int, merged
+from shared.logs import configure as configure_logging
 from titus.client import ApiError, TitusClient
-from titus.config import ConfigError, get_float, get_int, merged
 
 DEFAULT_URL = "http://127.0.0.1:7001"
 
 
 def _setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    """JSON lines by default (TITUS_LOG_FORMAT=text for the old plain format)."""
+    fmt = os.environ.get("TITUS_LOG_FORMAT", "json").lower()
+    configure_logging(getattr(logging, level.upper(), logging.INFO), "text" if fmt == "text" else "json")
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -239,7 +239,7 @@ def agent(config_file: str | None, runtime: str | None, master_url: str | None) 
 def executor(runtime: str | None, data_dir: Path | None) -> None:
     """titus-executor: run by a Mesos agent (MESOS_* environment) to start one task of the mesos backend."""
     try:
-        from master.mesos.executor import run_executor
+        from agent.mesos_executor import run_executor
     except ImportError as exc:
         _fail(f"titus executor needs pymesos (scripts/install-pymesos.sh): {exc}")
     values = merged(None)

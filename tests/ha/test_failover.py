@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bench.ha_harness import (
+from shared.ha_harness import (
     DuplicateWatcher,
     HaCluster,
     batch_job,

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import requests
 
-from bench.ha_harness import API_TOKEN, HaCluster, MasterProc, batch_job, wait_for
 from master.server import LOST_LEADERSHIP
+from shared.ha_harness import API_TOKEN, HaCluster, MasterProc, batch_job, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -22,7 +22,7 @@ from tests.conftest import wait_for
 from tests.mesos.emulator import Call, MesosEmulator
 
 pymesos = pytest.importorskip("pymesos")
-from master.mesos.executor import TitusExecutor  # noqa: E402
+from agent.mesos_executor import TitusExecutor  # noqa: E402
 
 CGROUP_ROOT = os.environ.get("TITUS_TEST_CGROUP_ROOT", "/sys/fs/cgroup")
 FRAMEWORK_ID = "fw-executor-test"

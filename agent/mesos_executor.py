@@ -7,8 +7,8 @@ Updates: TASK_STARTING before the start, TASK_RUNNING once it runs, then TASK_FI
 (an OOM kill says "out of memory" and carries REASON_CONTAINER_LIMITATION_MEMORY) or TASK_KILLED. The
 terminal update's `data` carries the exit code and log tails, so they outlive the sandbox.
 
-The module lives under master/mesos/ because it is the other half of the Mesos adapter; it imports no
-master code beyond master.mesos.model.
+The module lives with the agent because it runs on agent hosts, not on masters; it imports no master code
+beyond the Mesos wire model (master.mesos.model), which both halves of the adapter share.
 """
 
 from __future__ import annotations
