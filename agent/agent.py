@@ -82,6 +82,8 @@ class Agent:
         self.unknown_since: dict[str, float] = {}
         self.launcher = ThreadPoolExecutor(max_workers=16, thread_name_prefix="launch")
         self.threads: list[threading.Thread] = []
+        self.reports_sent = 0  # reports the master accepted (agent/metrics.py)
+        self.last_report_at = 0.0  # time.monotonic() of the last one
 
     # ================================================================================== lifecycle
     def start(self) -> None:
@@ -350,6 +352,8 @@ class Agent:
                                                   "runningTaskIds": running, "usage": usage, "host": host,
                                                   "unavailableReason": unavailable})
         self._renew_lease(sent)
+        self.reports_sent += 1
+        self.last_report_at = sent
         with self.lock:
             del self.updates[: len(updates)]
             for u in updates:

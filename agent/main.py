@@ -97,5 +97,10 @@ def run_agent(values: Mapping[str, str]) -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     agent.start()
+    metrics_port = get_int(values, "TITUS_AGENT_METRICS_PORT", 0)
+    if metrics_port:
+        from agent.metrics import serve
+
+        serve(agent, metrics_port, values.get("TITUS_AGENT_METRICS_ADDR", "127.0.0.1"))
     done.wait()
     agent.stop()

@@ -7,9 +7,15 @@ Four measurements, each in a fresh interpreter so peak RSS belongs to one of the
       placements_per_s, zone_skew, peak_rss_mb;
   engine / first fit on a uniform-agent cluster (one instance type, flex tier, bin-packing jobs):
       agents_used_ratio = agents used / max over dimensions of ceil(total demand / agent capacity).
-Only `schedule()` (or the first-fit loop) is timed, not building the request. `placements_per_s` is
+Only `schedule()` (or the first-fit loop) is timed there, not building the request. `placements_per_s` is
 per cpu-second of the measuring process (what one core does, even on a busy machine);
 `placements_per_s_wall` is per wall-clock second.
+
+`master_pass` measures the whole pass as the master runs it: a real JobManager (SQLite store, synchronous
+OFF so the disk is not what is timed) with `--master-agents` registered agents, fed 1,000-task jobs until
+`--master-tasks` run; each `schedule_once()` is timed in wall-clock and cpu time, snapshot build (from the
+task index), placement, state updates and the commit included, and the snapshot build alone is reported
+beside it.
 
 The uniform run leaves out `spread` jobs (they ask for emptier agents on purpose) and machineType
 jobs (there is one type); everything else, zoneBalance, uniqueHost and soft zone preferences
@@ -32,6 +38,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from bench.facts import run_facts
 from master.scheduler import (
     AgentView,
     CapacityGroupView,
@@ -305,6 +312,74 @@ def _child(args: tuple[str, bool, int, int, int, int]) -> dict[str, Any]:
     return run_one(*args)
 
 
+def master_pass(n_agents: int, n_tasks: int, job_size: int = 1000) -> dict[str, Any]:
+    """Scheduling passes through a real JobManager (see the module docstring); runs in its own process."""
+    import tempfile
+
+    from master.api.models import AgentRegistration, JobDescriptor
+    from master.job_manager import JobManager
+    from master.store.sqlite import SqliteJobStore
+
+    data = Path(tempfile.mkdtemp(prefix="titus-sched-bench-"))
+    jm = JobManager(SqliteJobStore(data / "t.db", "OFF"), lambda: int(time.time() * 1000))
+    jm.start()
+    for i in range(n_agents):
+        jm.register_agent(AgentRegistration.model_validate({
+            "id": f"agent-{i}", "attributes": {"zone": ZONES[i % len(ZONES)]},
+            "resources": {"cpu": 32, "memoryMB": 131_072, "diskMB": 1_000_000, "networkMbps": 10_000},
+        }))  # fmt: skip
+    spec = JobDescriptor.model_validate({
+        "owner": {"teamEmail": "bench@example.com"}, "applicationName": "sched-bench",
+        "container": {"resources": {"cpu": 0.5, "memoryMB": 512, "diskMB": 100, "networkMbps": 10},
+                      "image": {"name": "busybox", "tag": "latest"}, "command": ["/bin/true"]},
+        "batch": {"size": job_size, "retryPolicy": {"immediate": {"retries": 0}}},
+    })  # fmt: skip
+    snapshot_s = [0.0]
+    build = jm._schedule_request
+
+    def timed_build(*args: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return build(*args)
+        finally:
+            snapshot_s[0] += time.perf_counter() - t0
+
+    jm._schedule_request = timed_build  # type: ignore[method-assign,assignment]
+    wall = cpu = 0.0
+    placed = passes = 0
+    first_pass_ms = last_pass_ms = 0.0
+    while placed < n_tasks:
+        jm.submit(spec)
+        t0, c0 = time.perf_counter(), time.process_time()
+        n = jm.schedule_once()
+        elapsed = time.perf_counter() - t0
+        wall += elapsed
+        cpu += time.process_time() - c0
+        placed += n
+        passes += 1
+        last_pass_ms = elapsed * 1000
+        if passes == 1:
+            first_pass_ms = last_pass_ms
+        if n == 0:
+            break
+    jm.store.close()
+    return {
+        "agents": n_agents,
+        "placed": placed,
+        "passes": passes,
+        "placements_per_s_wall": round(placed / wall, 1) if wall else float("nan"),
+        "placements_per_s": round(placed / cpu, 1) if cpu else float("nan"),
+        "snapshot_build_ms_per_pass": round(snapshot_s[0] / passes * 1000, 2),
+        "pass_ms_first": round(first_pass_ms, 1),
+        "pass_ms_last": round(last_pass_ms, 1),
+        "running_tasks_at_last_pass": placed,
+    }
+
+
+def _master_child(args: tuple[int, int]) -> dict[str, Any]:
+    return master_pass(*args)
+
+
 def measure(algorithm: str, n_tasks: int, n_agents: int, seed: int, batch: int = 0) -> dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")
     results = {}
@@ -336,6 +411,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--batch", type=int, default=0, help="engine in passes of this many tasks (default: one pass)"
     )
+    parser.add_argument("--master-agents", type=int, default=5000)
+    parser.add_argument("--master-tasks", type=int, default=50_000)
     parser.add_argument("--json", action="store_true", help="write bench/results/scheduler.json")
     args = parser.parse_args(argv)
     result = measure("engine", args.tasks, args.agents, args.seed, args.batch)
@@ -345,6 +422,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "algorithm": "first fit",
         **measure("first-fit", base_tasks, base_agents, args.seed),
     }
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        result["master_pass"] = pool.apply(_master_child, ((args.master_agents, args.master_tasks),))
+    result.update(run_facts(sqlite_synchronous_master_pass="OFF"))
     result["goals"] = {
         "placements_per_s": ">= 20000",
         "agents_used_ratio": "<= 1.05",
@@ -354,6 +434,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tasks": args.tasks, "agents": args.agents, "seed": args.seed, "batch": args.batch,
         "python": sys.version,
     }  # fmt: skip
+    mp_ = result["master_pass"]
+    print(
+        f"master pass: {mp_['placements_per_s_wall']:,.0f} placements/s wall ({mp_['placements_per_s']:,.0f}"
+        f" per cpu-s), snapshot build {mp_['snapshot_build_ms_per_pass']} ms/pass, pass "
+        f"{mp_['pass_ms_first']} ms first -> {mp_['pass_ms_last']} ms last at {mp_['placed']} running tasks"
+    )
     for name, figures in (("engine", result), ("first fit", result["baseline"])):
         print(
             f"{name:>9}: {figures['placements_per_s']:>10,.0f} placements/s  "

@@ -884,25 +884,53 @@ class JobManager:
             if not pending:
                 return -1
             pending.sort(key=lambda t: (t.machine.status.timestamp_ms, t.job_id, t.index))
-            reply = place(self._schedule_request(pending, now))
+            request = self._schedule_request(pending, now)
+        # The engine runs on the immutable snapshot outside the lock (Nomad's plan/apply split): requests,
+        # heartbeats and reports go on meanwhile. Only this thread places, so what changed in the meantime
+        # can only be tasks that ended or were killed, agents that went away or shrank, lifecycles that
+        # changed: each assignment is checked against the state as it is now, and one that no longer
+        # holds is dropped and its task tried again in the next pass.
+        reply = place(request)
+        with self.lock:
+            if self.fenced:
+                return -1
             writes: list[Write] = []
             touched: set[str] = set()
+            placed = 0
             for a in reply.assignments:
-                task = self.tasks[a.task_id]
+                task = self.tasks.get(a.task_id)
+                if task is None or task.state != states.ACCEPTED:
+                    continue
+                if not self._still_fits(task, a.agent_id):
+                    self._new_pending.add(task.id)
+                    self.schedule_wanted.set()
+                    continue
                 task.agent_id = a.agent_id
                 task.pending_reason = ""
                 task.machine.move(states.LAUNCHED, "normal", f"placed on {a.agent_id}", now)
                 writes.append(self._task_write(task))
                 touched.add(a.agent_id)
                 self.agents[a.agent_id].idle_since_ms = None
+                placed += 1
             for task_id, why in reply.unplaced.items():
-                self.tasks[task_id].pending_reason = why.summary
+                unplaced = self.tasks.get(task_id)
+                if unplaced is not None:
+                    unplaced.pending_reason = why.summary
             queued = self._queue(writes)
         self._wait(queued)
         with self.lock:
             for agent_id in touched:  # hand work to agents only once it is durable
                 self._bump_agent(agent_id)
-        return len(reply.assignments)
+        return placed
+
+    def _still_fits(self, task: Task, agent_id: str) -> bool:
+        """An assignment made on the snapshot still holds: the agent takes work and has room for the task."""
+        agent = self.agents.get(agent_id)
+        if agent is None or not agent.schedulable or self.agent_lifecycle(agent) != "Active":
+            return False
+        free = agent.resources.sub(self.index.used_by(agent_id))
+        return job_resources(self.jobs[task.job_id]).fits(free)
+
 
     def _schedule_request(self, pending: list[Task], now: int) -> sched.ScheduleRequest:
         """The cluster as the engine's plain data (DESIGN.md #6), from the indexes and the snapshot cache."""
@@ -915,8 +943,11 @@ class JobManager:
             self.agents.values(), self.index, self.agent_lifecycle, tier_of, self.jobs
         )
         tasks = self.snapshots.pending_tasks(pending, self.jobs, self.tier_of_group)
+        # Copies: the engine reads them outside the lock while tasks keep ending.
         zone_counts = {
-            t.job_id: self.index.zone_counts[t.job_id] for t in pending if t.job_id in self.index.zone_counts
+            job_id: dict(self.index.zone_counts[job_id])
+            for job_id in {t.job_id for t in pending}
+            if job_id in self.index.zone_counts
         }
         groups = [
             sched.CapacityGroupView(

@@ -109,3 +109,21 @@ def test_no_task_starts_while_the_lease_is_out(tmp_path: Any) -> None:
     agent.converge([spec], now=9.0)
     assert "t" in agent.tasks
     agent.launcher.shutdown(wait=True)
+
+
+def test_agent_metrics_count_reports_and_tasks_by_phase() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from agent.metrics import render
+
+    agent, _, client = make(["t-run"], {})
+    agent.start()
+    agent.stop()
+    agent._report_once()
+    agent._report_once()
+    samples = {(s.name, tuple(s.labels.items())): s.value
+               for f in text_string_to_metric_families(render(agent).decode()) for s in f.samples}
+    assert len(client.reports) == 2
+    assert samples[("titus_agent_reports_total", ())] == 2
+    assert samples[("titus_agent_tasks", (("phase", "running"),))] == 1
+    assert samples[("titus_agent_last_report_age_seconds", ())] < 60

@@ -168,3 +168,27 @@ def test_only_changed_agents_are_rebuilt(jm: JobManager) -> None:
     submit(jm, batch_job(size=1))
     jm.schedule_once()  # one task landed on one agent in the pass before: only that one is rebuilt
     assert jm.snapshots.rebuilt_agents == 1
+
+
+def test_a_plan_made_on_the_snapshot_is_checked_when_applied(
+    jm: JobManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Placement runs outside the lock; if the agent went away meanwhile, the task stays pending."""
+    import master.job_manager as job_manager
+
+    register(jm, "a1")
+    job_id = submit(jm, batch_job(size=2))
+    real_place = job_manager.place
+
+    def place_then_lose_agent(request: object) -> object:
+        reply = real_place(request)  # type: ignore[arg-type]
+        with jm.lock:  # what a concurrent heartbeat timeout would do while the engine ran
+            jm.agents["a1"].lost = True
+        return reply
+
+    monkeypatch.setattr(job_manager, "place", place_then_lose_agent)
+    assert jm.schedule_once() == 0
+    tasks = jm.list_tasks({job_id}, None)
+    assert [t["status"]["state"] for t in tasks] == ["Accepted", "Accepted"]
+    assert jm.index.by_agent == {} and jm.index.used == {}
+    assert jm.pending_new == 2  # tried again in the next pass
