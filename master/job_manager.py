@@ -148,6 +148,8 @@ class JobManager:
         self._new_pending: set[str] = set()
         self._delayed: dict[str, int] = {}
         self._full_pass = True
+        # Shapes (resources, capacity group) the engine found unplaceable since capacity last changed.
+        self._infeasible: dict[tuple[Resources, str], str] = {}
         self.capacity_groups: dict[str, CapacityGroup] = {DEFAULT_GROUP: default_group()}
         self.instance_groups: dict[str, InstanceGroup] = {}
         self._agent_lifecycles: dict[str, tuple[str, str, int]] = {}  # stored phase-outs, applied on register
@@ -879,8 +881,11 @@ class JobManager:
             else:
                 candidates = (self.tasks[i] for i in self._new_pending if i in self.tasks)
             pending = [t for t in candidates if t.state == states.ACCEPTED and t.not_before_ms <= now]
+            if self._full_pass:
+                self._infeasible.clear()  # capacity changed: every verdict is open again
             self._full_pass = False
             self._new_pending.clear()
+            pending = self._skip_known_infeasible(pending)
             if not pending:
                 return -1
             pending.sort(key=lambda t: (t.machine.status.timestamp_ms, t.job_id, t.index))
@@ -912,16 +917,48 @@ class JobManager:
                 touched.add(a.agent_id)
                 self.agents[a.agent_id].idle_since_ms = None
                 placed += 1
+            # Verdicts are remembered only from a pass that placed nothing while capacity stood still.
+            remember = not reply.assignments and not self._full_pass
+            if reply.assignments:
+                self._infeasible.clear()
             for task_id, why in reply.unplaced.items():
                 unplaced = self.tasks.get(task_id)
                 if unplaced is not None:
                     unplaced.pending_reason = why.summary
+                    shape = self._shape(unplaced)
+                    if remember and shape is not None and why.task_reason is None:
+                        self._infeasible[shape] = why.summary
             queued = self._queue(writes)
         self._wait(queued)
         with self.lock:
             for agent_id in touched:  # hand work to agents only once it is durable
                 self._bump_agent(agent_id)
         return placed
+
+    def _shape(self, task: Task) -> tuple[Resources, str] | None:
+        """What decides whether a task fits anywhere, for tasks whose job has no hard constraint."""
+        job = self.jobs[task.job_id]
+        if job.descriptor.container.hardConstraints.constraints:
+            return None  # uniqueHost, zoneBalance...: the answer depends on the job's own tasks
+        return job_resources(job), job.descriptor.capacityGroup
+
+    def _skip_known_infeasible(self, pending: list[Task]) -> list[Task]:
+        """Tasks shaped like one the engine could not place, with no capacity change since, cannot be
+        placed either (placements only take room; anything that frees room or adds agents sets
+        `_full_pass`, which clears these verdicts): they get the same reason without an engine call. This
+        is what keeps a growing backlog of unplaceable work from costing every submission an O(agents)
+        pass (Nomad's blocked evaluations work the same way)."""
+        if not self._infeasible:
+            return pending
+        out = []
+        for t in pending:
+            shape = self._shape(t)
+            why = self._infeasible.get(shape) if shape is not None else None
+            if why is None:
+                out.append(t)
+            else:
+                t.pending_reason = why
+        return out
 
     def _still_fits(self, task: Task, agent_id: str) -> bool:
         """An assignment made on the snapshot still holds: the agent takes work and has room for the task."""

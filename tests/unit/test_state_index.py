@@ -192,3 +192,37 @@ def test_a_plan_made_on_the_snapshot_is_checked_when_applied(
     assert [t["status"]["state"] for t in tasks] == ["Accepted", "Accepted"]
     assert jm.index.by_agent == {} and jm.index.used == {}
     assert jm.pending_new == 2  # tried again in the next pass
+
+
+def test_unplaceable_shapes_skip_the_engine_until_capacity_changes(
+    jm: JobManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import master.job_manager as job_manager
+
+    calls: list[int] = []
+    real_place = job_manager.place
+
+    def counting(request: object) -> object:
+        calls.append(len(request.tasks))  # type: ignore[attr-defined]
+        return real_place(request)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(job_manager, "place", counting)
+    register(jm, "small", cpu=1, memory=1024)
+    big = batch_job(container={"resources": {"cpu": 8}})
+    first = submit(jm, big)
+    jm.schedule_once()
+    assert calls == [1]
+    reason = jm.list_tasks({first}, None)[0]["pendingReason"]
+    assert reason == "insufficient cpu on 1 agent"
+    second = submit(jm, big)
+    jm.schedule_once()
+    assert calls == [1], "same shape, nothing changed: no engine pass"
+    assert jm.list_tasks({second}, None)[0]["pendingReason"] == reason
+    fits = submit(jm, batch_job())  # another shape still goes to the engine, and is placed
+    jm.schedule_once()
+    assert calls == [1, 1]
+    assert jm.list_tasks({fits}, None)[0]["status"]["state"] == "Launched"
+    register(jm, "large", cpu=16, memory=8192)  # capacity changed: every pending task is tried again
+    jm.schedule_once()
+    assert calls == [1, 1, 2]
+    assert {t["status"]["state"] for t in jm.list_tasks({first, second}, None)} == {"Launched"}
