@@ -174,7 +174,7 @@ def test_a_plan_made_on_the_snapshot_is_checked_when_applied(
     jm: JobManager, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Placement runs outside the lock; if the agent went away meanwhile, the task stays pending."""
-    import master.job_manager as job_manager
+    import master.scheduling as job_manager
 
     register(jm, "a1")
     job_id = submit(jm, batch_job(size=2))
@@ -197,7 +197,7 @@ def test_a_plan_made_on_the_snapshot_is_checked_when_applied(
 def test_unplaceable_shapes_skip_the_engine_until_capacity_changes(
     jm: JobManager, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import master.job_manager as job_manager
+    import master.scheduling as job_manager
 
     calls: list[int] = []
     real_place = job_manager.place

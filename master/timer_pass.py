@@ -1,0 +1,155 @@
+"""The timer pass: what no event reports (lost agents, stuck launches, runtime limits, retry delays that
+came due, drains of phased-out agents); deadlines come from the heaps in master/timers.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from master.core import states
+from master.manager_base import ManagerBase
+from master.store.base import Write
+
+log = logging.getLogger("titus.master")
+
+
+class TimerPass(ManagerBase):
+    """One part of `JobManager` (master/job_manager.py); see the module docstring."""
+
+    def _drain(self, now: int, writes: list[Write]) -> None:
+        """Move service tasks off PhasedOut agents without ever dropping a job below its desired count.
+
+        Per job, one move at a time: a replacement is created; the old task keeps running (and keeps
+        counting towards desired) until the replacement reports Started, then it is stopped. Batch tasks are
+        left to finish where they are.
+        """
+        draining = {a.id for a in self.agents.values() if not a.lost and self.agent_lifecycle(a) != "Active"}
+        if not draining:
+            return
+        moving_jobs = {t.job_id for t in self.tasks.values() if t.migrating_to}
+        for task in list(self.tasks.values()):
+            job = self.jobs.get(task.job_id)
+            if (
+                task.agent_id not in draining
+                or task.state != states.STARTED
+                or task.kill_reason
+                or job is None
+                or job.descriptor.service is None
+                or job.state != states.JOB_ACCEPTED
+                or job.id in moving_jobs
+            ):
+                continue
+            replacement = self._new_task(job, task.index, now, writes, replaces=task)
+            replacement.retries_done = task.retries_done
+            task.migrating_to = replacement.id
+            writes.append(self._task_write(task))
+            moving_jobs.add(job.id)
+            log.info(
+                "draining %s from %s: replacement %s",
+                task.id,
+                task.agent_id,
+                replacement.id,
+                extra={"task_id": task.id, "job_id": job.id, "agent_id": task.agent_id},
+            )
+
+    def tick(self) -> None:
+        """Timers: lost agents, runtime limits, stuck launches, retry delays that came due."""
+        now = self.clock()
+        with self.lock:
+            if self.fenced:
+                return
+            writes: list[Write] = []
+            for agent in self.agents.values():
+                if not agent.lost and now - agent.last_heartbeat_ms > self.settings.heartbeat_timeout_ms:
+                    agent.lost = True
+                    self._full_pass = True
+                    log.warning(
+                        "agent %s lost: no heartbeat for %d ms",
+                        agent.id,
+                        now - agent.last_heartbeat_ms,
+                        extra={"agent_id": agent.id},
+                    )
+                    for task in list(self.index.on_agent(agent.id)):
+                        reason = task.kill_reason or states.REASON_LOST
+                        task.machine.move(states.FINISHED, reason, f"agent {agent.id} lost", now)
+                        self._finished(task, now, writes)
+                        self._reconcile_job(self.jobs[task.job_id], now, writes)
+            # A new leader knows only the agents that registered with it: tasks on an agent that has not
+            # come back within a heartbeat timeout of the takeover are lost, as if it had stopped beating.
+            if now - self.leading_since_ms > self.settings.heartbeat_timeout_ms:
+                for agent_id in [a for a in self.index.by_agent if a not in self.agents]:
+                    for task in list(self.index.on_agent(agent_id)):
+                        task.machine.move(
+                            states.FINISHED,
+                            task.kill_reason or states.REASON_LOST,
+                            f"agent {task.agent_id} did not register with the new leader",
+                            now,
+                        )
+                        self._finished(task, now, writes)
+                        self._reconcile_job(self.jobs[task.job_id], now, writes)
+            # Deadlines come from heaps (master/timers.py): only tasks whose time is up are looked at.
+            for task_id in self.timers.due("runtime", now, 0, self._runtime_entry_applies):
+                task = self.tasks[task_id]
+                batch = self.jobs[task.job_id].descriptor.batch
+                assert batch is not None
+                self._kill(
+                    task,
+                    states.REASON_RUNTIME_LIMIT,
+                    f"ran longer than runtimeLimitSec={batch.runtimeLimitSec}",
+                    now,
+                    writes,
+                )
+            launch_timeout = self.settings.launch_timeout_ms
+            launched = self._state_entry(states.LAUNCHED)
+            for task_id in self.timers.due("launched", now, launch_timeout, launched):
+                task = self.tasks[task_id]
+                task.machine.move(
+                    states.FINISHED,
+                    states.REASON_STUCK,
+                    f"no progress from Launched in {launch_timeout} ms",
+                    now,
+                )
+                self._bump_agent(task.agent_id)
+                self._finished(task, now, writes)
+                self._reconcile_job(self.jobs[task.job_id], now, writes)
+            for task_id in self.timers.due(
+                "start_initiated", now, launch_timeout, self._state_entry(states.START_INITIATED)
+            ):
+                # The agent has it, so it must confirm the end: a replacement must not start meanwhile.
+                self._kill(
+                    self.tasks[task_id],
+                    states.REASON_STUCK,
+                    f"no progress from StartInitiated in {launch_timeout} ms",
+                    now,
+                    writes,
+                )
+            self._drain(now, writes)
+            for task_id, due in list(self._delayed.items()):
+                if due <= now:
+                    del self._delayed[task_id]
+                    self._new_pending.add(task_id)
+                    self.schedule_wanted.set()
+            queued = self._queue(writes)
+        self._wait(queued)
+        if writes:
+            self.schedule_wanted.set()
+
+    def _runtime_entry_applies(self, deadline: int, task_id: str) -> bool:
+        task = self.tasks.get(task_id)
+        if task is None or task.state != states.STARTED or task.kill_reason or task.started_ms is None:
+            return False
+        batch = self.jobs[task.job_id].descriptor.batch
+        return batch is not None and task.started_ms + batch.runtimeLimitSec * 1000 == deadline
+
+    def _state_entry(self, state: str) -> Callable[[int, str], bool]:
+        def applies(since: int, task_id: str) -> bool:
+            task = self.tasks.get(task_id)
+            return (
+                task is not None
+                and task.state == state
+                and not (state == states.START_INITIATED and task.kill_reason)
+                and task.machine.status.timestamp_ms == since
+            )
+
+        return applies
