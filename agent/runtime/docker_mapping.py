@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from agent.runtime.base import ExitStatus, TaskSpec, Usage
+from agent.runtime.base import ExitStatus, TaskSpec, Usage, task_identity
 
 LABEL_TASK_ID: Final = "titus.task_id"
 LABEL_JOB_ID: Final = "titus.job_id"
@@ -91,7 +91,7 @@ def create_kwargs(spec: TaskSpec, agent_id: str, policy: ContainerPolicy) -> dic
         "name": container_name(spec.task_id),
         "labels": container_labels(spec, agent_id),
         # The same task identity the process runtime gives its tasks; the job's own env wins on a clash.
-        "environment": {"TITUS_TASK_ID": spec.task_id, "TITUS_JOB_ID": spec.job_id, **spec.env},
+        "environment": {**task_identity(spec), **spec.env},
         # Empty means "the image's own": Docker keeps the image's ENTRYPOINT/CMD when these are None.
         "entrypoint": list(spec.entry_point) or None,
         "command": list(spec.command) or None,

@@ -32,11 +32,15 @@ from typing import Any, NoReturn
 from agent import cgroups
 from agent.monitor import HostStats, PsutilMonitor
 from agent.runtime._spawner import _proc_start
-from agent.runtime.base import ExitStatus, LaunchError, Runtime, TaskSpec, Usage
+from agent.runtime.base import ExitStatus, LaunchError, Runtime, TaskSpec, Usage, task_identity
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: The host uid (and gid) process-runtime tasks run as: not root, owns nothing of the agent's or master's.
+TASK_UID = 65_534
+#: Image names the process runtime accepts, meaning "run on the host as it is".
+HOST_IMAGES = frozenset({"host", "titus/host"})
 _SPAWNER = str(Path(__file__).with_name("_spawner.py"))
 _STREAMS = ("stdout", "stderr")
 
@@ -144,7 +148,11 @@ class ProcessRuntime:
         cgroup_root: str | os.PathLike[str] = "/sys/fs/cgroup",
         monitor: PsutilMonitor | None = None,
         python: str = sys.executable,
+        task_uid: int = TASK_UID,
+        host_images: frozenset[str] = HOST_IMAGES,
     ) -> None:
+        self.task_uid = task_uid
+        self.host_images = host_images
         self.agent_id = cgroups.validate_id(agent_id, "agent id")
         self.data_dir = Path(data_dir)
         self.tasks_dir = self.data_dir / "tasks"
@@ -178,30 +186,28 @@ class ProcessRuntime:
 
     def start(self, spec: TaskSpec) -> None:
         task_dir = self._task_dir(spec.task_id)
-        argv = spec.argv
-        if not argv:
-            raise LaunchError("nothing to run: entryPoint and command are both empty")
+        self._check_spec(spec)
         if (task_dir / "pids.json").exists():
             raise LaunchError(f"task {spec.task_id} was already started on this agent")
-        work = task_dir / "work"
-        work.mkdir(parents=True, exist_ok=True)
+        task_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(task_dir, 0o711)  # the task's uid reaches its own work dir below; nothing else here
         _write_json_atomic(
             task_dir / "spec.json",
-            {"task_id": spec.task_id, "job_id": spec.job_id, "argv": argv, "cpu": spec.cpu,
-             "memory_mb": spec.memory_mb, "pids_limit": spec.pids_limit},
+            {"task_id": spec.task_id, "job_id": spec.job_id, "argv": spec.argv, "cpu": spec.cpu,
+             "memory_mb": spec.memory_mb, "pids_limit": spec.pids_limit, "disk_mb": spec.disk_mb},
         )
         group = self._group(spec.task_id)
         try:
             group.create(cgroups.Limits(cpu=spec.cpu, memory_mb=spec.memory_mb, pids=spec.pids_limit))
         except (cgroups.CgroupError, OSError) as e:
             self._launch_failed(spec.task_id, group, f"cannot set up resource limits: {e}")
-        # The agent's own environment (tokens!) is never inherited; tasks get a clean one.
-        env = {"PATH": DEFAULT_PATH, "HOME": str(work), "TITUS_TASK_ID": spec.task_id,
-               "TITUS_JOB_ID": spec.job_id, **spec.env}
+        try:
+            launch = self._prepare(spec, task_dir)
+        except LaunchError as e:
+            self._release(spec.task_id)
+            self._launch_failed(spec.task_id, group, str(e))
         req = {
-            "argv": argv,
-            "env": env,
-            "cwd": str(work),
+            **launch,
             "stdout": str(task_dir / "stdout"),
             "stderr": str(task_dir / "stderr"),
             "procs_files": [str(p) for p in group.procs_files],
@@ -210,7 +216,37 @@ class ProcessRuntime:
         }
         reply = self._spawner.request(req, task_dir / "pids.json")
         if "error" in reply:
+            self._release(spec.task_id)
             self._launch_failed(spec.task_id, group, str(reply["error"]))
+
+    # --- hooks for runtimes built on this one (the OCI runtime) --------------------------------------
+
+    def _check_spec(self, spec: TaskSpec) -> None:
+        """Refuse what this runtime cannot honour, before anything is created. The process runtime runs
+        the task on the host: it cannot run an image, so it accepts only the images named host images."""
+        if not spec.argv:
+            raise LaunchError("nothing to run: entryPoint and command are both empty")
+        name = spec.image.split("@", 1)[0].rsplit(":", 1)[0] if spec.image else ""
+        if spec.image and spec.image not in self.host_images and name not in self.host_images:
+            raise LaunchError(
+                f"the process runtime runs tasks on the host and cannot run image {spec.image!r}; "
+                f"use the oci runtime, or name one of the host images {sorted(self.host_images)}")
+
+    def _prepare(self, spec: TaskSpec, task_dir: Path) -> dict[str, Any]:
+        """What the spawner runs: argv, env, cwd and the uid/gid to run it as."""
+        work = task_dir / "work"
+        work.mkdir(exist_ok=True)
+        os.chown(work, self.task_uid, self.task_uid)
+        os.chmod(work, 0o700)
+        # The agent's own environment (tokens!) is never inherited; tasks get a clean one.
+        env = {"PATH": DEFAULT_PATH, "HOME": str(work), **task_identity(spec), **spec.env}
+        return {"argv": spec.argv, "env": env, "cwd": str(work), "uid": self.task_uid, "gid": self.task_uid}
+
+    def _release(self, task_id: str) -> None:
+        """Undo _prepare's host resources (mounts, container state); logs stay."""
+
+    def _signal(self, pid: int, sig: int) -> None:
+        os.killpg(pid, sig)  # the task leads its own process group
 
     def _launch_failed(self, task_id: str, group: cgroups.TaskCgroup, message: str) -> NoReturn:
         """Record the failure so poll() reports it too (a restarted agent sees it), then raise."""
@@ -300,11 +336,12 @@ class ProcessRuntime:
         pid = pids.get("pid")
         if pid is not None and _alive(pid, pids.get("pid_start")):
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGTERM)  # the task leads its own process group
+                self._signal(pid, signal.SIGTERM)
         self._arm(task_id, kill["requested_at"] + kill["grace_s"])
 
     def cleanup(self, task_id: str) -> None:
         self._task_dir(task_id)  # validates
+        self._release(task_id)
         self._remove_group(self._group(task_id))
         self._cpu_samples.pop(task_id, None)
         self._groups.pop(task_id, None)
