@@ -280,7 +280,7 @@ class AgentProc:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TITUS_")}
         env.update({"TITUS_MASTER_URL": master_urls, "TITUS_AGENT_TOKEN": AGENT_TOKEN,
                     "TITUS_AGENT_ID": self.agent_id, "TITUS_DATA_DIR": str(self.data_dir),
-                    "TITUS_RUNTIME": "process", "TITUS_AGENT_CPU": str(cpu), "TITUS_AGENT_MEMORY_MB": "4096",
+                    "TITUS_RUNTIME": "oci", "TITUS_AGENT_CPU": str(cpu), "TITUS_AGENT_MEMORY_MB": "4096",
                     "TITUS_KILL_TASKS_ON_EXIT": "true", "TITUS_TASK_PIDS_LIMIT": "64",
                     "PYTHONPATH": str(REPO_ROOT)})
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it

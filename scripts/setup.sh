@@ -20,9 +20,12 @@ for cmd_pkg in runc:runc skopeo:skopeo; do
   command -v "${cmd_pkg%%:*}" >/dev/null || need_apt+=("${cmd_pkg#*:}")
 done
 if [ "${1:-}" = "--test" ]; then
-  for cmd_pkg in ip:iproute2 iptables:iptables bash:bash pgrep:procps vagrant:vagrant debootstrap:debootstrap; do
+  # gcc + libc6-dev: the attack suite builds its static attack binary (tests/security/attack.c)
+  for cmd_pkg in ip:iproute2 iptables:iptables bash:bash pgrep:procps vagrant:vagrant debootstrap:debootstrap \
+      gcc:gcc; do
     command -v "${cmd_pkg%%:*}" >/dev/null || need_apt+=("${cmd_pkg#*:}")
   done
+  dpkg -s libc6-dev >/dev/null 2>&1 || need_apt+=(libc6-dev)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq

@@ -17,6 +17,7 @@ This file imports only the standard library: it runs as `python -I -S <this file
 from __future__ import annotations
 
 import contextlib
+import ctypes  # here, not in the child: after setuid the interpreter's own files may be unreadable
 import json
 import os
 import signal
@@ -57,6 +58,7 @@ def _exec_child(req: dict[str, Any], out_fd: int, err_fd: int, errpipe: int) -> 
             os.setgroups([])
             os.setgid(req["gid"])
             os.setuid(req["uid"])
+            _no_new_privs()  # a setuid binary cannot give the task back what it just gave up
         for sig in signal.valid_signals():
             with contextlib.suppress(OSError, ValueError):
                 signal.signal(sig, signal.SIG_DFL)  # Python ignores SIGPIPE/SIGXFSZ; the task must not
@@ -195,9 +197,12 @@ def _runtime_error(req: dict[str, Any]) -> str:
     return message
 
 
-def _set_subreaper() -> None:
-    import ctypes
+def _no_new_privs() -> None:
+    if ctypes.CDLL(None, use_errno=True).prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
+        raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS failed")
 
+
+def _set_subreaper() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
 
 

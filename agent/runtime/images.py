@@ -135,10 +135,6 @@ class ImageCache:
         for d in (self.root, self.blobs, self.refs, self.layers):
             d.mkdir(parents=True, exist_ok=True)
             os.chmod(d, 0o700)
-        # The layers' parent must be traversable by the tasks' uid range for overlay lower dirs to work
-        # inside a user namespace; the directories themselves hold nothing secret (the image's files).
-        os.chmod(self.root, 0o711)
-        os.chmod(self.layers, 0o711)
         self.credentials = credentials if credentials is not None else AnonymousCredentials()
         self.insecure = frozenset(insecure_registries)
         self.id_map = id_map or IdMap()
@@ -300,7 +296,7 @@ class ImageCache:
         tmp = self.layers / f".{digest.partition(':')[2]}.tmp{threading.get_ident()}"
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "fs").mkdir(parents=True)
-        os.chmod(tmp, 0o711)
+        os.chmod(tmp, 0o700)
         os.chown(tmp / "fs", self.id_map.shift(0), self.id_map.shift(0))
         try:
             with open(blob, "rb") as raw:

@@ -22,7 +22,6 @@ common one; runc handles it. runc's start costs ~45 ms here against crun's ~15 m
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import shutil
@@ -31,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from agent import cgroups
-from agent.runtime.base import ExitStatus, LaunchError, Runtime, TaskSpec, Usage, task_identity
+from agent.runtime import mounts
+from agent.runtime.base import LaunchError, Runtime, TaskSpec, task_identity
 from agent.runtime.images import IdMap, ImageCache, ImageError
 from agent.runtime.oci_spec import SpecError, oci_config, parse_user
 from agent.runtime.process import ProcessRuntime, _read_json, _write_json_atomic
@@ -39,6 +39,8 @@ from agent.runtime.process import ProcessRuntime, _read_json, _write_json_atomic
 log = logging.getLogger(__name__)
 
 RUNC = "runc"
+#: Where task root filesystems are mounted: a world-traversable (not listable) tmpfs path.
+RUN_DIR = Path("/run/titus/oci")
 
 
 def _read_in_rootfs(rootfs: Path, path: str) -> str:
@@ -68,25 +70,31 @@ class OciRuntime(ProcessRuntime):
         cgroup_root: str | os.PathLike[str] = "/sys/fs/cgroup",
         runc: str = RUNC,
         id_map: IdMap | None = None,
+        run_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__(data_dir, agent_id, cgroup_root=cgroup_root)
-        for parent in self.data_dir.resolve().parents:
-            if not parent.stat().st_mode & 0o001:
-                raise LaunchError(f"{parent} is not traversable by other users (o+x): tasks run as an "
-                                  f"unprivileged uid and could not reach their root filesystems under it")
+        # Only the rootfs mount points must be reachable by the tasks' uids (runc's init mounts them
+        # from inside the user namespace); the agent's data, image layers and writable layers are
+        # reached through overlayfs with the agent's credentials and stay 0700.
+        self.run_dir = Path(run_dir) if run_dir is not None else RUN_DIR / agent_id
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for d in (self.run_dir, *[p for p in self.run_dir.parents if p.is_relative_to(RUN_DIR)]):
+            os.chmod(d, 0o711)
         self.id_map = id_map or IdMap()
         self.images = images or ImageCache(self.data_dir / "images", id_map=self.id_map)
         self.runc = shutil.which(runc) or runc
         self.state_dir = self.data_dir / "runc"
         self.state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o700)
-        os.chmod(self.data_dir, 0o711)  # the tasks' uid range must traverse to its rootfs; nothing more
-        os.chmod(self.tasks_dir, 0o711)
+        os.chmod(self.data_dir, 0o700)
+        os.chmod(self.tasks_dir, 0o700)
 
     def container_id(self, task_id: str) -> str:
         return f"titus-{self.agent_id}-{task_id}"
 
     # --- hooks -------------------------------------------------------------------------------------
+
+    task_dir_mode = 0o700
 
     def _check_spec(self, spec: TaskSpec) -> None:
         if not spec.image:
@@ -100,18 +108,18 @@ class OciRuntime(ProcessRuntime):
         _write_json_atomic(task_dir / "image.json", {"reference": image.reference,
                                                      "digest": image.manifest_digest,
                                                      "layers": list(image.layers)})
-        disk, rootfs = task_dir / "disk", task_dir / "rootfs"
+        disk, rootfs = self._disk_dir(spec.task_id), self.run_dir / spec.task_id
         disk.mkdir(exist_ok=True)
         rootfs.mkdir(exist_ok=True)
         root_id = self.id_map.shift(0)
         size_mb = max(1, spec.disk_mb)
         try:
-            _mount("tmpfs", disk, "tmpfs", f"size={size_mb}m,mode=0711", _MS_NOSUID | _MS_NODEV)
+            mounts.mount_tmpfs(disk, size_mb, mode=0o711)
             (disk / "upper").mkdir()
             (disk / "work").mkdir()
             os.chown(disk / "upper", root_id, root_id)
             lower = ":".join(str(d) for d in reversed(image.layer_dirs))
-            _mount("overlay", rootfs, "overlay",
+            mounts.mount("overlay", rootfs, "overlay",
                    f"lowerdir={lower},upperdir={disk / 'upper'},workdir={disk / 'work'}")
         except OSError as e:
             raise LaunchError(f"cannot set up the task's root filesystem: {e}") from e
@@ -138,49 +146,20 @@ class OciRuntime(ProcessRuntime):
         task_dir = self._task_dir(task_id)
         subprocess.run([self.runc, "--root", str(self.state_dir), "delete", "--force",
                         self.container_id(task_id)], capture_output=True, check=False)
-        for mount_point in (task_dir / "rootfs", task_dir / "disk"):
+        for mount_point in (self.run_dir / task_id, task_dir / "disk"):
             if os.path.ismount(mount_point):
                 try:
-                    _umount(mount_point)
+                    mounts.umount(mount_point)
                 except OSError as e:
                     log.warning("task %s: %s", task_id, e)
             with contextlib.suppress(OSError):
                 mount_point.rmdir()
 
+    def _disk_dir(self, task_id: str) -> Path:
+        return self._task_dir(task_id) / "disk"
+
     def _signal(self, pid: int, sig: int) -> None:
         os.kill(pid, sig)  # the container's init: it forwards or handles it, as under Docker
-
-    # --- the disk limit ------------------------------------------------------------------------------
-
-    def _disk_full(self, task_id: str) -> bool:
-        disk = self._task_dir(task_id) / "disk"
-        try:
-            st = os.statvfs(disk)
-        except OSError:
-            return False
-        return os.path.ismount(disk) and st.f_bavail == 0
-
-    def usage(self, task_id: str) -> Usage | None:
-        """Also the disk check: a full writable layer ends the task (the agent samples every second)."""
-        sample = super().usage(task_id)
-        if sample is not None and self._disk_full(task_id):
-            task_dir = self._task_dir(task_id)
-            spec = _read_json(task_dir / "spec.json") or {}
-            if not (task_dir / "disk_full.json").exists():
-                log.warning("task %s filled its disk limit of %s MB: killing it", task_id,
-                            spec.get("disk_mb"))
-                _write_json_atomic(task_dir / "disk_full.json", {"disk_mb": spec.get("disk_mb")})
-                self._group(task_id).kill_all()
-        return sample
-
-    def _classify(self, task_id: str, exit_info: dict[str, Any]) -> ExitStatus:
-        full = _read_json(self._task_dir(task_id) / "disk_full.json")
-        if full is not None:
-            return ExitStatus(exit_code=exit_info.get("exit_code"), reason="failed",
-                              message=f"disk limit exceeded: the task filled its {full.get('disk_mb')} MB "
-                                      "writable layer and was killed")
-        status = super()._classify(task_id, exit_info)
-        return status
 
     def in_use_layers(self) -> set[str]:
         """Layers of tasks still holding a root filesystem: never garbage-collected."""
@@ -189,25 +168,6 @@ class OciRuntime(ProcessRuntime):
             info = _read_json(self._task_dir(task_id) / "image.json") or {}
             used.update(info.get("layers", []))
         return used
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_MNT_DETACH = 2
-_MS_NOSUID = 2
-_MS_NODEV = 4
-
-
-def _mount(source: str, target: Path, fstype: str, options: str, flags: int = 0) -> None:
-    """mount(2) directly: a `mount` process per task would cost more than the rest of the setup."""
-    if _libc.mount(source.encode(), str(target).encode(), fstype.encode(), flags, options.encode()) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount {fstype} on {target}: {os.strerror(err)}")
-
-
-def _umount(target: Path) -> None:
-    if _libc.umount2(str(target).encode(), _MNT_DETACH) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"umount {target}: {os.strerror(err)}")
 
 
 _IMPLEMENTS_RUNTIME: type[Runtime] = OciRuntime

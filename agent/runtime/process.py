@@ -17,6 +17,7 @@ Design (see also _spawner.py):
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import heapq
 import json
 import logging
@@ -31,14 +32,17 @@ from typing import Any, NoReturn
 
 from agent import cgroups
 from agent.monitor import HostStats, PsutilMonitor
+from agent.runtime import mounts
 from agent.runtime._spawner import _proc_start
 from agent.runtime.base import ExitStatus, LaunchError, Runtime, TaskSpec, Usage, task_identity
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-#: The host uid (and gid) process-runtime tasks run as: not root, owns nothing of the agent's or master's.
-TASK_UID = 65_534
+#: Process-runtime tasks run as host uids (and gids) TASK_UID_BASE + 0..TASK_UID_RANGE-1, one per task:
+#: not root, owning nothing of the agent's or master's, and apart from the OCI runtime's 100000-165535.
+TASK_UID_BASE = 200_000
+TASK_UID_RANGE = 100_000
 #: Image names the process runtime accepts, meaning "run on the host as it is".
 HOST_IMAGES = frozenset({"host", "titus/host"})
 _SPAWNER = str(Path(__file__).with_name("_spawner.py"))
@@ -148,10 +152,10 @@ class ProcessRuntime:
         cgroup_root: str | os.PathLike[str] = "/sys/fs/cgroup",
         monitor: PsutilMonitor | None = None,
         python: str = sys.executable,
-        task_uid: int = TASK_UID,
+        task_uid_base: int = TASK_UID_BASE,
         host_images: frozenset[str] = HOST_IMAGES,
     ) -> None:
-        self.task_uid = task_uid
+        self.task_uid_base = task_uid_base
         self.host_images = host_images
         self.agent_id = cgroups.validate_id(agent_id, "agent id")
         self.data_dir = Path(data_dir)
@@ -190,7 +194,7 @@ class ProcessRuntime:
         if (task_dir / "pids.json").exists():
             raise LaunchError(f"task {spec.task_id} was already started on this agent")
         task_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(task_dir, 0o711)  # the task's uid reaches its own work dir below; nothing else here
+        os.chmod(task_dir, self.task_dir_mode)
         _write_json_atomic(
             task_dir / "spec.json",
             {"task_id": spec.task_id, "job_id": spec.job_id, "argv": spec.argv, "cpu": spec.cpu,
@@ -221,6 +225,9 @@ class ProcessRuntime:
 
     # --- hooks for runtimes built on this one (the OCI runtime) --------------------------------------
 
+    #: The task's uid reaches its own work dir inside; nothing else in the task directory is its.
+    task_dir_mode = 0o711
+
     def _check_spec(self, spec: TaskSpec) -> None:
         """Refuse what this runtime cannot honour, before anything is created. The process runtime runs
         the task on the host: it cannot run an image, so it accepts only the images named host images."""
@@ -234,16 +241,34 @@ class ProcessRuntime:
 
     def _prepare(self, spec: TaskSpec, task_dir: Path) -> dict[str, Any]:
         """What the spawner runs: argv, env, cwd and the uid/gid to run it as."""
-        work = task_dir / "work"
+        work = self._disk_dir(spec.task_id)
         work.mkdir(exist_ok=True)
-        os.chown(work, self.task_uid, self.task_uid)
-        os.chmod(work, 0o700)
+        uid = self.task_uid(spec.task_id)
+        try:
+            mounts.mount_tmpfs(work, spec.disk_mb, mode=0o700)
+            os.chown(work, uid, uid)
+        except OSError as e:
+            raise LaunchError(f"cannot set up the task's disk: {e}") from e
         # The agent's own environment (tokens!) is never inherited; tasks get a clean one.
         env = {"PATH": DEFAULT_PATH, "HOME": str(work), **task_identity(spec), **spec.env}
-        return {"argv": spec.argv, "env": env, "cwd": str(work), "uid": self.task_uid, "gid": self.task_uid}
+        return {"argv": spec.argv, "env": env, "cwd": str(work), "uid": uid, "gid": uid}
+
+    def task_uid(self, task_id: str) -> int:
+        """A host uid of the task's own, so tasks cannot signal or ptrace one another (a hash of the
+        id in a range of 100,000: a collision needs two tasks with clashing hashes on one host at once)."""
+        digest = hashlib.sha256(task_id.encode()).digest()
+        return self.task_uid_base + int.from_bytes(digest[:4], "big") % TASK_UID_RANGE
 
     def _release(self, task_id: str) -> None:
         """Undo _prepare's host resources (mounts, container state); logs stay."""
+        work = self._disk_dir(task_id)
+        if os.path.ismount(work):
+            try:
+                mounts.umount(work)
+            except OSError as e:
+                log.warning("task %s: %s", task_id, e)
+        with contextlib.suppress(OSError):
+            work.rmdir()
 
     def _signal(self, pid: int, sig: int) -> None:
         os.killpg(pid, sig)  # the task leads its own process group
@@ -295,7 +320,7 @@ class ProcessRuntime:
                     message="the task's supervisor ended without recording an exit status"))
         return self._store(task_id, self._classify(task_id, exit_info))
 
-    def _classify(self, task_id: str, exit_info: dict[str, Any]) -> ExitStatus:
+    def _classify_exit(self, task_id: str, exit_info: dict[str, Any]) -> ExitStatus:
         task_dir = self._task_dir(task_id)
         code: int = exit_info["exit_code"]
         signum: int | None = exit_info.get("signal")
@@ -379,7 +404,41 @@ class ProcessRuntime:
                     self._arm(task_id, kill["requested_at"] + kill["grace_s"])
         return running
 
+    # --- the disk limit (a tmpfs of diskMB holds the task's writable files) ---
+
+    def _disk_dir(self, task_id: str) -> Path:
+        return self._task_dir(task_id) / "work"
+
+    def _disk_full(self, task_id: str) -> bool:
+        disk = self._disk_dir(task_id)
+        try:
+            st = os.statvfs(disk)
+        except OSError:
+            return False
+        return os.path.ismount(disk) and st.f_bavail == 0
+
     def usage(self, task_id: str) -> Usage | None:
+        """Also the disk check: a full writable layer ends the task (the agent samples every second)."""
+        sample = self._cgroup_usage(task_id)
+        if sample is not None and self._disk_full(task_id):
+            task_dir = self._task_dir(task_id)
+            spec = _read_json(task_dir / "spec.json") or {}
+            if not (task_dir / "disk_full.json").exists():
+                log.warning("task %s filled its disk limit of %s MB: killing it", task_id,
+                            spec.get("disk_mb"))
+                _write_json_atomic(task_dir / "disk_full.json", {"disk_mb": spec.get("disk_mb")})
+                self._group(task_id).kill_all()
+        return sample
+
+    def _classify(self, task_id: str, exit_info: dict[str, Any]) -> ExitStatus:
+        full = _read_json(self._task_dir(task_id) / "disk_full.json")
+        if full is not None:
+            return ExitStatus(exit_code=exit_info.get("exit_code"), reason="failed",
+                              message=f"disk limit exceeded: the task filled its {full.get('disk_mb')} MB "
+                                      "writable layer and was killed")
+        return self._classify_exit(task_id, exit_info)
+
+    def _cgroup_usage(self, task_id: str) -> Usage | None:
         group = self._group(task_id)
         pids = group.pids()
         if not pids:

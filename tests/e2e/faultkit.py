@@ -145,7 +145,7 @@ class AgentProc:
     def start(self) -> AgentProc:
         env = {**os.environ, "TITUS_MASTER_URL": self.url, "TITUS_AGENT_TOKEN": AGENT_TOKEN,
                "TITUS_AGENT_ID": self.agent_id, "TITUS_DATA_DIR": str(self.data_dir),
-               "TITUS_RUNTIME": "process", "TITUS_AGENT_CPU": "4", "TITUS_AGENT_MEMORY_MB": "4096",
+               "TITUS_RUNTIME": "oci", "TITUS_AGENT_CPU": "4", "TITUS_AGENT_MEMORY_MB": "4096",
                "TITUS_UNKNOWN_TASK_GRACE_S": "1", "PYTHONPATH": str(Path(__file__).parents[2]),
                **self.extra_env}
         env.pop("TITUS_API_TOKEN", None)
@@ -181,9 +181,9 @@ def sweep(agent_id: str, data_dir: Path) -> None:
             cmd = proc.info["cmdline"] or []
             if "agent.fence" in cmd and str(data_dir) in cmd:
                 proc.send_signal(signal.SIGKILL)
-    from agent.runtime.process import ProcessRuntime
+    from agent.runtime.oci import OciRuntime
 
-    runtime = ProcessRuntime(data_dir, agent_id)
+    runtime = OciRuntime(data_dir, agent_id)
     try:
         for task_id in runtime.list_tasks():
             with contextlib.suppress(Exception):

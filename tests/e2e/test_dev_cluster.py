@@ -207,13 +207,14 @@ def test_limits_are_enforced_by_the_kernel(dev: DevCluster) -> None:
     sleeper = dev.submit(service_job(desired=1))
     wait_for(lambda: dev.started(sleeper), what="a neighbour task")
     hog = batch_job(
-        command=["python3", "-c", "b = bytearray(200 * 1024 * 1024); print(len(b))"],
+        command=["/bin/sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"],
         container={"resources": {"memoryMB": 64}},
     )
     oom_job = dev.submit(hog)
-    # bash retries a refused fork instead of exiting, so the bomb keeps pushing against the limit.
+    # A refused fork ends only the subshell, not the loop, so the bomb keeps pushing against the limit.
     bomb = batch_job(
-        command=["/bin/bash", "-c", "while :; do sleep 30 & done"], container={"resources": {"memoryMB": 256}}
+        command=["/bin/sh", "-c", "while :; do (sleep 30 &) 2>/dev/null; done"],
+        container={"resources": {"memoryMB": 256}},
     )
     bomb_job = dev.submit(bomb)
     (oom,) = wait_for(lambda: dev.tasks(oom_job, "Finished"), what="the memory hog to end")

@@ -103,8 +103,6 @@ def oci_runtimes(
     if reason:
         pytest.skip(reason)
     made: list[OciRuntime] = []
-    traversable(tmp_path)
-    traversable(image_cache_dir)
     cache = ImageCache(image_cache_dir)
 
     def make() -> OciRuntime:
