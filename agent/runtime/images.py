@@ -73,7 +73,8 @@ class ImageConfig:
 @dataclass(frozen=True)
 class Image:
     reference: str
-    manifest_digest: str
+    manifest_digest: str  # of the OCI manifest in our cache (skopeo converts Docker manifests)
+    source_digest: str  # of the manifest in the registry: what `name@digest` references name
     layers: tuple[str, ...]  # layer digests, bottom first
     layer_dirs: tuple[Path, ...]  # extracted lower directories, bottom first
     config: ImageConfig
@@ -183,46 +184,57 @@ class ImageCache:
         return image
 
     def _pull(self, ref: ImageRef, ref_dir: Path) -> None:
-        args = [self.skopeo, "--insecure-policy", "copy", "--quiet",
-                "--dest-shared-blob-dir", str(self.blobs)]
-        if ref.registry in self.insecure:
-            args.append("--src-tls-verify=false")
+        src = ["--src-tls-verify=false"] if ref.registry in self.insecure else []
         try:
             credential = self.credentials.credentials_for(ref.registry)
         except RegistryAuthError as e:
             raise ImageError(f"image pull of {ref} failed: {e}") from e
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.root)}
+        auth_path = None
         if credential is not None:
             # Through a 0600 auth file, not argv: argv is readable by every user in /proc.
             auth_path = self.root / f"auth-{threading.get_ident()}.json"
-            token = f"{credential.username}:{credential.password}".encode()
+            token = base64.b64encode(f"{credential.username}:{credential.password}".encode()).decode()
             fd = os.open(auth_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
-                json.dump({"auths": {ref.registry: {"auth": base64.b64encode(token).decode()}}}, f)
-            args += ["--src-authfile", str(auth_path)]
+                json.dump({"auths": {ref.registry: {"auth": token}}}, f)
+            src += ["--src-authfile", str(auth_path)]
         else:
-            auth_path = None
-            args.append("--src-no-creds")
+            src.append("--src-no-creds")
         tmp = ref_dir.with_name(ref_dir.name + f".tmp{threading.get_ident()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        args += [f"docker://{ref}", f"oci:{tmp}:latest"]
+        copy = [self.skopeo, "--insecure-policy", "copy", "--quiet",
+                "--dest-shared-blob-dir", str(self.blobs), *src, f"docker://{ref}", f"oci:{tmp}:latest"]
         with self._lock:
             self.pull_count += 1
         log.info("pulling %s", ref)
+        inspect: subprocess.Popen[bytes] | None = None
         try:
-            done = subprocess.run(args, capture_output=True, text=True, timeout=self.pull_timeout_s, env=env,
+            # The registry's manifest digest (skopeo converts the manifest, so the copy's digest differs),
+            # read in parallel with the copy: users and TITUS_IMAGE_DIGEST name images by that digest.
+            if not ref.digest:
+                flags = [a.replace("--src-", "--", 1) for a in src]  # inspect's flags lack the prefix
+                inspect = subprocess.Popen([self.skopeo, "inspect", "--raw", *flags, f"docker://{ref}"],
+                                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+            done = subprocess.run(copy, capture_output=True, text=True, timeout=self.pull_timeout_s, env=env,
                                   check=False)
+            raw = inspect.communicate(timeout=self.pull_timeout_s)[0] if inspect is not None else b""
         except subprocess.TimeoutExpired as e:
             raise ImageError(f"image pull of {ref} timed out after {self.pull_timeout_s:.0f}s") from e
         except FileNotFoundError as e:
             raise ImageError(f"image pull of {ref} failed: {self.skopeo} is not installed") from e
         finally:
+            if inspect is not None and inspect.poll() is None:
+                inspect.kill()
+                inspect.wait()
             if auth_path is not None:
                 with contextlib.suppress(FileNotFoundError):
                     auth_path.unlink()
         if done.returncode != 0:
             shutil.rmtree(tmp, ignore_errors=True)
             raise ImageError(f"image pull of {ref} failed: {_skopeo_error(done.stderr)}")
+        source = ref.digest or ("sha256:" + hashlib.sha256(raw).hexdigest() if raw else "")
+        (tmp / "source-digest").write_text(source)
         shutil.rmtree(ref_dir, ignore_errors=True)
         os.replace(tmp, ref_dir)
 
@@ -272,8 +284,12 @@ class ImageCache:
             working_dir=str(c.get("WorkingDir") or ""),
             user=str(c.get("User") or ""),
         )
-        return Image(reference=str(ref), manifest_digest=digest, layers=layers, layer_dirs=dirs,
-                     config=config)
+        try:
+            source = (ref_dir / "source-digest").read_text().strip()
+        except FileNotFoundError:
+            source = ref.digest or ""
+        return Image(reference=str(ref), manifest_digest=digest, source_digest=source, layers=layers,
+                     layer_dirs=dirs, config=config)
 
     # --- layers --------------------------------------------------------------------------------------
 

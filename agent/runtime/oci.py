@@ -127,8 +127,8 @@ class OciRuntime(ProcessRuntime):
             uid, gid = parse_user(image.config.user, _read_in_rootfs(rootfs, "/etc/passwd"),
                                   _read_in_rootfs(rootfs, "/etc/group"))
             identity = task_identity(spec)
-            if image.manifest_digest and not identity["TITUS_IMAGE_DIGEST"]:
-                identity["TITUS_IMAGE_DIGEST"] = image.manifest_digest
+            if image.source_digest and not identity["TITUS_IMAGE_DIGEST"]:
+                identity["TITUS_IMAGE_DIGEST"] = image.source_digest
             config = oci_config(spec, image.config, rootfs=str(rootfs), identity=identity, uid=uid, gid=gid,
                                 id_map=self.id_map, hostname=spec.task_id[:63])
         except SpecError as e:

@@ -49,48 +49,39 @@ def task_env(spec: TaskSpec, image: ImageConfig, identity: Mapping[str, str]) ->
 
 def parse_user(user: str, passwd: str, group: str) -> tuple[int, int]:
     """The image's `User` ("name", "uid", "uid:gid", "name:group") as numeric ids, looked up in the
-    image's own /etc/passwd and /etc/group texts. Empty means root (inside the user namespace)."""
+    image's own /etc/passwd and /etc/group texts as runc and Docker do: a numeric uid takes its primary
+    group from passwd when listed there, else group 0. Empty means root (inside the user namespace)."""
     if not user:
         return 0, 0
     name, _, grp = user.partition(":")
-
-    def lookup(text: str, key: str) -> tuple[int, int] | None:
-        for line in text.splitlines():
-            fields = line.split(":")
-            if len(fields) >= 4 and fields[0] == key:
-                try:
-                    return int(fields[2]), int(fields[3])
-                except ValueError:
-                    return None
-        return None
-
+    users = _entries(passwd)
     if name.isdigit():
-        uid, gid = int(name), int(name)
-        found = next((ids for ids in (lookup_uid(passwd, uid),) if ids), None)
-        if found:
-            gid = found[1]
+        uid = int(name)
+        gid = next((g for n, u, g in users if u == uid), 0)
     else:
-        entry = lookup(passwd, name)
-        if entry is None:
+        found = next(((u, g) for n, u, g in users if n == name), None)
+        if found is None:
             raise SpecError(f"the image's user {name!r} is not in its /etc/passwd")
-        uid, gid = entry
-    if grp:
-        if grp.isdigit():
-            gid = int(grp)
-        else:
-            g = lookup(group, grp)
-            if g is None:
-                raise SpecError(f"the image's group {grp!r} is not in its /etc/group")
-            gid = g[0]
+        uid, gid = found
+    if grp.isdigit():
+        gid = int(grp)
+    elif grp:
+        gids = [u for n, u, _ in _entries(group, min_fields=3) if n == grp]
+        if not gids:
+            raise SpecError(f"the image's group {grp!r} is not in its /etc/group")
+        gid = gids[0]
     return uid, gid
 
 
-def lookup_uid(passwd: str, uid: int) -> tuple[int, int] | None:
-    for line in passwd.splitlines():
+def _entries(text: str, min_fields: int = 4) -> list[tuple[str, int, int]]:
+    """(name, id, primary gid) per well-formed line of a passwd or group file; gid 0 for group files."""
+    out = []
+    for line in text.splitlines():
         fields = line.split(":")
-        if len(fields) >= 4 and fields[2] == str(uid) and fields[3].isdigit():
-            return uid, int(fields[3])
-    return None
+        if len(fields) >= min_fields and fields[2].isdigit():
+            gid = int(fields[3]) if min_fields >= 4 and fields[3].isdigit() else 0
+            out.append((fields[0], int(fields[2]), gid))
+    return out
 
 
 def _mounts() -> list[dict[str, Any]]:
