@@ -122,7 +122,7 @@ class ImageCache:
         root: Path | str,
         *,
         credentials: RegistryCredentials | None = None,
-        insecure_registries: Iterable[str] = ("127.0.0.1:5000", "localhost:5000"),
+        insecure_registries: Iterable[str] = (),
         id_map: IdMap | None = None,
         max_bytes: int = 20 * 2**30,
         skopeo: str = "skopeo",
@@ -184,7 +184,7 @@ class ImageCache:
         return image
 
     def _pull(self, ref: ImageRef, ref_dir: Path) -> None:
-        src = ["--src-tls-verify=false"] if ref.registry in self.insecure else []
+        src = ["--src-tls-verify=false"] if self._plain_http(ref.registry) else []
         try:
             credential = self.credentials.credentials_for(ref.registry)
         except RegistryAuthError as e:
@@ -237,6 +237,12 @@ class ImageCache:
         (tmp / "source-digest").write_text(source)
         shutil.rmtree(ref_dir, ignore_errors=True)
         os.replace(tmp, ref_dir)
+
+    def _plain_http(self, registry: str) -> bool:
+        """Registries on loopback speak plain HTTP, as dockerd assumes for 127.0.0.0/8; others need TLS
+        unless the operator lists them."""
+        host = registry.rsplit(":", 1)[0] if not registry.endswith("]") else registry
+        return registry in self.insecure or host in ("localhost", "[::1]") or host.startswith("127.")
 
     def _blob(self, digest: str) -> Path:
         algo, _, hexd = digest.partition(":")

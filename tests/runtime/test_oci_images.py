@@ -19,8 +19,10 @@ from agent.runtime.base import LaunchError, TaskSpec
 from agent.runtime.images import ImageCache, ImageConfig, ImageError
 from agent.runtime.oci import OciRuntime
 from agent.runtime.oci_spec import SpecError, parse_user, task_argv
+from agent.runtime.registry_auth import StaticRegistryCredentials
 from tests.runtime.conftest import BUSYBOX_IMAGE
 from tests.runtime.contract import wait_exit
+from tests.runtime.docker_fixtures import AuthRegistry
 
 
 def build_and_push(
@@ -188,3 +190,24 @@ def test_unknown_image_user_and_empty_command_are_refused() -> None:
         parse_user("ghost", "", "")
     with pytest.raises(SpecError, match="nothing to run"):
         task_argv(spec("x"), ImageConfig())
+
+
+def test_registry_credentials_are_presented(
+    tmp_path: Path, auth_registry: AuthRegistry, docker_client: docker.DockerClient, registry_busybox: str
+) -> None:
+    repo, tag = f"{auth_registry.address}/titus/private", uuid.uuid4().hex[:8]
+    login = {"username": auth_registry.username, "password": auth_registry.password}
+    docker_client.api.tag(registry_busybox, repo, tag)
+    for event in docker_client.api.push(repo, tag=tag, stream=True, decode=True, auth_config=login):
+        assert "error" not in event, event
+    docker_client.api.remove_image(f"{repo}:{tag}")
+    with pytest.raises(ImageError, match=r"unauthorized|authentication required"):
+        ImageCache(tmp_path / "anonymous").get(f"{repo}:{tag}")
+    wrong = StaticRegistryCredentials({auth_registry.address: (auth_registry.username, "wrong")})
+    with pytest.raises(ImageError, match=r"unauthorized|authentication required"):
+        ImageCache(tmp_path / "wrong", credentials=wrong).get(f"{repo}:{tag}")
+    right = StaticRegistryCredentials({auth_registry.address: (login["username"], login["password"])})
+    cache = ImageCache(tmp_path / "authed", credentials=right)
+    image = cache.get(f"{repo}:{tag}")
+    assert image.layer_dirs[0].is_dir()
+    assert not list(cache.root.glob("auth-*.json"))  # the password file is gone after the pull

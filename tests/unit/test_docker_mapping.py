@@ -55,7 +55,8 @@ class TestCreateKwargs:
         assert "NET_RAW" not in kw["cap_add"]
         assert kw["security_opt"] == ["no-new-privileges:true"]
         assert kw["network_mode"] == "bridge"
-        assert "pid_mode" not in kw and "ipc_mode" not in kw
+        assert "pid_mode" not in kw and "privileged" in kw and kw["privileged"] is False
+        assert (kw["ipc_mode"], kw["cgroupns"]) == ("private", "private")
 
     def test_labels_name_and_command(self) -> None:
         kw = create_kwargs(
