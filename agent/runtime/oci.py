@@ -26,6 +26,7 @@ import logging
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,8 @@ class OciRuntime(ProcessRuntime):
         self.id_map = id_map or IdMap()
         self.images = images or ImageCache(self.data_dir / "images", id_map=self.id_map)
         self.runc = shutil.which(runc) or runc
+        self.gc_interval_s = 60.0
+        self._last_gc = time.monotonic()
         self.state_dir = self.data_dir / "runc"
         self.state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o700)
@@ -142,8 +145,23 @@ class OciRuntime(ProcessRuntime):
         return {"argv": argv, "env": {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, "cwd": str(task_dir),
                 "pid_file": str(task_dir / "container.pid"), "runtime_log": str(task_dir / "runc.log")}
 
+    def cleanup(self, task_id: str) -> None:
+        """Also keeps the image cache within its bound: at most once per gc_interval_s, layers no task
+        holds go, least recently used first (ImageCache.gc)."""
+        super().cleanup(task_id)
+        now = time.monotonic()
+        if now - self._last_gc >= self.gc_interval_s:
+            self._last_gc = now
+            try:
+                self.images.gc(self.in_use_layers())
+            except Exception:  # a failed collection must not fail the task's cleanup
+                log.exception("image cache garbage collection failed")
+
     def _release(self, task_id: str) -> None:
         task_dir = self._task_dir(task_id)
+        for name in ("config.json", "container.pid", "runc.log", "image.json"):
+            with contextlib.suppress(FileNotFoundError):
+                (task_dir / name).unlink()
         subprocess.run([self.runc, "--root", str(self.state_dir), "delete", "--force",
                         self.container_id(task_id)], capture_output=True, check=False)
         for mount_point in (self.run_dir / task_id, task_dir / "disk"):

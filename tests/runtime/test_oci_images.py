@@ -211,3 +211,23 @@ def test_registry_credentials_are_presented(
     image = cache.get(f"{repo}:{tag}")
     assert image.layer_dirs[0].is_dir()
     assert not list(cache.root.glob("auth-*.json"))  # the password file is gone after the pull
+
+
+def test_cleanup_collects_the_cache_but_spares_layers_of_running_tasks(
+    oci_runtimes: Callable[[], OciRuntime], tmp_path: Path
+) -> None:
+    rt = oci_runtimes()
+    rt.images = ImageCache(tmp_path / "small", max_bytes=0)  # every unused layer is over the bound
+    rt.gc_interval_s = 0
+    running, done = spec(BUSYBOX_IMAGE, "sleep", "300"), spec(BUSYBOX_IMAGE, "true")
+    rt.start(running)
+    rt.start(done)
+    wait_exit(rt, done.task_id)
+    rt.cleanup(done.task_id)
+    layers = tmp_path / "small" / "layers"
+    assert [p.name for p in layers.iterdir()], "the running task's layer must stay"
+    assert not (rt.tasks_dir / done.task_id / "disk").exists()  # the writable layer went with the task
+    rt.kill(running.task_id, 0)
+    wait_exit(rt, running.task_id)
+    rt.cleanup(running.task_id)
+    assert list(layers.iterdir()) == []
