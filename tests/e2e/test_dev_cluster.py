@@ -118,7 +118,9 @@ def dev(tmp_path: Path) -> Iterator[DevCluster]:
 
 def test_batch_job_of_three_finishes_normally(dev: DevCluster) -> None:
     job_id = dev.submit(
-        batch_job(size=3, command=["/bin/sh", "-c", "echo out-$TITUS_TASK_ID; echo oops >&2"])
+        batch_job(size=3, command=["/bin/sh", "-c", "echo out-$TITUS_TASK_ID; echo oops >&2; "
+                                   "echo $TITUS_JOB_ID $TITUS_TASK_INDEX $TITUS_TASK_ORIGINAL_ID "
+                                   "$TITUS_TASK_RESUBMIT_NUMBER $TITUS_IMAGE_TAG $TITUS_NUM_MEM >&2"])
     )
     wait_for(
         lambda: dev.api("GET", f"/api/v3/jobs/{job_id}").json()["status"]["state"] == "Finished",
@@ -132,10 +134,15 @@ def test_batch_job_of_three_finishes_normally(dev: DevCluster) -> None:
     assert history == ["Accepted", "Launched", "StartInitiated", "Started", "Finished"]
     logs = dev.api("GET", f"/api/v3/tasks/{finished[0]['id']}/logs").text
     assert logs == f"out-{finished[0]['id']}\n"
-    assert (
-        dev.api("GET", f"/api/v3/tasks/{finished[0]['id']}/logs", params={"stream": "stderr"}).text
-        == "oops\n"
-    )
+    indexes = set()
+    for task in finished:
+        err = dev.api("GET", f"/api/v3/tasks/{task['id']}/logs", params={"stream": "stderr"}).text
+        first, identity = err.splitlines()
+        assert first == "oops"
+        job, index, original, resubmits, tag, mem = identity.split()
+        assert (job, original, resubmits, tag, mem) == (job_id, task["id"], "0", "latest", "64")
+        indexes.add(index)
+    assert indexes == {"0", "1", "2"}  # the Titus task identity reaches the task's environment
 
 
 def test_service_job_lifecycle(dev: DevCluster) -> None:
