@@ -25,14 +25,15 @@ def host_memory_mb() -> int:
 RUNTIMES = ("oci", "process", "docker")
 
 
-def build_runtime(name: str, data_dir: Path, agent_id: str, image_cache_mb: int = 20_480) -> Runtime:
+def build_runtime(name: str, data_dir: Path, agent_id: str, image_cache_mb: int = 20_480,
+                  image_cache_dir: Path | None = None) -> Runtime:
     """oci (the default): containers from images under runc. process: the task runs on the host as an
     unprivileged user, for trusted single-user setups only. docker: containers on the host's dockerd."""
     if name == "oci":
         from agent.runtime.images import ImageCache
         from agent.runtime.oci import OciRuntime
 
-        cache = ImageCache(data_dir / "images", max_bytes=image_cache_mb * 2**20)
+        cache = ImageCache(image_cache_dir or data_dir / "images", max_bytes=image_cache_mb * 2**20)
         return OciRuntime(data_dir, agent_id, images=cache)
     if name == "process":
         from agent.runtime.process import ProcessRuntime
@@ -98,8 +99,10 @@ def run_agent(values: Mapping[str, str]) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     # Agent state: the process runtime's tasks (an unprivileged uid) pass through to their work dirs.
     os.chmod(data_dir, 0o711 if runtime_name == "process" else 0o700)
+    cache_dir = values.get("TITUS_IMAGE_CACHE_DIR")
     runtime = build_runtime(runtime_name, data_dir, config.agent_id,
-                            get_int(values, "TITUS_IMAGE_CACHE_MB", 20_480))
+                            get_int(values, "TITUS_IMAGE_CACHE_MB", 20_480),
+                            Path(cache_dir) if cache_dir else None)
     agent = Agent(config, runtime, MasterClient(url, token), _host_stats_reader(), data_dir, runtime_name)
     done = threading.Event()
 

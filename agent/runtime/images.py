@@ -174,8 +174,10 @@ class ImageCache:
         return self.refs / hashlib.sha256(str(ref).encode()).hexdigest()[:32]
 
     def _resolve(self, ref: ImageRef) -> Image:
+        """Pull only what the host lacks (Docker's "missing" pull policy): a tag is resolved on its first
+        use on this host and stays so until its layers are collected; a digest never changes anyway."""
         ref_dir = self._ref_dir(ref)
-        image = self._load(ref, ref_dir) if ref.digest else None  # a digest never changes: no pull
+        image = self._load(ref, ref_dir)
         if image is None:
             self._pull(ref, ref_dir)
             image = self._load(ref, ref_dir)
@@ -201,7 +203,7 @@ class ImageCache:
             src += ["--src-authfile", str(auth_path)]
         else:
             src.append("--src-no-creds")
-        tmp = ref_dir.with_name(ref_dir.name + f".tmp{threading.get_ident()}")
+        tmp = ref_dir.with_name(ref_dir.name + f".tmp{os.getpid()}-{threading.get_ident()}")
         shutil.rmtree(tmp, ignore_errors=True)
         copy = [self.skopeo, "--insecure-policy", "copy", "--quiet",
                 "--dest-shared-blob-dir", str(self.blobs), *src, f"docker://{ref}", f"oci:{tmp}:latest"]
@@ -235,8 +237,7 @@ class ImageCache:
             raise ImageError(f"image pull of {ref} failed: {_skopeo_error(done.stderr)}")
         source = ref.digest or ("sha256:" + hashlib.sha256(raw).hexdigest() if raw else "")
         (tmp / "source-digest").write_text(source)
-        shutil.rmtree(ref_dir, ignore_errors=True)
-        os.replace(tmp, ref_dir)
+        _install(tmp, ref_dir, keep=lambda _: False)  # we pulled because the old one was unusable
 
     def _plain_http(self, registry: str) -> bool:
         """Registries on loopback speak plain HTTP, as dockerd assumes for 127.0.0.0/8; others need TLS
@@ -315,7 +316,7 @@ class ImageCache:
         if target.is_dir():
             return target
         blob = self._blob(digest)
-        tmp = self.layers / f".{digest.partition(':')[2]}.tmp{threading.get_ident()}"
+        tmp = self.layers / f".{digest.partition(':')[2]}.tmp{os.getpid()}-{threading.get_ident()}"
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "fs").mkdir(parents=True)
         os.chmod(tmp, 0o700)
@@ -337,8 +338,7 @@ class ImageCache:
             shutil.rmtree(tmp, ignore_errors=True)
             raise ImageError(f"layer {digest} does not match its digest (corrupt cache entry)")
         (tmp / "last_used").touch()
-        shutil.rmtree(layer_dir, ignore_errors=True)
-        os.replace(tmp, layer_dir)
+        _install(tmp, layer_dir, keep=lambda d: (d / "fs").is_dir())
         return target
 
     def _touch(self, image: Image) -> None:
@@ -386,6 +386,19 @@ class ImageCache:
                 self._known = {k: v for k, v in self._known.items() if not gone.intersection(v.layers)}
             log.info("image cache GC removed %d layers; %d bytes in use", len(removed), total)
         return removed
+
+
+def _install(tmp: Path, target: Path, keep: Callable[[Path], bool]) -> None:
+    """Move a finished directory into place. Agents on one host may share the cache: if another process
+    installed a usable one first (`keep`), theirs stays (a task may be using it) and ours goes."""
+    if keep(target):
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    shutil.rmtree(target, ignore_errors=True)
+    try:
+        os.replace(tmp, target)
+    except OSError:  # installed by another process between the check and the rename
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _tree_size(root: Path) -> int:
