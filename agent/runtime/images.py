@@ -282,6 +282,9 @@ class ImageCache:
         layers = tuple(str(layer["digest"]) for layer in manifest.get("layers", []))
         if not layers:
             raise ImageError(f"image {ref} has no layers")
+        for d in layers:
+            if not (self._layer_dir(d) / "fs").is_dir() and not self._blob(d).exists():
+                return None  # collected: pull again (the registry still has it, or the pull says why)
         dirs = tuple(self._extracted(d) for d in layers)
         c = config_doc.get("config") or {}
         config = ImageConfig(
