@@ -404,4 +404,6 @@ def _spec(d: dict[str, Any], pids_limit: int) -> TaskSpec:
     return TaskSpec(task_id=d["taskId"], job_id=d["jobId"], image=d["image"],
                     entry_point=tuple(d["entryPoint"]), command=tuple(d["command"]), env=dict(d["env"]),
                     cpu=float(r["cpu"]), memory_mb=int(r["memoryMB"]), disk_mb=int(r.get("diskMB", 0)),
-                    network_mbps=int(r.get("networkMbps", 0)), pids_limit=pids_limit)
+                    network_mbps=int(r.get("networkMbps", 0)), pids_limit=pids_limit,
+                    original_id=str(d.get("originalId", "")), index=int(d.get("index", 0)),
+                    resubmit_number=int(d.get("resubmitNumber", 0)))

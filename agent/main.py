@@ -22,7 +22,19 @@ def host_memory_mb() -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024))
 
 
-def build_runtime(name: str, data_dir: Path, agent_id: str) -> Runtime:
+RUNTIMES = ("oci", "process", "docker")
+
+
+def build_runtime(name: str, data_dir: Path, agent_id: str, image_cache_mb: int = 20_480,
+                  image_cache_dir: Path | None = None) -> Runtime:
+    """oci (the default): containers from images under runc. process: the task runs on the host as an
+    unprivileged user, for trusted single-user setups only. docker: containers on the host's dockerd."""
+    if name == "oci":
+        from agent.runtime.images import ImageCache
+        from agent.runtime.oci import OciRuntime
+
+        cache = ImageCache(image_cache_dir or data_dir / "images", max_bytes=image_cache_mb * 2**20)
+        return OciRuntime(data_dir, agent_id, images=cache)
     if name == "process":
         from agent.runtime.process import ProcessRuntime
 
@@ -31,7 +43,7 @@ def build_runtime(name: str, data_dir: Path, agent_id: str) -> Runtime:
         from agent.runtime.docker import DockerRuntime
 
         return DockerRuntime(agent_id=agent_id, log_dir=data_dir / "docker-logs")
-    raise ConfigError(f"TITUS_RUNTIME must be process or docker, got {name!r}")
+    raise ConfigError(f"TITUS_RUNTIME must be one of {', '.join(RUNTIMES)}, got {name!r}")
 
 
 def config_from(values: Mapping[str, str]) -> tuple[AgentConfig, str, str, Path, str]:
@@ -62,7 +74,7 @@ def config_from(values: Mapping[str, str]) -> tuple[AgentConfig, str, str, Path,
         min_available_memory_mb=get_int(values, "TITUS_MIN_AVAILABLE_MEMORY_MB", 256),
     )
     data_dir = Path(values.get("TITUS_DATA_DIR", "/var/lib/titus-agent"))
-    return config, url, token, data_dir, values.get("TITUS_RUNTIME", "process")
+    return config, url, token, data_dir, values.get("TITUS_RUNTIME", "oci")
 
 
 def _host_stats_reader() -> Callable[[], dict[str, float]]:
@@ -86,7 +98,12 @@ def _host_stats_reader() -> Callable[[], dict[str, float]]:
 def run_agent(values: Mapping[str, str]) -> None:
     config, url, token, data_dir, runtime_name = config_from(values)
     data_dir.mkdir(parents=True, exist_ok=True)
-    runtime = build_runtime(runtime_name, data_dir, config.agent_id)
+    # Agent state: the process runtime's tasks (an unprivileged uid) pass through to their work dirs.
+    os.chmod(data_dir, 0o711 if runtime_name == "process" else 0o700)
+    cache_dir = values.get("TITUS_IMAGE_CACHE_DIR")
+    runtime = build_runtime(runtime_name, data_dir, config.agent_id,
+                            get_int(values, "TITUS_IMAGE_CACHE_MB", 20_480),
+                            Path(cache_dir) if cache_dir else None)
     agent = Agent(config, runtime, MasterClient(url, token), _host_stats_reader(), data_dir, runtime_name)
     done = threading.Event()
 

@@ -1,14 +1,14 @@
-"""Docker runtime start latency against the docker CLI on the same dockerd and the same image.
+"""Docker runtime start latency against a bare container start on the same dockerd and the same image.
 
     python -m bench.agent_docker --json     (as root; starts dockerd/registry/image via scripts/ if needed)
 
 docker_start_p50_ms: DockerRuntime.start() of the local-registry busybox image, already pulled, from the
   call until it returns, which it does once dockerd reports the container started (create + start over the
   engine API, with the task's limits, labels, dropped capabilities and tini as init).
-docker_run_baseline_p50_ms: `docker run -d --rm IMAGE sleep 60` by the CLI, from exec until the CLI exits,
-  which it does once the same container is started: create + start, plus the CLI's own process start-up,
-  with no limits and default privileges. Both stop at "started", so they measure the same step; neither
-  includes the container's exit or removal (that is done, untimed, after each run).
+docker_run_baseline_p50_ms: a bare create + start of `IMAGE sleep 60` through the same engine API (the SDK),
+  with no limits, labels or init and default privileges: the issue asks for both through the API, since
+  the CLI's own process start-up would flatter the ratio. Both stop at "started", so they measure the same
+  step; neither includes the container's exit or removal (that is done, untimed, after each run).
 docker_run_to_exit_p50_ms: `docker run --rm IMAGE true` to its exit, for reference: start + run + wait +
   remove, what a person means by "docker run is this fast".
 docker_start_ratio: docker_start_p50_ms / docker_run_baseline_p50_ms (goal: at most 1.2).
@@ -110,7 +110,12 @@ def _measure(runs: int, warmup: int) -> dict[str, Any]:
             while rt.poll(spec.task_id) is None and time.monotonic() < deadline:
                 time.sleep(0.01)
             rt.cleanup(spec.task_id)  # done before the CLI runs, so that no teardown overlaps its timing
-            base, cid = _timed_cli([cli, "run", "-d", "--rm", IMAGE, "sleep", "60"])
+            # The baseline through the same API (the CLI's own start-up would flatter the ratio): a bare
+            # create + start of the same image and command, none of the task's limits or labels.
+            t0 = time.perf_counter()
+            cid = client.api.create_container(IMAGE, ["sleep", "60"])["Id"]
+            client.api.start(cid)
+            base = (time.perf_counter() - t0) * 1000
             client.api.remove_container(cid, force=True)
             full, _ = _timed_cli([cli, "run", "--rm", IMAGE, "true"])
             if i >= warmup:

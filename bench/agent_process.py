@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import sys
@@ -46,7 +47,7 @@ def bench_start(rt: ProcessRuntime, starts: int) -> dict[str, float]:
     call: list[float] = []
     for i in range(starts + 5):
         task_id = f"start-{i}"
-        spec = TaskSpec(task_id=task_id, job_id="bench", image="-", command=("date", "+%s%N"))
+        spec = TaskSpec(task_id=task_id, job_id="bench", image="host", command=("date", "+%s%N"))
         t0 = time.time_ns()
         p0 = time.perf_counter()
         rt.start(spec)
@@ -69,7 +70,7 @@ def bench_start(rt: ProcessRuntime, starts: int) -> dict[str, float]:
 def bench_monitor(rt: ProcessRuntime, tasks: int, seconds: int) -> dict[str, float]:
     ids = [f"sleep-{i}" for i in range(tasks)]
     for task_id in ids:
-        rt.start(TaskSpec(task_id=task_id, job_id="bench", image="-", command=("sleep", "600")))
+        rt.start(TaskSpec(task_id=task_id, job_id="bench", image="host", command=("sleep", "600")))
     try:
         for task_id in ids:  # baseline sample, outside the measured window
             rt.usage(task_id)
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     agent_id = f"bench-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="titus-bench-") as data_dir:
+        os.chmod(data_dir, 0o711)  # tasks run as their own uid and pass through to their work dir
         rt = ProcessRuntime(data_dir, agent_id, cgroup_root=args.cgroup_root)
         try:
             result = {**bench_start(rt, args.starts), **bench_monitor(rt, args.tasks, args.monitor_seconds)}

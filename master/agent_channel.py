@@ -133,6 +133,10 @@ class AgentChannel(ManagerBase):
                         "runtimeLimitSec": batch.runtimeLimitSec if batch else None,
                         "kill": task.state == states.KILL_INITIATED,
                         "killGraceMs": self.settings.kill_grace_ms,
+                        # The task identity the agent puts in the task's environment (README).
+                        "index": task.index,
+                        "originalId": task.original_id or task.id,
+                        "resubmitNumber": task.retries_done,
                     }
                 )
             for task_id in sorted(agent.stale_tasks):

@@ -57,6 +57,7 @@ def wall_clock_ms() -> int:
 def build_store(config: MasterConfig) -> JobStore:
     if config.store == "sqlite":
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        config.data_dir.chmod(0o700)  # the store holds every job's env: no other user may read it
         return SqliteJobStore(config.data_dir / "titus.db", synchronous=config.sqlite_synchronous)
     if config.store == "cassandra":
         # Imported here: only deployments that use Cassandra need cassandra-driver installed.

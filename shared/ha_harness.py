@@ -50,7 +50,7 @@ def batch_job(cpu: float = 0.05, command: list[str] | None = None, app: str = "h
     return {
         "owner": {"teamEmail": "team@example.com"}, "applicationName": app,
         "container": {"resources": {"cpu": cpu, "memoryMB": 16, "diskMB": 10, "networkMbps": 1},
-                      "image": {"name": "busybox", "tag": "latest"},
+                      "image": {"name": "127.0.0.1:5000/titus/busybox", "tag": "latest"},
                       "command": command or ["/bin/true"]},
         "batch": {"size": 1, "retryPolicy": {"immediate": {"retries": 0}}},
     }
@@ -60,7 +60,7 @@ def service_job(desired: int, cpu: float = 0.1, app: str = "ha-service") -> dict
     return {
         "owner": {"teamEmail": "team@example.com"}, "applicationName": app,
         "container": {"resources": {"cpu": cpu, "memoryMB": 16, "diskMB": 10, "networkMbps": 1},
-                      "image": {"name": "busybox", "tag": "latest"},
+                      "image": {"name": "127.0.0.1:5000/titus/busybox", "tag": "latest"},
                       "command": ["/bin/sleep", "3600"]},
         "service": {"capacity": {"min": 0, "desired": desired, "max": 10},
                     "retryPolicy": {"immediate": {"retries": 100}}},
@@ -280,7 +280,7 @@ class AgentProc:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TITUS_")}
         env.update({"TITUS_MASTER_URL": master_urls, "TITUS_AGENT_TOKEN": AGENT_TOKEN,
                     "TITUS_AGENT_ID": self.agent_id, "TITUS_DATA_DIR": str(self.data_dir),
-                    "TITUS_RUNTIME": "process", "TITUS_AGENT_CPU": str(cpu), "TITUS_AGENT_MEMORY_MB": "4096",
+                    "TITUS_RUNTIME": "oci", "TITUS_AGENT_CPU": str(cpu), "TITUS_AGENT_MEMORY_MB": "4096",
                     "TITUS_KILL_TASKS_ON_EXIT": "true", "TITUS_TASK_PIDS_LIMIT": "64",
                     "PYTHONPATH": str(REPO_ROOT)})
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it

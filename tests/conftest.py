@@ -29,7 +29,7 @@ def batch_job(size: int = 1, command: list[str] | None = None, **overrides: Any)
         "applicationName": "hello",
         "container": {
             "resources": {"cpu": 0.5, "memoryMB": 64, "diskMB": 100, "networkMbps": 10},
-            "image": {"name": "busybox", "tag": "latest"},
+            "image": {"name": "127.0.0.1:5000/titus/busybox", "tag": "latest"},
             "command": command or ["/bin/sh", "-c", "echo hello"],
         },
         "batch": {"size": size, "retryPolicy": {"immediate": {"retries": 0}}},
@@ -43,7 +43,7 @@ def service_job(desired: int = 2, **overrides: Any) -> dict[str, Any]:
         "applicationName": "web",
         "container": {
             "resources": {"cpu": 0.25, "memoryMB": 64, "diskMB": 100, "networkMbps": 10},
-            "image": {"name": "busybox", "tag": "latest"},
+            "image": {"name": "127.0.0.1:5000/titus/busybox", "tag": "latest"},
             "command": ["/bin/sleep", "3600"],
         },
         "service": {"capacity": {"min": 0, "desired": desired, "max": 10},

@@ -215,7 +215,7 @@ def db_migrate(config_file: str | None, data_dir: Path | None) -> None:
 
 @main.command()
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="KEY=VALUE file.")
-@click.option("--runtime", type=click.Choice(["process", "docker"]), help="Overrides TITUS_RUNTIME.")
+@click.option("--runtime", type=click.Choice(["oci", "process", "docker"]), help="Overrides TITUS_RUNTIME.")
 @click.option("--master-url", help="Overrides TITUS_MASTER_URL (comma-separated: any master serves).")
 def agent(config_file: str | None, runtime: str | None, master_url: str | None) -> None:
     """Run an agent on this host from a config file plus TITUS_* environment variables."""
@@ -234,7 +234,7 @@ def agent(config_file: str | None, runtime: str | None, master_url: str | None) 
 
 
 @main.command()
-@click.option("--runtime", type=click.Choice(["process", "docker"]), help="Overrides TITUS_RUNTIME.")
+@click.option("--runtime", type=click.Choice(["oci", "process", "docker"]), help="Overrides TITUS_RUNTIME.")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Task data (default $MESOS_SANDBOX/titus).")
 def executor(runtime: str | None, data_dir: Path | None) -> None:
     """titus-executor: run by a Mesos agent (MESOS_* environment) to start one task of the mesos backend."""
@@ -245,7 +245,7 @@ def executor(runtime: str | None, data_dir: Path | None) -> None:
     values = merged(None)
     _setup_logging(values.get("TITUS_LOG_LEVEL", "INFO"))
     try:
-        run_executor(runtime or values.get("TITUS_RUNTIME", "process"), data_dir,
+        run_executor(runtime or values.get("TITUS_RUNTIME", "oci"), data_dir,
                      get_int(values, "TITUS_TASK_PIDS_LIMIT", 1024))
     except (ConfigError, OSError, KeyError) as exc:
         _fail(str(exc))

@@ -40,6 +40,11 @@ def _token(data_dir: Path, name: str, env_var: str) -> tuple[str, bool]:
     return token, True
 
 
+def dev_runtime() -> str:
+    """The OCI runtime unless TITUS_RUNTIME asks for another (process: trusted single-user use only)."""
+    return os.environ.get("TITUS_RUNTIME", "oci")
+
+
 def dev_agent_id(data_dir: Path) -> str:
     """One agent id per data directory: agents find (and kill) unknown tasks in their id's cgroups, so
     two dev clusters on one host must not share an id."""
@@ -73,7 +78,7 @@ def run_dev(port: int, data_dir: Path, agent_memory_mb: int | None, agent_cpu: f
         "TITUS_AGENT_TOKEN": agent_token,
         "TITUS_AGENT_ID": dev_agent_id(data_dir),
         "TITUS_DATA_DIR": str(data_dir / "agent"),
-        "TITUS_RUNTIME": "process",
+        "TITUS_RUNTIME": dev_runtime(),
         "TITUS_KILL_TASKS_ON_EXIT": "true",
         "TITUS_UNKNOWN_TASK_GRACE_S": os.environ.get("TITUS_UNKNOWN_TASK_GRACE_S", "2"),
     }
@@ -124,10 +129,12 @@ def run_dev(port: int, data_dir: Path, agent_memory_mb: int | None, agent_cpu: f
 
 def _sweep_tasks(agent_dir: Path, agent_id: str) -> None:
     """Safety net for a dev agent that died abruptly: kill whatever is left in its cgroups."""
+    from agent.runtime.oci import OciRuntime
     from agent.runtime.process import ProcessRuntime
 
     try:
-        runtime = ProcessRuntime(agent_dir, agent_id)
+        runtime: ProcessRuntime = (OciRuntime(agent_dir, agent_id) if dev_runtime() == "oci"
+                                   else ProcessRuntime(agent_dir, agent_id))
     except Exception as exc:
         click.echo(f"titus dev: could not check for leftover tasks: {exc}", err=True)
         return

@@ -17,6 +17,7 @@ This file imports only the standard library: it runs as `python -I -S <this file
 from __future__ import annotations
 
 import contextlib
+import ctypes  # here, not in the child: after setuid the interpreter's own files may be unreadable
 import json
 import os
 import signal
@@ -53,6 +54,11 @@ def _exec_child(req: dict[str, Any], out_fd: int, err_fd: int, errpipe: int) -> 
             finally:
                 os.close(fd)
         os.setsid()  # own session and process group: kill() signals the group, never the supervisor
+        if "gid" in req:  # drop root last: joining the cgroups above needed it
+            os.setgroups([])
+            os.setgid(req["gid"])
+            os.setuid(req["uid"])
+            _no_new_privs()  # a setuid binary cannot give the task back what it just gave up
         for sig in signal.valid_signals():
             with contextlib.suppress(OSError, ValueError):
                 signal.signal(sig, signal.SIG_DFL)  # Python ignores SIGPIPE/SIGXFSZ; the task must not
@@ -111,6 +117,8 @@ def _supervise(req: dict[str, Any], report: int) -> None:
     os.dup2(log, 2)
     os.close(log)
 
+    if req.get("pid_file"):
+        _set_subreaper()
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
     out_fd = os.open(req["stdout"], flags, 0o640)
     err_fd = os.open(req["stderr"], flags, 0o640)
@@ -132,21 +140,35 @@ def _supervise(req: dict[str, Any], report: int) -> None:
         os.write(report, json.dumps({"error": b"".join(chunks).decode(errors="replace")}).encode())
         os._exit(0)
 
+    waited = pid
+    if req.get("pid_file"):
+        # An OCI runtime (`runc run --detach`) creates the container and exits; the container's init
+        # is reparented to us (the subreaper), so we wait for it as for a child of our own.
+        _, status = os.waitpid(pid, 0)
+        if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
+            os.write(report, json.dumps({"error": _runtime_error(req)}).encode())
+            os._exit(0)
+        with open(req["pid_file"]) as f:
+            waited = int(f.read().strip())
+
     me = os.getpid()
     _write_json_atomic(
         os.path.join(req["task_dir"], "pids.json"),
         {
-            "pid": pid,
-            "pid_start": _proc_start(pid),
+            "pid": waited,
+            "pid_start": _proc_start(waited),
             "supervisor_pid": me,
             "supervisor_start": _proc_start(me),
             "started_at": time.time(),
         },
     )
-    os.write(report, json.dumps({"pid": pid, "supervisor_pid": me}).encode())
+    os.write(report, json.dumps({"pid": waited, "supervisor_pid": me}).encode())
     os.close(report)
 
-    _, status = os.waitpid(pid, 0)
+    while True:  # reap orphans the container leaves us until its init ends
+        ended, status = os.waitpid(-1, 0)
+        if ended == waited:
+            break
     _kill_leftovers(req["kill_procs"])
     result: dict[str, Any] = {"ended_at": time.time()}
     if os.WIFSIGNALED(status):
@@ -157,6 +179,31 @@ def _supervise(req: dict[str, Any], report: int) -> None:
         result["exit_code"] = os.WEXITSTATUS(status)
     _write_json_atomic(os.path.join(req["task_dir"], "exit.json"), result)
     os._exit(0)
+
+
+def _runtime_error(req: dict[str, Any]) -> str:
+    """The OCI runtime's own last error (its JSON log), as the user-facing reason the task did not start."""
+    message = "the container runtime failed to start the task"
+    try:
+        with open(req["runtime_log"]) as f:
+            lines = f.readlines()[-50:]
+    except (KeyError, OSError):
+        return message
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            if entry.get("level") in ("error", "fatal") and entry.get("msg"):
+                message = str(entry["msg"])
+    return message
+
+
+def _no_new_privs() -> None:
+    if ctypes.CDLL(None, use_errno=True).prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
+        raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS failed")
+
+
+def _set_subreaper() -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
 
 
 def _read_all(fd: int) -> bytes:

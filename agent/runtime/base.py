@@ -16,7 +16,7 @@ class TaskSpec:
 
     task_id: str
     job_id: str
-    image: str  # "name:tag" or "name@sha256:..."; the process runtime ignores it
+    image: str  # "name:tag" or "name@sha256:..."; the process runtime accepts only its host images
     entry_point: tuple[str, ...] = ()
     command: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
@@ -25,10 +25,48 @@ class TaskSpec:
     disk_mb: int = 10_000
     network_mbps: int = 128
     pids_limit: int = 1024
+    original_id: str = ""  # the first task of a chain of replacements; "" means this task
+    index: int = 0  # batch task index
+    resubmit_number: int = 0
 
     @property
     def argv(self) -> list[str]:
         return [*self.entry_point, *self.command]
+
+    @property
+    def image_name(self) -> str:
+        name = self.image.split("@", 1)[0]
+        last = name.rsplit("/", 1)[-1]
+        return name.rsplit(":", 1)[0] if ":" in last else name
+
+    @property
+    def image_tag(self) -> str:
+        name = self.image.split("@", 1)[0]
+        last = name.rsplit("/", 1)[-1]
+        return last.rsplit(":", 1)[1] if ":" in last else ("" if "@" in self.image else "latest")
+
+    @property
+    def image_digest(self) -> str:
+        return self.image.split("@", 1)[1] if "@" in self.image else ""
+
+
+def task_identity(spec: TaskSpec) -> dict[str, str]:
+    """The environment Titus's executor gives every task (README: Task environment)."""
+    return {
+        "TITUS_TASK_ID": spec.task_id,
+        "TITUS_TASK_INSTANCE_ID": spec.task_id,
+        "TITUS_TASK_ORIGINAL_ID": spec.original_id or spec.task_id,
+        "TITUS_JOB_ID": spec.job_id,
+        "TITUS_TASK_INDEX": str(spec.index),
+        "TITUS_TASK_RESUBMIT_NUMBER": str(spec.resubmit_number),
+        "TITUS_IMAGE_NAME": spec.image_name,
+        "TITUS_IMAGE_TAG": spec.image_tag,
+        "TITUS_IMAGE_DIGEST": spec.image_digest,
+        "TITUS_NUM_CPU": f"{spec.cpu:g}",
+        "TITUS_NUM_MEM": str(spec.memory_mb),
+        "TITUS_NUM_DISK": str(spec.disk_mb),
+        "TITUS_NUM_NETWORK_BANDWIDTH": str(spec.network_mbps),
+    }
 
 
 @dataclass(frozen=True)

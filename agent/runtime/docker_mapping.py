@@ -14,32 +14,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from agent.runtime.base import ExitStatus, TaskSpec, Usage
+from agent.runtime import isolation
+from agent.runtime.base import ExitStatus, TaskSpec, Usage, task_identity
 
 LABEL_TASK_ID: Final = "titus.task_id"
 LABEL_JOB_ID: Final = "titus.job_id"
 LABEL_AGENT_ID: Final = "titus.agent_id"
 
-#: The capabilities dockerd gives a container by default (moby oci/caps/defaults.go). Tasks never get more.
-DOCKER_DEFAULT_CAPS: Final = frozenset(
-    {
-        "CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID",
-        "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE",
-    }
-)  # fmt: skip
-
-#: What a task gets back after `cap_drop=ALL`: Docker's defaults minus
-#:   NET_RAW     (raw sockets: ARP/ICMP spoofing of neighbours on the bridge),
-#:   MKNOD       (device nodes; the devices cgroup blocks most, but nothing here needs to make them),
-#:   AUDIT_WRITE (writing to the host's kernel audit log),
-#:   SETFCAP     (setting file capabilities that a later exec would gain).
-#: The rest let ordinary images work as root inside the container: chown/chmod files they own or not
-#: (CHOWN, DAC_OVERRIDE, FOWNER, FSETID), drop to another user (SETUID, SETGID, SETPCAP), bind ports
-#: below 1024, chroot, and signal their own processes (KILL).
-TASK_CAPS: Final = (
-    "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "NET_BIND_SERVICE",
-    "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
-)  # fmt: skip
+# The one table of what tasks are denied (shared with the OCI runtime): isolation.py.
+DOCKER_DEFAULT_CAPS: Final = isolation.DOCKER_DEFAULT_CAPS
+TASK_CAPS: Final = isolation.TASK_CAPS
 
 _ALLOWED_NETWORK_MODES: Final = ("bridge", "none")
 _NAME_OK = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
@@ -91,7 +75,7 @@ def create_kwargs(spec: TaskSpec, agent_id: str, policy: ContainerPolicy) -> dic
         "name": container_name(spec.task_id),
         "labels": container_labels(spec, agent_id),
         # The same task identity the process runtime gives its tasks; the job's own env wins on a clash.
-        "environment": {"TITUS_TASK_ID": spec.task_id, "TITUS_JOB_ID": spec.job_id, **spec.env},
+        "environment": {**task_identity(spec), **spec.env},
         # Empty means "the image's own": Docker keeps the image's ENTRYPOINT/CMD when these are None.
         "entrypoint": list(spec.entry_point) or None,
         "command": list(spec.command) or None,
@@ -108,6 +92,11 @@ def create_kwargs(spec: TaskSpec, agent_id: str, policy: ContainerPolicy) -> dic
         "cap_drop": ["ALL"],
         "cap_add": list(policy.cap_add),
         "security_opt": ["no-new-privileges:true"],
+        # Namespaces of its own, explicitly (a daemon may default IPC to "shareable" or cgroupns to "host");
+        # PID, mount and UTS are always private unless asked otherwise, which we never do. Docker's default
+        # seccomp profile and its masked / read-only /proc paths apply since we never ask to drop them.
+        "ipc_mode": "private",
+        "cgroupns": "private",
         "read_only": policy.read_only_rootfs,
         "network_mode": policy.network_mode,
         "init": policy.use_init,

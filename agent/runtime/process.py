@@ -17,6 +17,7 @@ Design (see also _spawner.py):
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import heapq
 import json
 import logging
@@ -31,12 +32,19 @@ from typing import Any, NoReturn
 
 from agent import cgroups
 from agent.monitor import HostStats, PsutilMonitor
+from agent.runtime import mounts
 from agent.runtime._spawner import _proc_start
-from agent.runtime.base import ExitStatus, LaunchError, Runtime, TaskSpec, Usage
+from agent.runtime.base import ExitStatus, LaunchError, Runtime, TaskSpec, Usage, task_identity
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: Process-runtime tasks run as host uids (and gids) TASK_UID_BASE + 0..TASK_UID_RANGE-1, one per task:
+#: not root, owning nothing of the agent's or master's, and apart from the OCI runtime's 100000-165535.
+TASK_UID_BASE = 200_000
+TASK_UID_RANGE = 100_000
+#: Image names the process runtime accepts, meaning "run on the host as it is".
+HOST_IMAGES = frozenset({"host", "titus/host"})
 _SPAWNER = str(Path(__file__).with_name("_spawner.py"))
 _STREAMS = ("stdout", "stderr")
 
@@ -144,7 +152,11 @@ class ProcessRuntime:
         cgroup_root: str | os.PathLike[str] = "/sys/fs/cgroup",
         monitor: PsutilMonitor | None = None,
         python: str = sys.executable,
+        task_uid_base: int = TASK_UID_BASE,
+        host_images: frozenset[str] = HOST_IMAGES,
     ) -> None:
+        self.task_uid_base = task_uid_base
+        self.host_images = host_images
         self.agent_id = cgroups.validate_id(agent_id, "agent id")
         self.data_dir = Path(data_dir)
         self.tasks_dir = self.data_dir / "tasks"
@@ -178,30 +190,28 @@ class ProcessRuntime:
 
     def start(self, spec: TaskSpec) -> None:
         task_dir = self._task_dir(spec.task_id)
-        argv = spec.argv
-        if not argv:
-            raise LaunchError("nothing to run: entryPoint and command are both empty")
+        self._check_spec(spec)
         if (task_dir / "pids.json").exists():
             raise LaunchError(f"task {spec.task_id} was already started on this agent")
-        work = task_dir / "work"
-        work.mkdir(parents=True, exist_ok=True)
+        task_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(task_dir, self.task_dir_mode)
         _write_json_atomic(
             task_dir / "spec.json",
-            {"task_id": spec.task_id, "job_id": spec.job_id, "argv": argv, "cpu": spec.cpu,
-             "memory_mb": spec.memory_mb, "pids_limit": spec.pids_limit},
+            {"task_id": spec.task_id, "job_id": spec.job_id, "argv": spec.argv, "cpu": spec.cpu,
+             "memory_mb": spec.memory_mb, "pids_limit": spec.pids_limit, "disk_mb": spec.disk_mb},
         )
         group = self._group(spec.task_id)
         try:
             group.create(cgroups.Limits(cpu=spec.cpu, memory_mb=spec.memory_mb, pids=spec.pids_limit))
         except (cgroups.CgroupError, OSError) as e:
             self._launch_failed(spec.task_id, group, f"cannot set up resource limits: {e}")
-        # The agent's own environment (tokens!) is never inherited; tasks get a clean one.
-        env = {"PATH": DEFAULT_PATH, "HOME": str(work), "TITUS_TASK_ID": spec.task_id,
-               "TITUS_JOB_ID": spec.job_id, **spec.env}
+        try:
+            launch = self._prepare(spec, task_dir)
+        except LaunchError as e:
+            self._release(spec.task_id)
+            self._launch_failed(spec.task_id, group, str(e))
         req = {
-            "argv": argv,
-            "env": env,
-            "cwd": str(work),
+            **launch,
             "stdout": str(task_dir / "stdout"),
             "stderr": str(task_dir / "stderr"),
             "procs_files": [str(p) for p in group.procs_files],
@@ -210,7 +220,58 @@ class ProcessRuntime:
         }
         reply = self._spawner.request(req, task_dir / "pids.json")
         if "error" in reply:
+            self._release(spec.task_id)
             self._launch_failed(spec.task_id, group, str(reply["error"]))
+
+    # --- hooks for runtimes built on this one (the OCI runtime) --------------------------------------
+
+    #: The task's uid reaches its own work dir inside; nothing else in the task directory is its.
+    task_dir_mode = 0o711
+
+    def _check_spec(self, spec: TaskSpec) -> None:
+        """Refuse what this runtime cannot honour, before anything is created. The process runtime runs
+        the task on the host: it cannot run an image, so it accepts only the images named host images."""
+        if not spec.argv:
+            raise LaunchError("nothing to run: entryPoint and command are both empty")
+        name = spec.image.split("@", 1)[0].rsplit(":", 1)[0] if spec.image else ""
+        if spec.image and spec.image not in self.host_images and name not in self.host_images:
+            raise LaunchError(
+                f"the process runtime runs tasks on the host and cannot run image {spec.image!r}; "
+                f"use the oci runtime, or name one of the host images {sorted(self.host_images)}")
+
+    def _prepare(self, spec: TaskSpec, task_dir: Path) -> dict[str, Any]:
+        """What the spawner runs: argv, env, cwd and the uid/gid to run it as."""
+        work = self._disk_dir(spec.task_id)
+        work.mkdir(exist_ok=True)
+        uid = self.task_uid(spec.task_id)
+        try:
+            mounts.mount_tmpfs(work, spec.disk_mb, mode=0o700)
+            os.chown(work, uid, uid)
+        except OSError as e:
+            raise LaunchError(f"cannot set up the task's disk: {e}") from e
+        # The agent's own environment (tokens!) is never inherited; tasks get a clean one.
+        env = {"PATH": DEFAULT_PATH, "HOME": str(work), **task_identity(spec), **spec.env}
+        return {"argv": spec.argv, "env": env, "cwd": str(work), "uid": uid, "gid": uid}
+
+    def task_uid(self, task_id: str) -> int:
+        """A host uid of the task's own, so tasks cannot signal or ptrace one another (a hash of the
+        id in a range of 100,000: a collision needs two tasks with clashing hashes on one host at once)."""
+        digest = hashlib.sha256(task_id.encode()).digest()
+        return self.task_uid_base + int.from_bytes(digest[:4], "big") % TASK_UID_RANGE
+
+    def _release(self, task_id: str) -> None:
+        """Undo _prepare's host resources (mounts, container state); logs stay."""
+        work = self._disk_dir(task_id)
+        if os.path.ismount(work):
+            try:
+                mounts.umount(work)
+            except OSError as e:
+                log.warning("task %s: %s", task_id, e)
+        with contextlib.suppress(OSError):
+            work.rmdir()
+
+    def _signal(self, pid: int, sig: int) -> None:
+        os.killpg(pid, sig)  # the task leads its own process group
 
     def _launch_failed(self, task_id: str, group: cgroups.TaskCgroup, message: str) -> NoReturn:
         """Record the failure so poll() reports it too (a restarted agent sees it), then raise."""
@@ -259,7 +320,7 @@ class ProcessRuntime:
                     message="the task's supervisor ended without recording an exit status"))
         return self._store(task_id, self._classify(task_id, exit_info))
 
-    def _classify(self, task_id: str, exit_info: dict[str, Any]) -> ExitStatus:
+    def _classify_exit(self, task_id: str, exit_info: dict[str, Any]) -> ExitStatus:
         task_dir = self._task_dir(task_id)
         code: int = exit_info["exit_code"]
         signum: int | None = exit_info.get("signal")
@@ -300,11 +361,12 @@ class ProcessRuntime:
         pid = pids.get("pid")
         if pid is not None and _alive(pid, pids.get("pid_start")):
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGTERM)  # the task leads its own process group
+                self._signal(pid, signal.SIGTERM)
         self._arm(task_id, kill["requested_at"] + kill["grace_s"])
 
     def cleanup(self, task_id: str) -> None:
         self._task_dir(task_id)  # validates
+        self._release(task_id)
         self._remove_group(self._group(task_id))
         self._cpu_samples.pop(task_id, None)
         self._groups.pop(task_id, None)
@@ -342,7 +404,41 @@ class ProcessRuntime:
                     self._arm(task_id, kill["requested_at"] + kill["grace_s"])
         return running
 
+    # --- the disk limit (a tmpfs of diskMB holds the task's writable files) ---
+
+    def _disk_dir(self, task_id: str) -> Path:
+        return self._task_dir(task_id) / "work"
+
+    def _disk_full(self, task_id: str) -> bool:
+        disk = self._disk_dir(task_id)
+        try:
+            st = os.statvfs(disk)
+        except OSError:
+            return False
+        return os.path.ismount(disk) and st.f_bavail == 0
+
     def usage(self, task_id: str) -> Usage | None:
+        """Also the disk check: a full writable layer ends the task (the agent samples every second)."""
+        sample = self._cgroup_usage(task_id)
+        if sample is not None and self._disk_full(task_id):
+            task_dir = self._task_dir(task_id)
+            spec = _read_json(task_dir / "spec.json") or {}
+            if not (task_dir / "disk_full.json").exists():
+                log.warning("task %s filled its disk limit of %s MB: killing it", task_id,
+                            spec.get("disk_mb"))
+                _write_json_atomic(task_dir / "disk_full.json", {"disk_mb": spec.get("disk_mb")})
+                self._group(task_id).kill_all()
+        return sample
+
+    def _classify(self, task_id: str, exit_info: dict[str, Any]) -> ExitStatus:
+        full = _read_json(self._task_dir(task_id) / "disk_full.json")
+        if full is not None:
+            return ExitStatus(exit_code=exit_info.get("exit_code"), reason="failed",
+                              message=f"disk limit exceeded: the task filled its {full.get('disk_mb')} MB "
+                                      "writable layer and was killed")
+        return self._classify_exit(task_id, exit_info)
+
+    def _cgroup_usage(self, task_id: str) -> Usage | None:
         group = self._group(task_id)
         pids = group.pids()
         if not pids:

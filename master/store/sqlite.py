@@ -8,6 +8,7 @@ batch, so one conflicting batch fails alone) and pays one fsync for all of them 
 from __future__ import annotations
 
 import json
+import os
 import queue
 import sqlite3
 import threading
@@ -57,6 +58,9 @@ class SqliteJobStore:
         self.on_commit: Callable[[float, int], None] = lambda seconds, batch: None
 
     def _connect(self) -> sqlite3.Connection:
+        if self._path != ":memory:":  # 0600 before the first byte; SQLite gives -wal/-shm the same mode
+            os.close(os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600))
+            os.chmod(self._path, 0o600)
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=30)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")

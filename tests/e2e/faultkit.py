@@ -7,11 +7,14 @@ the same moment, on one agent or two, is a violation.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -133,6 +136,23 @@ class InvariantChecker:
                 self.violations.append(f"{slot} running as {still}")
 
 
+_CACHE: list[Path] = []
+
+
+def shared_image_cache() -> Path:
+    """One image cache for every test agent of this session, filled from the host's network namespace:
+    agents in their own network namespaces (test_multihost) cannot reach the registry on 127.0.0.1, and
+    the OCI runtime uses what the host's cache already holds, as a fleet host would after its first pull."""
+    if not _CACHE:
+        from agent.runtime.images import ImageCache
+
+        path = Path(tempfile.gettempdir()) / f"titus-test-images-{os.getpid()}"
+        ImageCache(path).get("127.0.0.1:5000/titus/busybox:latest")
+        atexit.register(shutil.rmtree, path, True)
+        _CACHE.append(path)
+    return _CACHE[0]
+
+
 @dataclass
 class AgentProc:
     agent_id: str
@@ -145,8 +165,9 @@ class AgentProc:
     def start(self) -> AgentProc:
         env = {**os.environ, "TITUS_MASTER_URL": self.url, "TITUS_AGENT_TOKEN": AGENT_TOKEN,
                "TITUS_AGENT_ID": self.agent_id, "TITUS_DATA_DIR": str(self.data_dir),
-               "TITUS_RUNTIME": "process", "TITUS_AGENT_CPU": "4", "TITUS_AGENT_MEMORY_MB": "4096",
+               "TITUS_RUNTIME": "oci", "TITUS_AGENT_CPU": "4", "TITUS_AGENT_MEMORY_MB": "4096",
                "TITUS_UNKNOWN_TASK_GRACE_S": "1", "PYTHONPATH": str(Path(__file__).parents[2]),
+               "TITUS_IMAGE_CACHE_DIR": str(shared_image_cache()),
                **self.extra_env}
         env.pop("TITUS_API_TOKEN", None)
         cmd = [sys.executable, "-m", "titus.cli", "agent"]
@@ -181,9 +202,9 @@ def sweep(agent_id: str, data_dir: Path) -> None:
             cmd = proc.info["cmdline"] or []
             if "agent.fence" in cmd and str(data_dir) in cmd:
                 proc.send_signal(signal.SIGKILL)
-    from agent.runtime.process import ProcessRuntime
+    from agent.runtime.oci import OciRuntime
 
-    runtime = ProcessRuntime(data_dir, agent_id)
+    runtime = OciRuntime(data_dir, agent_id)
     try:
         for task_id in runtime.list_tasks():
             with contextlib.suppress(Exception):

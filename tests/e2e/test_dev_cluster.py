@@ -118,7 +118,9 @@ def dev(tmp_path: Path) -> Iterator[DevCluster]:
 
 def test_batch_job_of_three_finishes_normally(dev: DevCluster) -> None:
     job_id = dev.submit(
-        batch_job(size=3, command=["/bin/sh", "-c", "echo out-$TITUS_TASK_ID; echo oops >&2"])
+        batch_job(size=3, command=["/bin/sh", "-c", "echo out-$TITUS_TASK_ID; echo oops >&2; "
+                                   "echo $TITUS_JOB_ID $TITUS_TASK_INDEX $TITUS_TASK_ORIGINAL_ID "
+                                   "$TITUS_TASK_RESUBMIT_NUMBER $TITUS_IMAGE_TAG $TITUS_NUM_MEM >&2"])
     )
     wait_for(
         lambda: dev.api("GET", f"/api/v3/jobs/{job_id}").json()["status"]["state"] == "Finished",
@@ -132,10 +134,15 @@ def test_batch_job_of_three_finishes_normally(dev: DevCluster) -> None:
     assert history == ["Accepted", "Launched", "StartInitiated", "Started", "Finished"]
     logs = dev.api("GET", f"/api/v3/tasks/{finished[0]['id']}/logs").text
     assert logs == f"out-{finished[0]['id']}\n"
-    assert (
-        dev.api("GET", f"/api/v3/tasks/{finished[0]['id']}/logs", params={"stream": "stderr"}).text
-        == "oops\n"
-    )
+    indexes = set()
+    for task in finished:
+        err = dev.api("GET", f"/api/v3/tasks/{task['id']}/logs", params={"stream": "stderr"}).text
+        first, identity = err.splitlines()
+        assert first == "oops"
+        job, index, original, resubmits, tag, mem = identity.split()
+        assert (job, original, resubmits, tag, mem) == (job_id, task["id"], "0", "latest", "64")
+        indexes.add(index)
+    assert indexes == {"0", "1", "2"}  # the Titus task identity reaches the task's environment
 
 
 def test_service_job_lifecycle(dev: DevCluster) -> None:
@@ -207,13 +214,14 @@ def test_limits_are_enforced_by_the_kernel(dev: DevCluster) -> None:
     sleeper = dev.submit(service_job(desired=1))
     wait_for(lambda: dev.started(sleeper), what="a neighbour task")
     hog = batch_job(
-        command=["python3", "-c", "b = bytearray(200 * 1024 * 1024); print(len(b))"],
+        command=["/bin/sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"],
         container={"resources": {"memoryMB": 64}},
     )
     oom_job = dev.submit(hog)
-    # bash retries a refused fork instead of exiting, so the bomb keeps pushing against the limit.
+    # A refused fork ends only the subshell, not the loop, so the bomb keeps pushing against the limit.
     bomb = batch_job(
-        command=["/bin/bash", "-c", "while :; do sleep 30 & done"], container={"resources": {"memoryMB": 256}}
+        command=["/bin/sh", "-c", "while :; do (sleep 30 &) 2>/dev/null; done"],
+        container={"resources": {"memoryMB": 256}},
     )
     bomb_job = dev.submit(bomb)
     (oom,) = wait_for(lambda: dev.tasks(oom_job, "Finished"), what="the memory hog to end")

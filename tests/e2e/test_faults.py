@@ -6,6 +6,7 @@ with the process runtime and real cgroups. An invariant checker watches both sid
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -117,8 +118,8 @@ def test_agent_restart_adopts_running_tasks_and_reports_missed_exits(
     long_lease(master)
     a = agent("a")
     wait_for(lambda: registered(master.url, a.agent_id), what="agent registered")
-    flag = tmp_path / "exit-now"
-    script = f"while [ ! -e {flag} ]; do sleep 0.05; done; echo bye; exit 3"
+    # The task (a container: it cannot see the host's files) ends when the test signals it.
+    script = "trap 'echo bye; exit 3' USR1; echo ready; while :; do sleep 0.05; done"
     batch = submit(master.url, batch_job(command=["/bin/sh", "-c", script], container=SMALL))
     service = submit(master.url, service_job(desired=2, container=SMALL))
     (waiting,) = wait_for(lambda: started(master.url, batch), what="the batch task running")
@@ -126,8 +127,11 @@ def test_agent_restart_adopts_running_tasks_and_reports_missed_exits(
                        what="2 service tasks running")
     pids = live_tasks(a.agent_id)
 
+    wait_for(lambda: (a.data_dir / "tasks" / waiting["id"] / "stdout").read_text() == "ready\n",
+             what="the batch task's trap")
     a.kill9()
-    flag.touch()  # the batch task ends while no agent watches
+    task_pid = json.loads((a.data_dir / "tasks" / waiting["id"] / "pids.json").read_text())["pid"]
+    os.kill(task_pid, signal.SIGUSR1)  # the batch task ends while no agent watches
     wait_for(lambda: (a.data_dir / "tasks" / waiting["id"] / "exit.json").exists(),
              what="its supervisor's record")
     a.start()
@@ -276,7 +280,10 @@ def test_task_the_restarted_agent_does_not_know_is_lost_and_replaced(
     group = cgroups.detect().task_group(a.agent_id, gone["id"])
     assert group.kill_all()
     group.remove()
-    shutil.rmtree(a.data_dir / "tasks" / gone["id"])
+    task_dir = a.data_dir / "tasks" / gone["id"]
+    if os.path.ismount(task_dir / "disk"):  # the OCI runtime's writable layer: a clean-up unmounts it
+        subprocess.run(["umount", "-l", str(task_dir / "disk")], check=True)
+    shutil.rmtree(task_dir)
     a.start()
     (lost,) = wait_for(lambda: tasks_of(master.url, job_id, "Finished"), what="the unknown task to end")
     assert (lost["id"], lost["status"]["reasonCode"]) == (gone["id"], "lost")

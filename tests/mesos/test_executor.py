@@ -20,6 +20,7 @@ from agent import cgroups
 from master.mesos import model
 from tests.conftest import wait_for
 from tests.mesos.emulator import Call, MesosEmulator
+from tests.runtime.conftest import traversable
 
 pymesos = pytest.importorskip("pymesos")
 from agent.mesos_executor import TitusExecutor  # noqa: E402
@@ -35,7 +36,7 @@ class Harness:
         self.executor_id = executor_id
 
     def launch(self, command: list[str], memory_mb: int = 64) -> str:
-        entry = {"taskId": self.executor_id, "jobId": "job-1", "image": "busybox:latest", "entryPoint": [],
+        entry = {"taskId": self.executor_id, "jobId": "job-1", "image": "host", "entryPoint": [],
                  "command": command, "env": {"GREETING": "hello"},
                  "resources": {"cpu": 0.5, "memoryMB": memory_mb, "diskMB": 100, "networkMbps": 10},
                  "runtimeLimitSec": None, "kill": False, "killGraceMs": 1000}
@@ -79,6 +80,7 @@ def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness
     monkeypatch.setenv("MESOS_EXECUTOR_ID", executor_id)
     monkeypatch.setenv("MESOS_CHECKPOINT", "1")  # a dropped connection must not shut the executor down
     monkeypatch.setenv("MESOS_LOCAL", "1")  # and pymesos must never SIGKILL its process group (pytest's)
+    traversable(tmp_path)  # the process runtime's tasks run as an unprivileged uid
     executor = TitusExecutor("process", tmp_path / "data", poll_s=0.05)
     driver = pymesos.MesosExecutorDriver(executor, use_addict=False)
     driver.start()

@@ -45,6 +45,8 @@ def wait_exit(runtime: Runtime, task_id: str) -> ExitStatus:
 class RuntimeContract:
     #: Processes a runtime adds to every task (Docker's tini as PID 1); counted in usage, not the task's own.
     init_processes = 0
+    #: The image every contract task names: the process runtime's host image, or the registry's busybox.
+    image = "busybox:latest"
 
     @pytest.fixture
     def start(self, runtime: Runtime) -> Iterator[Callable[..., str]]:
@@ -52,7 +54,7 @@ class RuntimeContract:
 
         def _start(*argv: str, **overrides: Any) -> str:
             task_id = overrides.pop("task_id", f"task-{uuid.uuid4().hex[:12]}")
-            spec = TaskSpec(task_id=task_id, job_id="job-contract", image="busybox:latest",
+            spec = TaskSpec(task_id=task_id, job_id="job-contract", image=self.image,
                             entry_point=("sh", "-c"), command=argv, **overrides)
             started.append(task_id)
             runtime.start(spec)
@@ -87,7 +89,6 @@ class RuntimeContract:
         runtime.cleanup(task_id)
         assert runtime.poll(task_id) == first
 
-    image = "busybox:latest"  # the Docker contract overrides it with the local registry's image
 
     def test_unknown_program_fails_naming_it(self, runtime: Runtime) -> None:
         """Either start() refuses it (process runtime: exec fails before start returns) or the task ends

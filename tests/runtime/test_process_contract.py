@@ -4,4 +4,4 @@ from tests.runtime.contract import RuntimeContract
 
 
 class TestProcessRuntimeContract(RuntimeContract):
-    pass
+    image = "host"  # the only kind of image the process runtime runs: the host itself

@@ -21,7 +21,7 @@ V1 = ("memory", "cpu", "cpuacct", "pids")
 
 def _spec(script: str, **overrides: object) -> TaskSpec:
     task_id = str(overrides.pop("task_id", f"task-{uuid.uuid4().hex[:12]}"))
-    return TaskSpec(task_id=task_id, job_id="job-proc", image="ignored", entry_point=("sh", "-c"),
+    return TaskSpec(task_id=task_id, job_id="job-proc", image="host", entry_point=("sh", "-c"),
                     command=(script,), **overrides)  # type: ignore[arg-type]
 
 
@@ -57,7 +57,7 @@ def test_limits_are_written_to_every_controller(runtime: ProcessRuntime, agent_i
 def test_the_program_runs_inside_its_cgroups_from_its_first_instruction(
     runtime: ProcessRuntime, agent_id: str
 ) -> None:
-    spec = TaskSpec(task_id=f"task-{uuid.uuid4().hex[:12]}", job_id="j", image="-",
+    spec = TaskSpec(task_id=f"task-{uuid.uuid4().hex[:12]}", job_id="j", image="host",
                     command=("cat", "/proc/self/cgroup"))
     runtime.start(spec)
     assert wait_exit(runtime, spec.task_id).reason == "normal"
@@ -151,7 +151,7 @@ def test_the_agents_environment_is_not_inherited(
     runtime: ProcessRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TITUS_AGENT_TOKEN", "secret-agent-token")
-    spec = TaskSpec(task_id=f"task-{uuid.uuid4().hex[:12]}", job_id="j", image="-", command=("env",),
+    spec = TaskSpec(task_id=f"task-{uuid.uuid4().hex[:12]}", job_id="j", image="host", command=("env",),
                     env={"VISIBLE": "1"})
     runtime.start(spec)
     wait_exit(runtime, spec.task_id)

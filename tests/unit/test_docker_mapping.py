@@ -55,7 +55,8 @@ class TestCreateKwargs:
         assert "NET_RAW" not in kw["cap_add"]
         assert kw["security_opt"] == ["no-new-privileges:true"]
         assert kw["network_mode"] == "bridge"
-        assert "pid_mode" not in kw and "ipc_mode" not in kw
+        assert "pid_mode" not in kw and "privileged" in kw and kw["privileged"] is False
+        assert (kw["ipc_mode"], kw["cgroupns"]) == ("private", "private")
 
     def test_labels_name_and_command(self) -> None:
         kw = create_kwargs(
@@ -64,7 +65,10 @@ class TestCreateKwargs:
         assert kw["labels"] == {"titus.task_id": "t-1", "titus.job_id": "j-1", "titus.agent_id": "agent-a"}
         assert kw["name"] == "titus-t-1"
         assert (kw["entrypoint"], kw["command"]) == (["sh", "-c"], ["echo hi"])
-        assert kw["environment"] == {"TITUS_TASK_ID": "t-1", "TITUS_JOB_ID": "j-1", "A": "1"}
+        env = kw["environment"]
+        assert (env["TITUS_TASK_ID"], env["TITUS_JOB_ID"], env["A"]) == ("t-1", "j-1", "1")
+        assert env["TITUS_IMAGE_NAME"] == "reg:5000/app" and env["TITUS_IMAGE_TAG"] == "1"
+        assert (env["TITUS_NUM_CPU"], env["TITUS_TASK_INDEX"]) == ("1", "0")
 
     def test_empty_entrypoint_and_command_keep_the_images(self) -> None:
         kw = create_kwargs(spec(), "a", ContainerPolicy())
