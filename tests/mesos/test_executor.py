@@ -14,15 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pymesos  # installed by scripts/install-pymesos.sh; a missing one is an error, never a skip
 import pytest
 
 from agent import cgroups
 from master.mesos import model
+from master.mesos.executor import TitusExecutor
 from tests.conftest import wait_for
 from tests.mesos.emulator import Call, MesosEmulator
-
-pymesos = pytest.importorskip("pymesos")
-from master.mesos.executor import TitusExecutor  # noqa: E402
 
 CGROUP_ROOT = os.environ.get("TITUS_TEST_CGROUP_ROOT", "/sys/fs/cgroup")
 FRAMEWORK_ID = "fw-executor-test"
