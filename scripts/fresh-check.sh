@@ -14,8 +14,13 @@
 # and its volumes are removed at the end, so every run starts from the same bare image.
 #
 # What the container gets, and why:
-#   --privileged            the suite runs a nested dockerd, creates cgroups, network namespaces, veths and
-#                           iptables rules, and mounts overlays: all of it needs CAP_SYS_ADMIN/NET_ADMIN and /dev.
+#   every capability        the suite runs a nested dockerd, creates cgroups, network namespaces, veths and
+#    but CAP_SYS_RESOURCE   iptables rules, and mounts overlays. Not --privileged: Docker 20.10 then asks for every
+#                           capability it knows, and this host's bounding set lacks CAP_SYS_RESOURCE, so runc
+#                           fails ("unable to apply caps"). Instead: --cap-add ALL --cap-drop SYS_RESOURCE, no
+#                           seccomp/AppArmor filter, unmasked /proc and /sys paths, every device allowed by the
+#                           device cgroup; /sys and the cgroup hierarchies, which Docker mounts read-only for an
+#                           unprivileged container, are made writable inside it before the run (as on a machine).
 #   --cgroupns private      its /sys/fs/cgroup/<controller> (cgroup v1 here) is its own subtree, so the
 #                           cgroups its tests make cannot meet the host's.
 #   --init                  a real PID 1 that reaps orphans: the process runtime's supervisors outlive the
@@ -87,7 +92,9 @@ cleanup() {
 trap cleanup EXIT
 
 docker network create "$network" >/dev/null
-docker run -d --name "$name" --hostname titus-fresh --privileged --cgroupns private --init \
+docker run -d --name "$name" --hostname titus-fresh --cgroupns private --init \
+  --cap-add ALL --cap-drop SYS_RESOURCE --device-cgroup-rule 'a *:* rwm' \
+  --security-opt seccomp=unconfined --security-opt apparmor=unconfined --security-opt systempaths=unconfined \
   --network "$network" \
   -v /var/lib/docker -v /lib/modules:/lib/modules:ro \
   -v "$REPO/.git:/src.git:ro" \
@@ -105,6 +112,23 @@ for tables in iptables ip6tables; do
     -m conntrack ! --ctstate ESTABLISHED,RELATED -j DROP \
     || { [ "$tables" = ip6tables ] || die "could not set the inbound filter in $name"; }
 done
+
+# Writable /sys and cgroup hierarchies, as a machine has them: fresh mounts of each cgroup v1 hierarchy (or of
+# the v2 one) over Docker's read-only ones; in the container's cgroup namespace each shows its own subtree.
+docker exec "$name" bash -euo pipefail -c '
+  mount -o remount,rw /sys
+  if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+    umount /sys/fs/cgroup && mount -t cgroup2 cgroup2 /sys/fs/cgroup
+  else
+    for dir in /sys/fs/cgroup/*/; do
+      [ -L "${dir%/}" ] && continue  # cpu -> cpu,cpuacct and the like: the real directory is mounted
+      hierarchy="$(basename "$dir")"
+      options="$hierarchy"
+      [ "$hierarchy" = systemd ] && options=none,name=systemd
+      [ "$hierarchy" = unified ] && { umount "$dir"; mount -t cgroup2 cgroup2 "$dir"; continue; }
+      umount "$dir" && mount -t cgroup -o "$options" cgroup "$dir"
+    done
+  fi' || die "could not make /sys and the cgroup hierarchies writable in $name"
 
 pytest_args="$(printf ' %q' "$@")"
 set +e
