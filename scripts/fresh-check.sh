@@ -42,7 +42,16 @@ MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 SUITE=bookworm
 # The bare machine: Debian's minimal base plus git (to get the project). Everything else is the project's job.
 INCLUDE=git,ca-certificates
-recipe_hash="$(printf '%s\n' "$SUITE" "$MIRROR" "$INCLUDE" "minbase" "chmod755" | sha256sum | cut -c1-12)"
+# The network's own certificate authorities (a TLS-inspecting egress proxy signs with one): a machine on this
+# network trusts them, so the bare machine does too. They are the host's, not the project's.
+LOCAL_CAS=(/usr/local/share/ca-certificates/*.crt)
+[ -e "${LOCAL_CAS[0]}" ] || LOCAL_CAS=()
+recipe_hash="$( { printf '%s\n' "$SUITE" "$MIRROR" "$INCLUDE" "minbase" "chmod755"
+  [ "${#LOCAL_CAS[@]}" -eq 0 ] || cat "${LOCAL_CAS[@]}"; } | sha256sum | cut -c1-12)"
+# ...and the variables that point its clients at that trust store (pip ignores the system one otherwise),
+# as every machine of this workplace, CI's among them, has them. Passed on when the host has them.
+PASS_ENV=(PIP_CERT REQUESTS_CA_BUNDLE SSL_CERT_FILE SSL_CERT_DIR CURL_CA_BUNDLE GIT_SSL_CAINFO AWS_CA_BUNDLE
+  NODE_EXTRA_CA_CERTS PIP_DEFAULT_TIMEOUT HTTP_PROXY HTTPS_PROXY NO_PROXY http_proxy https_proxy no_proxy)
 IMAGE="${TITUS_FRESH_IMAGE:-titus-fresh-debian:${SUITE}-${recipe_hash}}"
 log() { echo "fresh-check.sh: $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -70,6 +79,10 @@ build_image() {
   debootstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$root" "$MIRROR" >/dev/null \
     || die "debootstrap failed (see $root/debootstrap/debootstrap.log)"
   rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/archives/*.deb
+  if [ "${#LOCAL_CAS[@]}" -gt 0 ]; then
+    cp "${LOCAL_CAS[@]}" "$root/usr/local/share/ca-certificates/"
+    chroot "$root" update-ca-certificates >/dev/null
+  fi
   : >"$root/etc/machine-id"
   # mktemp -d made the root 0700; the image's / must be 0755 like any machine's, or non-root daemons fail.
   chmod 0755 "$root"
@@ -131,8 +144,13 @@ docker exec "$name" bash -euo pipefail -c '
   fi' || die "could not make /sys and the cgroup hierarchies writable in $name"
 
 pytest_args="$(printf ' %q' "$@")"
+env_args=()
+for variable in "${PASS_ENV[@]}"; do
+  [ -n "${!variable:-}" ] && env_args+=(-e "$variable=${!variable}")
+done
+
 set +e
-docker exec "$name" bash -euo pipefail -c "
+docker exec "${env_args[@]}" "$name" bash -euo pipefail -c "
   git config --global --add safe.directory /src.git
   git clone -q --no-local /src.git /root/titus
   cd /root/titus
