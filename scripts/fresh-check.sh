@@ -32,6 +32,10 @@
 #                           module proxy). Every server the suite starts listens on 127.0.0.1 or inside its own
 #                           namespaces; in addition the container drops every inbound packet on its external
 #                           interface that is not a reply (see below), so nothing in it is reachable from outside.
+#   download caches         named volumes titus-fresh-cache-* keep what the run downloaded (apt archives, pip
+#                           wheels, Maven's repository, Go modules and build cache) for the next run: every
+#                           install step still runs, only its downloads are quicker. TITUS_FRESH_CACHE=0 (or
+#                           `docker volume rm` them) for a run that fetches everything again.
 # Environment: TITUS_FRESH_IMAGE [titus-fresh-debian:bookworm-<recipe hash>]  DEBIAN_MIRROR
 #   [http://deb.debian.org/debian]  TITUS_FRESH_KEEP=1 keeps the container for a look after the run.
 set -euo pipefail
@@ -104,12 +108,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
+cache_args=()
+if [ "${TITUS_FRESH_CACHE:-1}" = 1 ]; then
+  cache_args=(-v titus-fresh-cache-apt:/var/cache/apt/archives -v titus-fresh-cache-pip:/root/.cache/pip
+    -v titus-fresh-cache-m2:/root/.m2 -v titus-fresh-cache-go:/var/cache/titus-go -e TITUS_GO_CACHE_DIR=/var/cache/titus-go)
+fi
 docker network create "$network" >/dev/null
 docker run -d --name "$name" --hostname titus-fresh --cgroupns private --init \
   --cap-add ALL --cap-drop SYS_RESOURCE --device-cgroup-rule 'a *:* rwm' \
   --security-opt seccomp=unconfined --security-opt apparmor=unconfined --security-opt systempaths=unconfined \
   --network "$network" \
-  -v /var/lib/docker -v /lib/modules:/lib/modules:ro \
+  -v /var/lib/docker -v /lib/modules:/lib/modules:ro "${cache_args[@]}" \
   -v "$REPO/.git:/src.git:ro" \
   "$IMAGE" sleep infinity >/dev/null
 log "container $name started from $IMAGE; testing $commit"

@@ -16,7 +16,9 @@
 #
 # Why Terraform and not OpenTofu: the project documents and `titus cluster` drives `terraform`; OpenTofu
 # builds the same way (github.com/opentofu/opentofu) but needs Go 1.24 and takes as long.
-# Environment: TITUS_TERRAFORM_DIR [/opt/titus-tools/terraform-<version>]  PYTHON [python3]
+# Environment: TITUS_TERRAFORM_DIR [/opt/titus-tools/terraform-<version>]
+#   TITUS_GO_CACHE_DIR: keep the Go module and build caches there for the next build (default: a temporary
+#   directory, removed afterwards; scripts/fresh-check.sh sets it to a volume so that its reruns are quicker)
 set -euo pipefail
 
 TERRAFORM_VERSION=1.11.4
@@ -52,7 +54,8 @@ fi
 
 work="$(mktemp -d /var/tmp/titus-terraform-build.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
-export GOMODCACHE="$work/mod" GOCACHE="$work/cache" GOPATH="$work/gopath" GOFLAGS=-modcacherw GOTOOLCHAIN=local
+cache="${TITUS_GO_CACHE_DIR:-$work}"
+export GOMODCACHE="$cache/mod" GOCACHE="$cache/build" GOPATH="$work/gopath" GOFLAGS=-modcacherw GOTOOLCHAIN=local
 export GOPROXY="${GOPROXY:-https://proxy.golang.org}" GONOSUMDB="" GOSUMDB="${GOSUMDB:-sum.golang.org}"
 cd "$work"
 
