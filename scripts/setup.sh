@@ -20,10 +20,10 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 APT_BASE=(
   cmd:python3:python3
   py:venv:python3-venv              # python3 -m venv (Debian splits ensurepip out)
+  cmd:curl:curl                     # README's tour shows the raw HTTP API with it
 )
 APT_TEST=(
   cmd:git:git                       # how the project is fetched (README), and what fresh-check clones with
-  cmd:curl:curl                     # README's tour; registry readiness checks
   cmd:ip:iproute2                   # network namespaces and veths (tests/e2e fault tests)
   cmd:iptables:iptables             # partitions inside a namespace (tests/e2e)
   cmd:nsenter:util-linux            # run an agent in a namespace's network
