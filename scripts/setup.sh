@@ -16,7 +16,8 @@ export DEBIAN_FRONTEND=noninteractive
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # Debian packages, by the command or file that shows they are there (the package name alone would miss a
-# tool that a developer installed some other way). One "probe:package" per line: add yours here.
+# tool that a developer installed some other way). One "cmd:COMMAND:PACKAGE", "file:PATH:PACKAGE" or
+# "py:MODULE:PACKAGE" per line: add yours to APT_TEST (the test suite's) or APT_BASE (the platform's).
 APT_BASE=(
   cmd:python3:python3
   py:venv:python3-venv              # python3 -m venv (Debian splits ensurepip out)
