@@ -102,8 +102,13 @@ class Dev:
         try:
             self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
+            # Killed before its clean-up ran: its tasks and their supervisors may still write into the data
+            # directory, so it is left for a look rather than deleted under them.
             self.proc.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
+            self.proc.wait()
+            raise RuntimeError(f"titus dev did not stop within 60 s after SIGINT; left {self.dir}") from None
+        # `titus dev` returns once its tasks and their supervisors are gone: nothing writes here any more.
+        shutil.rmtree(self.dir)
 
 
 def _client_worker(port: int, token: str, duration: float, threads: int, out: Any) -> None:

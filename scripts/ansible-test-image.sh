@@ -37,6 +37,9 @@ build() {
     systemd-logind.service console-getty.service >/dev/null 2>&1 || true
   rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/archives/*.deb
   : >"$root/etc/machine-id"
+  # mktemp -d made the root 0700, and the tarball records it: under Docker's vfs storage (a nested dockerd's)
+  # the container then really has a 0700 /, non-root dbus hangs and systemd never finishes booting.
+  chmod 0755 "$root"
   tar -C "$root" -c . | docker import \
     -c 'CMD ["/lib/systemd/systemd"]' -c 'ENV container=docker' \
     - "$IMAGE" >/dev/null

@@ -19,4 +19,7 @@ for service in zookeeper cassandra; do
     bash "scripts/services/$service.sh" start
   fi
 done
+# The project's venv first on PATH: the tests and the programs they start (titus, moto_server, ...) must run
+# the versions setup installed, not whatever another install put earlier on PATH.
+export PATH="$PWD/.venv/bin:$PATH"
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

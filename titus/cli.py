@@ -349,10 +349,13 @@ def job_list(
 @click.argument("job_id")
 @_api_options
 def job_get(job_id: str, url: str | None, token: str | None, as_json: bool) -> None:
-    """Show one job and its tasks."""
+    """Show one job and its tasks: the active ones, then the finished ones (how each ended)."""
     client = _client(url, token)
     j = _run(lambda: client.job(job_id))
     tasks = _run(lambda: client.tasks(job_id))
+    # The task list serves active tasks unless asked for Finished ones; a finished batch has only those,
+    # and their ids are what `titus task logs` needs.
+    finished = _run(lambda: client.tasks(job_id, "Finished"))
     d = j["jobDescriptor"]
     lines = [
         f"job {j['id']}",
@@ -364,7 +367,11 @@ def job_get(job_id: str, url: str | None, token: str | None, as_json: bool) -> N
     for t in tasks:
         extra = f"  pending: {t['pendingReason']}" if t.get("pendingReason") else ""
         lines.append(f"    {t['id']}  {t['status']['state']}{extra}")
-    _emit({"job": j, "tasks": tasks}, as_json, "\n".join(lines))
+    lines.append(f"  finished tasks: {len(finished)}")
+    for t in finished:
+        why = f"{t['status'].get('reasonCode', '')}  {t['status'].get('reasonMessage', '')}".rstrip()
+        lines.append(f"    {t['id']}  {why}")
+    _emit({"job": j, "tasks": tasks, "finishedTasks": finished}, as_json, "\n".join(lines))
 
 
 @job.command("kill")
@@ -410,12 +417,12 @@ def task() -> None:
 
 @task.command("list")
 @click.option("--job", "job_id", help="Only this job's tasks.")
-@click.option("--states", help="Comma-separated task states (e.g. Finished).")
+@click.option("--states", help="Comma-separated task states (e.g. Finished); default: the active ones.")
 @_api_options
 def task_list(
     job_id: str | None, states: str | None, url: str | None, token: str | None, as_json: bool
 ) -> None:
-    """List tasks."""
+    """List tasks: the active ones (not yet Finished) unless --states says otherwise."""
     client = _client(url, token)
     tasks = _run(lambda: client.tasks(job_id, states))
     rows = [
@@ -432,7 +439,9 @@ def task_list(
     _emit(
         tasks,
         as_json,
-        _table(rows, ["ID", "JOB", "STATE", "REASON", "AGENT", "PENDING"]) if rows else "no tasks",
+        _table(rows, ["ID", "JOB", "STATE", "REASON", "AGENT", "PENDING"])
+        if rows
+        else "no tasks" if states else "no active tasks (finished ones: --states Finished)",
     )
 
 

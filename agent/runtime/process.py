@@ -70,6 +70,42 @@ def _alive(pid: int | None, start: int | None) -> bool:
     return pid is not None and start is not None and _proc_start(pid) == start
 
 
+def _zombie(pid: int) -> bool:
+    """Whether the pid has exited and only waits to be reaped (state Z in /proc/<pid>/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return True  # gone altogether
+    return data[data.rindex(b")") + 2 : data.rindex(b")") + 3] == b"Z"
+
+
+def supervisor_running(task_dir: Path) -> bool:
+    """Whether the supervisor of the task in `task_dir` may still write there (exit.json, supervisor.log).
+
+    An exited supervisor that its parent has not reaped yet has written everything it will: it counts as
+    gone. A task directory without pids.json has no supervisor that reported itself.
+    """
+    pids = _read_json(task_dir / "pids.json") or {}
+    pid, start = pids.get("supervisor_pid"), pids.get("supervisor_start")
+    return pid is not None and _alive(pid, start) and not _zombie(int(pid))
+
+
+def wait_for_supervisor(task_dir: Path, timeout_s: float = 5.0) -> bool:
+    """Wait until nothing of the task's supervisor writes into `task_dir` any more; False on timeout.
+
+    Why: the supervisor outlives its task by the moment it takes to record exit.json (and it outlives the
+    agent), so whoever deletes a task directory, or the data directory holding it, waits for this first;
+    otherwise that last write races the delete ("Directory not empty").
+    """
+    deadline = time.monotonic() + timeout_s
+    while supervisor_running(task_dir):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def _signal_name(signum: int) -> str:
     try:
         return signal.Signals(signum).name
@@ -365,9 +401,13 @@ class ProcessRuntime:
         self._arm(task_id, kill["requested_at"] + kill["grace_s"])
 
     def cleanup(self, task_id: str) -> None:
-        self._task_dir(task_id)  # validates
+        task_dir = self._task_dir(task_id)  # validates
         self._release(task_id)
         self._remove_group(self._group(task_id))
+        # The task's processes are gone; its supervisor may still be recording how it ended. Return only once
+        # it is done, so that a caller may delete the task's directory (or the data directory) right after.
+        if not wait_for_supervisor(task_dir):
+            log.warning("the supervisor of task %s still runs 5 s after its task was killed", task_id)
         self._cpu_samples.pop(task_id, None)
         self._groups.pop(task_id, None)
         self.monitor.forget(self._pids_of.pop(task_id, ()))

@@ -116,8 +116,10 @@ stop() {
   if kill -0 "$pid" 2>/dev/null; then
     kill -TERM "$pid"
     local deadline=$((SECONDS + 15))
-    while kill -0 "$pid" 2>/dev/null; do
-      [ "$SECONDS" -lt "$deadline" ] || { kill -KILL "$pid" 2>/dev/null || true; break; }
+    # A zombie has exited (it only waits to be reaped): it counts as gone.
+    while kill -0 "$pid" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]; do
+      # After SIGKILL keep waiting for the exit: callers delete its storage right after stop returns.
+      [ "$SECONDS" -lt "$deadline" ] || kill -KILL "$pid" 2>/dev/null || true
       sleep 0.1
     done
   fi

@@ -76,7 +76,7 @@ def cluster_hosts(prefix: str, workdir: Path) -> dict[str, dict[str, object]]:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tool("ansible-playbook")
     if not docker_available():
-        pytest.skip("dockerd not answering: run scripts/services/dockerd.sh start")
+        pytest.fail("dockerd not answering: run scripts/services/dockerd.sh start (scripts/test.sh does)")
     build_image()
     workdir = tmp_path_factory.mktemp("ansible-converge")
     prefix = unique_prefix()

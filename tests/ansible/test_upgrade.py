@@ -90,7 +90,8 @@ def release_of(cluster: Cluster, host: str) -> str:
 def new_build(workdir: Path) -> Path:
     """A copy of the product source that differs from the installed one, as the next release would."""
     source = workdir / "next-build"
-    shutil.rmtree(source, ignore_errors=True)
+    if source.exists():  # an earlier build of this run, already copied into the hosts: nothing writes into it
+        shutil.rmtree(source)
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, source / name)

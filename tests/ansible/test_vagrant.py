@@ -31,7 +31,7 @@ def inventory_hosts() -> dict[str, str]:
 def test_vagrantfile_validates() -> None:
     vagrant = shutil.which("vagrant")
     if vagrant is None:
-        pytest.skip("vagrant not installed: apt-get install vagrant (Debian 12 packages 2.3.4)")
+        pytest.fail("vagrant not installed: apt-get install vagrant (scripts/setup.sh --test does)")
     result = subprocess.run([vagrant, "validate", "--ignore-provider"], cwd=REPO, capture_output=True,
                             text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr

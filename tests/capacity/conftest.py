@@ -1,4 +1,9 @@
-"""A real moto_server on 127.0.0.1 for the whole session, reached through boto3 with endpoint_url."""
+"""A real moto_server on 127.0.0.1 for the whole session, reached through boto3 with endpoint_url.
+
+moto_server runs as `<this interpreter> -m moto.server`: the moto that setup installed next to the code under
+test, never another moto_server that happens to be earlier on PATH. Missing tools fail the tests (setup
+installs them: scripts/setup.sh --test); they never skip.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,8 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-
-boto3 = pytest.importorskip("boto3")
 
 
 def free_port() -> int:
@@ -25,13 +29,14 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def moto_url() -> Iterator[str]:
-    exe = shutil.which("moto_server")
-    if exe is None:
-        pytest.fail("moto_server not installed: pip install 'moto[server]'")
+    try:
+        import moto.server  # noqa: F401
+    except ImportError as exc:
+        pytest.fail(f"moto[server] is not installed in {sys.executable}: run scripts/setup.sh --test ({exc})")
     port = free_port()
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
     proc = subprocess.Popen(
-        [exe, "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
@@ -134,7 +139,7 @@ ZOOKEEPER_JAR = "/usr/share/java/zookeeper.jar"
 def zookeeper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real standalone ZooKeeper (Debian's `zookeeper` package) on 127.0.0.1."""
     if not os.path.exists(ZOOKEEPER_JAR) or shutil.which("java") is None:
-        pytest.skip("ZooKeeper not installed: apt-get install zookeeper")
+        pytest.fail("ZooKeeper or Java is missing: run scripts/services/zookeeper.sh install (test.sh does)")
     base = tmp_path_factory.mktemp("zk")
     port = free_port()
     cfg = base / "zoo.cfg"

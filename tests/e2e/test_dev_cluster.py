@@ -208,6 +208,15 @@ def test_cli_drives_the_same_api(dev: DevCluster, tmp_path: Path) -> None:
     wait_for(lambda: dev.tasks(batch_id, "Finished"), what="the echo task to finish")
     task_id = dev.tasks(batch_id, "Finished")[0]["id"]
     assert dev.cli("task", "logs", task_id).stdout == "from-cli\n"
+    # The README's tour finds the finished batch's task ids with the CLI alone.
+    wait_for(lambda: dev.api("GET", f"/api/v3/jobs/{batch_id}").json()["status"]["state"] == "Finished",
+             what="the batch job to finish")
+    shown = dev.cli("job", "get", batch_id).stdout
+    assert "active tasks: 0" in shown and "finished tasks: 1" in shown and f"{task_id}  normal" in shown
+    assert json.loads(dev.cli("job", "get", batch_id, "--json").stdout)["finishedTasks"][0]["id"] == task_id
+    assert "--states Finished" in dev.cli("task", "list", "--job", batch_id).stdout
+    listed = dev.cli("task", "list", "--job", batch_id, "--states", "Finished").stdout
+    assert task_id in listed and "normal" in listed
 
 
 def test_limits_are_enforced_by_the_kernel(dev: DevCluster) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from agent import cgroups
+from agent.runtime.process import wait_for_supervisor
 from tests.conftest import batch_job, free_port, service_job, wait_for
 from tests.e2e.faultkit import (
     AgentProc,
@@ -280,7 +281,10 @@ def test_task_the_restarted_agent_does_not_know_is_lost_and_replaced(
     group = cgroups.detect().task_group(a.agent_id, gone["id"])
     assert group.kill_all()
     group.remove()
+    # Its supervisor outlives the agent and records the kill in the task folder: wipe it only once that
+    # writer is done, as a clean-up script must (the write would otherwise race the delete).
     task_dir = a.data_dir / "tasks" / gone["id"]
+    assert wait_for_supervisor(task_dir, timeout_s=10), "the killed task's supervisor did not exit"
     if os.path.ismount(task_dir / "disk"):  # the OCI runtime's writable layer: a clean-up unmounts it
         subprocess.run(["umount", "-l", str(task_dir / "disk")], check=True)
     shutil.rmtree(task_dir)

@@ -14,16 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pymesos  # installed by scripts/install-pymesos.sh; a missing one is an error, never a skip
 import pytest
 
 from agent import cgroups
+from agent.mesos_executor import TitusExecutor
 from master.mesos import model
 from tests.conftest import wait_for
 from tests.mesos.emulator import Call, MesosEmulator
 from tests.runtime.conftest import traversable
-
-pymesos = pytest.importorskip("pymesos")
-from agent.mesos_executor import TitusExecutor  # noqa: E402
 
 CGROUP_ROOT = os.environ.get("TITUS_TEST_CGROUP_ROOT", "/sys/fs/cgroup")
 FRAMEWORK_ID = "fw-executor-test"

@@ -105,5 +105,5 @@ def auth_registry(docker_client: docker.DockerClient) -> Iterator[AuthRegistry]:
     run_script(REGISTRY, "install", env=env)
     run_script(REGISTRY, "start", env=env)
     yield AuthRegistry("127.0.0.1:5001", "titus", password)
-    run_script(REGISTRY, "stop", env=env)
-    shutil.rmtree(base, ignore_errors=True)
+    run_script(REGISTRY, "stop", env=env)  # returns once the registry process has exited
+    shutil.rmtree(base)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 import uuid
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from agent.runtime.base import TaskSpec
-from agent.runtime.process import ProcessRuntime
+from agent.runtime.process import ProcessRuntime, supervisor_running, wait_for_supervisor
 from tests.runtime.conftest import CGROUP_ROOT
 from tests.runtime.contract import wait_exit, wait_for
 
@@ -145,6 +146,36 @@ def test_a_task_outliving_its_supervisor_is_reported_crashed(runtime: ProcessRun
     status = wait_exit(runtime, spec.task_id)
     assert (status.reason, status.exit_code) == ("crashed", None)
     runtime.cleanup(spec.task_id)
+
+
+def test_cleanup_returns_only_once_the_supervisor_has_recorded_the_end(runtime: ProcessRuntime) -> None:
+    spec = _spec("sleep 300")
+    runtime.start(spec)
+    task_dir = runtime.tasks_dir / spec.task_id
+    assert supervisor_running(task_dir)
+    runtime.cleanup(spec.task_id)  # kills the task while it runs: its supervisor then writes exit.json
+    assert not supervisor_running(task_dir)
+    assert (task_dir / "exit.json").exists()
+    names = sorted(p.name for p in task_dir.iterdir())
+    time.sleep(0.2)
+    assert sorted(p.name for p in task_dir.iterdir()) == names  # nothing writes there any more
+
+
+def test_a_task_dir_can_be_wiped_once_its_supervisor_is_waited_for(
+    runtimes: Callable[[], ProcessRuntime], agent_id: str
+) -> None:
+    first = runtimes()
+    spec = _spec("sleep 300")
+    first.start(spec)
+    first.close()  # the agent is gone; the supervisor is not
+    group = first.cgroups.task_group(agent_id, spec.task_id)
+    assert group.kill_all()
+    task_dir = first.tasks_dir / spec.task_id
+    assert wait_for_supervisor(task_dir, timeout_s=10)
+    assert (task_dir / "exit.json").exists()  # the write the wipe would otherwise have raced
+    group.remove()
+    shutil.rmtree(task_dir)  # "Directory not empty" if anything still wrote into it
+    assert not task_dir.exists()
 
 
 def test_the_agents_environment_is_not_inherited(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -17,12 +16,10 @@ VENV_CHECKOV = Path(os.environ.get("TITUS_CHECKOV_VENV", "/opt/titus-tools/check
 
 
 def checkov_bin() -> str:
-    if VENV_CHECKOV.exists():
-        return str(VENV_CHECKOV)
-    found = shutil.which("checkov")
-    if found is None:
-        pytest.skip("checkov not installed: run scripts/install-checkov.sh")
-    return found
+    """The checkov of scripts/install-checkov.sh (pinned, its own venv); missing fails, never skips."""
+    if not VENV_CHECKOV.exists():
+        pytest.fail(f"checkov is not at {VENV_CHECKOV}: run scripts/install-checkov.sh (setup does)")
+    return str(VENV_CHECKOV)
 
 
 @pytest.mark.slow

@@ -8,18 +8,28 @@ bootstrap module (pure templating), and small roots using only the built-in terr
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+INSTALLER = Path(__file__).resolve().parents[2] / "scripts" / "install-terraform.sh"
+
 
 def terraform_bin() -> str:
-    found = shutil.which("terraform")
-    if found is None:
-        pytest.skip("terraform binary not on PATH (the machine image ships /usr/local/bin/terraform)")
-    return found
+    """The Terraform that scripts/install-terraform.sh pins and builds, never another one found on PATH.
+
+    TITUS_TERRAFORM names another binary on purpose (a developer's own). Missing: the test fails with the
+    command that installs it; it never skips.
+    """
+    explicit = os.environ.get("TITUS_TERRAFORM")
+    if explicit:
+        return explicit
+    pinned = subprocess.run(["bash", str(INSTALLER), "--print"], capture_output=True, text=True, check=True)
+    path = pinned.stdout.strip()
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"Terraform is not installed at {path}: run scripts/install-terraform.sh (setup does)")
+    return path
 
 
 def offline_env(tmp_path: Path) -> dict[str, str]:
@@ -29,6 +39,8 @@ def offline_env(tmp_path: Path) -> dict[str, str]:
     config = tmp_path / "offline.tfrc"
     config.write_text(f'provider_installation {{\n  filesystem_mirror {{\n    path = "{mirror}"\n  }}\n}}\n')
     env = dict(os.environ)
+    # `titus cluster` finds terraform on PATH: put the pinned one first.
+    env["PATH"] = f"{Path(terraform_bin()).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update({"TF_CLI_CONFIG_FILE": str(config), "CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1"})
     env.pop("TF_DATA_DIR", None)
     return env
