@@ -25,21 +25,10 @@ locals {
 ################################################################################
 # Tokens: generated once into SSM SecureString parameters encrypted with the cluster key. The
 # instances read them at boot through their role; they never appear in user data.
+#
+# No hashicorp/random: the value is two version-4 UUIDs (244 random bits from Go's crypto/rand, which
+# Terraform's uuid() uses), fixed at creation by ignore_changes, so a plan never regenerates it.
 ################################################################################
-
-resource "random_password" "api_token" {
-  count = var.create_tokens ? 1 : 0
-
-  length  = 48
-  special = false
-}
-
-resource "random_password" "agent_token" {
-  count = var.create_tokens ? 1 : 0
-
-  length  = 48
-  special = false
-}
 
 resource "aws_ssm_parameter" "api_token" {
   count = var.create_tokens ? 1 : 0
@@ -48,9 +37,13 @@ resource "aws_ssm_parameter" "api_token" {
   description = "Bearer token for the Titus API of ${var.cluster_name}"
   type        = "SecureString"
   key_id      = var.kms_key_arn
-  value       = random_password.api_token[0].result
+  value       = "${replace(uuid(), "-", "")}${replace(uuid(), "-", "")}"
 
   tags = local.tags
+
+  lifecycle {
+    ignore_changes = [value]
+  }
 }
 
 resource "aws_ssm_parameter" "agent_token" {
@@ -60,9 +53,13 @@ resource "aws_ssm_parameter" "agent_token" {
   description = "Token the agents of ${var.cluster_name} present to the master"
   type        = "SecureString"
   key_id      = var.kms_key_arn
-  value       = random_password.agent_token[0].result
+  value       = "${replace(uuid(), "-", "")}${replace(uuid(), "-", "")}"
 
   tags = local.tags
+
+  lifecycle {
+    ignore_changes = [value]
+  }
 }
 
 module "bootstrap" {
