@@ -161,10 +161,11 @@ module "bootstrap" {
   ansible_version   = var.ansible_version
   bootstrap_command = var.bootstrap_command
   facts = {
-    titus_cassandra_cluster_name = var.cluster_name
-    titus_cassandra_seeds        = join(",", local.seeds)
-    titus_cassandra_rack         = "rack${count.index % length(var.subnet_ids) + 1}"
-    titus_cassandra_data_device  = "/dev/xvdf"
+    titus_cassandra_cluster_name   = var.cluster_name
+    titus_cassandra_seeds          = join(",", local.seeds)
+    titus_cassandra_rack           = "rack${count.index % length(var.subnet_ids) + 1}"
+    titus_cassandra_data_device    = "/dev/xvdf"
+    titus_cassandra_data_volume_id = aws_ebs_volume.data[count.index].id
   }
 }
 
