@@ -21,7 +21,8 @@ from botocore.exceptions import ClientError
 from tests.terraform.bringup import CLUSTER, REGION, EXAMPLE_VARS, MotoServer, Terraform, example_copy, terraform_for
 from titus.cluster_tags import CLUSTER_TAG, ROLE_TAG, TIER_TAG
 
-pytestmark = pytest.mark.slow
+# The apply takes about 2 minutes here when the machine is quiet; the budget covers a loaded one.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 @dataclass
