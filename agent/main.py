@@ -42,9 +42,10 @@ def config_from(values: Mapping[str, str]) -> tuple[AgentConfig, str, str, Path,
         raise ConfigError("TITUS_AGENT_TOKEN is required (the master's agent token)")
     agent_id = values.get("TITUS_AGENT_ID") or socket.gethostname()
     identity = _instance_identity(values)
+    zone, instance_type = (identity.zone, identity.instance_type) if identity else ("local", "local")
     attributes = {
-        "zone": values.get("TITUS_ZONE") or (identity.zone if identity else "local"),
-        "instanceType": values.get("TITUS_INSTANCE_TYPE") or (identity.instance_type if identity else "local"),
+        "zone": values.get("TITUS_ZONE") or zone,
+        "instanceType": values.get("TITUS_INSTANCE_TYPE") or instance_type,
         "tier": values.get("TITUS_TIER", "flex"),
         "instanceGroup": values.get("TITUS_INSTANCE_GROUP", "default"),
         "id": agent_id,

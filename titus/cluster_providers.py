@@ -31,7 +31,9 @@ CACHE_MIRROR = Path(os.environ.get("TITUS_TF_PROVIDER_CACHE", "/var/cache/titus/
 MAX_DEPTH = 4
 
 #: Directories never worth descending into (virtual filesystems, package trees, per-run scratch).
-SKIP_DIRS = frozenset({"proc", "sys", "dev", "run", "tmp", "node_modules", "__pycache__", ".git", "site-packages"})
+SKIP_DIRS = frozenset(
+    {"proc", "sys", "dev", "run", "tmp", "node_modules", "__pycache__", ".git", "site-packages"}
+)
 
 
 def platform_dir() -> str:
@@ -78,7 +80,8 @@ def _provider_versions(root: Path, provider: str, plat: str) -> tuple[str, ...]:
         binaries = version_dir / plat
         name = provider.rsplit("/", 1)[-1]
         if binaries.is_dir() and any(
-            b.name.startswith(f"terraform-provider-{name}_") and os.access(b, os.X_OK) for b in binaries.iterdir()
+            b.name.startswith(f"terraform-provider-{name}_") and os.access(b, os.X_OK)
+            for b in binaries.iterdir()
         ):
             found.append(version_dir.name)
     return tuple(found)

@@ -19,15 +19,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.terraform.hcl import REPO, TERRAFORM
 from titus.cluster_providers import find_mirrors, write_cli_config
 
+REPO = Path(__file__).resolve().parents[2]
+TERRAFORM = REPO / "terraform"
 REGION = "us-east-1"
 CLUSTER = "titus-moto"
 #: An image moto knows; the example's AMI lookup (Debian's owner id) has nothing to find in moto.
 AMI = "ami-12c6146b"
 ENDPOINT_SERVICES = ("autoscaling", "ec2", "elbv2", "iam", "kms", "ssm", "sts", "cloudwatchlogs")
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+}
 
 
 def free_port() -> int:

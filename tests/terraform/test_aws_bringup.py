@@ -18,7 +18,15 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.terraform.bringup import CLUSTER, REGION, EXAMPLE_VARS, MotoServer, Terraform, example_copy, terraform_for
+from tests.terraform.bringup import (
+    CLUSTER,
+    EXAMPLE_VARS,
+    REGION,
+    MotoServer,
+    Terraform,
+    example_copy,
+    terraform_for,
+)
 from titus.cluster_tags import CLUSTER_TAG, ROLE_TAG, TIER_TAG
 
 # The apply takes about 2 minutes here when the machine is quiet; the budget covers a loaded one.
@@ -50,7 +58,9 @@ def bringup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bringup]:
             ("apply", ["apply", "-input=false", "-no-color", "-auto-approve", "titus.tfplan"]),
         ]:
             result = tf.run(step, *args)
-            assert result.returncode == 0, f"terraform {step} failed:\n{result.stdout[-4000:]}\n{result.stderr}"
+            assert result.returncode == 0, (
+                f"terraform {step} failed:\n{result.stdout[-4000:]}\n{result.stderr}"
+            )
         outputs = {k: v["value"] for k, v in tf.json("output", "-json").items()}
         (scratch / "timings.json").write_text(json.dumps(tf.timings))
         print(f"\nterraform timings against moto_server (s): {tf.timings}")
@@ -113,9 +123,9 @@ def test_every_launch_template_requires_imdsv2_and_encrypts_its_volumes(bringup:
     }
     kms = bringup.outputs["kms_key_arn"]
     for t in ours:
-        data = ec2.describe_launch_template_versions(LaunchTemplateId=t["LaunchTemplateId"], Versions=["$Latest"])[
-            "LaunchTemplateVersions"
-        ][0]["LaunchTemplateData"]
+        data = ec2.describe_launch_template_versions(
+            LaunchTemplateId=t["LaunchTemplateId"], Versions=["$Latest"]
+        )["LaunchTemplateVersions"][0]["LaunchTemplateData"]
         meta = data["MetadataOptions"]
         assert (meta["HttpTokens"], meta["HttpPutResponseHopLimit"], meta["HttpEndpoint"]) == (
             "required",
@@ -147,14 +157,17 @@ def test_data_services_run_on_their_pinned_interfaces_with_data_volumes(bringup:
     hosts = bringup.outputs["cassandra_hosts"]
     assert len(hosts) == 3
     reservations = ec2.describe_instances(
-        Filters=[{"Name": f"tag:{ROLE_TAG}", "Values": ["cassandra"]}, {"Name": "instance-state-name", "Values": ["running"]}]
+        Filters=[
+            {"Name": f"tag:{ROLE_TAG}", "Values": ["cassandra"]},
+            {"Name": "instance-state-name", "Values": ["running"]},
+        ]
     )["Reservations"]
     instances = [i for r in reservations for i in r["Instances"]]
     assert sorted(i["PrivateIpAddress"] for i in instances) == sorted(hosts)
     for i in instances:
-        volumes = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [i["InstanceId"]]}])[
-            "Volumes"
-        ]
+        volumes = ec2.describe_volumes(
+            Filters=[{"Name": "attachment.instance-id", "Values": [i["InstanceId"]]}]
+        )["Volumes"]
         data = [v for v in volumes if v["Attachments"][0]["Device"] == "/dev/xvdf"]
         assert len(data) == 1 and data[0]["Encrypted"] and data[0]["Size"] == 200
         # The volume is in the zone of the node's subnet (its pinned interface's), where AWS places the
@@ -229,10 +242,11 @@ class Principal:
         client = boto3.client(service, region_name=REGION, endpoint_url=b.moto.url, **self.keys)
         prefix = client.meta.service_model.signing_name
 
-        def record(model: Any, params: dict[str, Any], **_: Any) -> None:
-            self.calls.append((f"{prefix}:{model.name}", params))
+        def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+            self.calls.append((f"{prefix}:{model.name}", dict(params)))
 
-        client.meta.events.register("before-call", record)
+        # The API parameters as the caller passed them (before-call sees the serialized request).
+        client.meta.events.register("before-parameter-build", record)
         return client
 
 
@@ -246,28 +260,37 @@ def user_for(b: Bringup, name: str, policy: dict[str, Any]) -> Principal:
     }
     iam.put_user_policy(UserName=name, PolicyName="terraform", PolicyDocument=json.dumps(widened))
     key = iam.create_access_key(UserName=name)["AccessKey"]
-    return Principal({"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}, [])
+    return Principal(
+        {"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}, []
+    )
 
 
 def denied(call: Any, **kwargs: Any) -> bool:
+    """True when moto refuses the call for want of permission (its JSON services answer in XML: code 403)."""
     try:
         call(**kwargs)
     except ClientError as e:
-        return e.response["Error"]["Code"] in {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"}
+        status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return status == 403 and "is not authorized to perform" in str(e.response["Error"])
     return False
 
 
 @pytest.fixture(scope="module")
-def enforced(bringup: Bringup) -> Iterator[dict[str, Any]]:
+def principals(bringup: Bringup) -> dict[str, Any]:
     master = role_policy(bringup, f"{CLUSTER}-master-")
     agent = role_policy(bringup, f"{CLUSTER}-agent-flex-")
-    principals = {
+    return {
         "master_policy": master,
         "agent_policy": agent,
         "master": user_for(bringup, "titus-test-master", master),
         "agent": user_for(bringup, "titus-test-agent", agent),
         "admin": user_for(bringup, "titus-test-admin", {"Statement": [{"Effect": "Allow", "Action": "*"}]}),
     }
+
+
+@pytest.fixture
+def enforced(bringup: Bringup, principals: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """IAM enforcement on for one test only: Terraform itself (destroy) runs with it off."""
     bringup.moto.set_auth(True)
     try:
         yield principals
@@ -302,13 +325,19 @@ def test_master_and_capacity_controller_calls_are_allowed_and_nothing_more(
     flex_name = bringup.outputs["agent_autoscaling_group_names"]["flex"]
     tiers = {
         Tier.CRITICAL: TierConfig.default(Tier.CRITICAL),
-        Tier.FLEX: TierConfig(Tier.FLEX, pending_threshold_s=30, idle_threshold_s=300, scale_up_cooldown_s=30),
+        Tier.FLEX: TierConfig(
+            Tier.FLEX, pending_threshold_s=30, idle_threshold_s=300, scale_up_cooldown_s=30
+        ),
     }
     now = 1_700_000_000.0
 
     def flex_instances() -> list[str]:
-        group = admin_asg.describe_auto_scaling_groups(AutoScalingGroupNames=[flex_name])["AutoScalingGroups"][0]
-        return sorted(i["InstanceId"] for i in group["Instances"] if not i["LifecycleState"].startswith("Termin"))
+        group = admin_asg.describe_auto_scaling_groups(AutoScalingGroupNames=[flex_name])[
+            "AutoScalingGroups"
+        ][0]
+        return sorted(
+            i["InstanceId"] for i in group["Instances"] if not i["LifecycleState"].startswith("Termin")
+        )
 
     def agent(iid: str, busy: bool) -> Agent:
         return Agent(
@@ -347,7 +376,9 @@ def test_master_and_capacity_controller_calls_are_allowed_and_nothing_more(
     assert granted_actions(policy) == called | {"kms:Decrypt"}, sorted(called)
 
     # Resources and conditions, as AWS evaluates them, for every call that names one.
-    groups = {g["AutoScalingGroupName"]: g for g in admin_asg.describe_auto_scaling_groups()["AutoScalingGroups"]}
+    groups = {
+        g["AutoScalingGroupName"]: g for g in admin_asg.describe_auto_scaling_groups()["AutoScalingGroups"]
+    }
     account_arn = groups[flex_name]["AutoScalingGroupARN"]
     arn_prefix = f"arn:aws:ssm:{REGION}:{account_arn.split(':')[4]}:parameter"
     for action, params in me.calls:
@@ -359,12 +390,16 @@ def test_master_and_capacity_controller_calls_are_allowed_and_nothing_more(
             assert allows(policy, action, group["AutoScalingGroupARN"], context)
     master_group = groups[bringup.outputs["master_autoscaling_group_name"]]
     master_context = {f"autoscaling:ResourceTag/{k}": v for k, v in tags_of(master_group).items()}
-    assert not allows(policy, "autoscaling:SetDesiredCapacity", master_group["AutoScalingGroupARN"], master_context)
+    assert not allows(
+        policy, "autoscaling:SetDesiredCapacity", master_group["AutoScalingGroupARN"], master_context
+    )
 
     # And what the policy does not grant is refused by moto.
     assert denied(asg.update_auto_scaling_group, AutoScalingGroupName=flex_name, MaxSize=1000)
     assert denied(ec2.terminate_instances, InstanceIds=first)
-    assert denied(ssm.put_parameter, Name=bringup.outputs["api_token_parameter_name"], Value="x" * 20, Overwrite=True)
+    assert denied(
+        ssm.put_parameter, Name=bringup.outputs["api_token_parameter_name"], Value="x" * 20, Overwrite=True
+    )
 
 
 def test_agents_may_read_their_token_and_nothing_else(bringup: Bringup, enforced: dict[str, Any]) -> None:
@@ -390,4 +425,3 @@ def test_destroy_removes_everything(bringup: Bringup) -> None:
     assert state.stdout.strip() == ""
     assert not [n for n in asgs(bringup) if n.startswith(CLUSTER)]
     print(f"\nterraform timings against moto_server (s): {bringup.tf.timings}")
-

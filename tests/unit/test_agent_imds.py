@@ -25,8 +25,13 @@ def test_reads_the_identity_with_a_session_token() -> None:
 def test_agent_reports_instance_id_zone_and_type_from_imds() -> None:
     with imds(EC2_METADATA) as server:
         config, *_ = config_from(
-            {"TITUS_AGENT_TOKEN": "t" * 20, "TITUS_AGENT_ID": "ip-10-42-16-25", "TITUS_IMDS": "true",
-             "TITUS_IMDS_URL": server.url, "TITUS_TIER": "critical"}
+            {
+                "TITUS_AGENT_TOKEN": "t" * 20,
+                "TITUS_AGENT_ID": "ip-10-42-16-25",
+                "TITUS_IMDS": "true",
+                "TITUS_IMDS_URL": server.url,
+                "TITUS_TIER": "critical",
+            }
         )
     assert config.agent_id == "ip-10-42-16-25"
     assert config.attributes["instanceId"] == "i-0123456789abcdef0"
@@ -37,8 +42,12 @@ def test_agent_reports_instance_id_zone_and_type_from_imds() -> None:
 def test_explicit_settings_win_over_imds_and_no_imds_means_no_instance_id() -> None:
     with imds(EC2_METADATA) as server:
         config, *_ = config_from(
-            {"TITUS_AGENT_TOKEN": "t" * 20, "TITUS_IMDS": "true", "TITUS_IMDS_URL": server.url,
-             "TITUS_ZONE": "rack-7"}
+            {
+                "TITUS_AGENT_TOKEN": "t" * 20,
+                "TITUS_IMDS": "true",
+                "TITUS_IMDS_URL": server.url,
+                "TITUS_ZONE": "rack-7",
+            }
         )
     assert config.attributes["zone"] == "rack-7"
     assert config.attributes["instanceType"] == "m5.xlarge"
