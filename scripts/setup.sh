@@ -33,6 +33,7 @@ if [ "${1:-}" = "--test" ]; then
   bash scripts/install-fault-test-deps.sh
   bash scripts/install-checkov.sh
   bash scripts/install-ansible.sh
+  PYTHON="$VENV/bin/python" bash scripts/install-terraform-providers.sh
 else
   "$VENV/bin/pip" install -q -e .
 fi
