@@ -64,9 +64,12 @@ def apply_fixes() -> None:
 
     def terminate_and_release_interfaces(self: Any) -> Any:
         state = terminate(self)
-        for nic in list(self.nics.values()):
+        # The interface forgets the instance (the instance keeps its record of it: moto describes a
+        # terminated instance's private address from it).
+        for nic in self.nics.values():
             if not nic.delete_on_termination:
-                self.detach_eni(nic)
+                nic.instance, nic.attachment_id, nic.attach_time = None, None, None
+                nic.device_index, nic.status = None, "available"
         return state
 
     instances.Instance.terminate = terminate_and_release_interfaces  # type: ignore[method-assign]
