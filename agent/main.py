@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from agent.agent import Agent, AgentConfig
+from agent.imds import DEFAULT_URL, ImdsError, InstanceIdentity, read_identity
 from agent.master_client import MasterClient
 from agent.runtime.base import Runtime
 from shared.config import ConfigError, get_float, get_int
@@ -52,13 +53,18 @@ def config_from(values: Mapping[str, str]) -> tuple[AgentConfig, str, str, Path,
     if not token:
         raise ConfigError("TITUS_AGENT_TOKEN is required (the master's agent token)")
     agent_id = values.get("TITUS_AGENT_ID") or socket.gethostname()
+    identity = _instance_identity(values)
+    zone, instance_type = (identity.zone, identity.instance_type) if identity else ("local", "local")
     attributes = {
-        "zone": values.get("TITUS_ZONE", "local"),
-        "instanceType": values.get("TITUS_INSTANCE_TYPE", "local"),
+        "zone": values.get("TITUS_ZONE") or zone,
+        "instanceType": values.get("TITUS_INSTANCE_TYPE") or instance_type,
         "tier": values.get("TITUS_TIER", "flex"),
         "instanceGroup": values.get("TITUS_INSTANCE_GROUP", "default"),
         "id": agent_id,
     }
+    if identity is not None:
+        # The capacity controller terminates this instance id once it has drained this agent.
+        attributes["instanceId"] = identity.instance_id
     config = AgentConfig(
         agent_id=agent_id,
         cpu=get_float(values, "TITUS_AGENT_CPU", float(os.cpu_count() or 1)),
@@ -75,6 +81,16 @@ def config_from(values: Mapping[str, str]) -> tuple[AgentConfig, str, str, Path,
     )
     data_dir = Path(values.get("TITUS_DATA_DIR", "/var/lib/titus-agent"))
     return config, url, token, data_dir, values.get("TITUS_RUNTIME", "oci")
+
+
+def _instance_identity(values: Mapping[str, str]) -> InstanceIdentity | None:
+    """The EC2 identity from IMDSv2 when TITUS_IMDS is true (the Ansible role sets it on AWS)."""
+    if values.get("TITUS_IMDS", "false").lower() != "true":
+        return None
+    try:
+        return read_identity(values.get("TITUS_IMDS_URL") or DEFAULT_URL)
+    except ImdsError as exc:
+        raise ConfigError(f"TITUS_IMDS is true but {exc}") from exc
 
 
 def _host_stats_reader() -> Callable[[], dict[str, float]]:

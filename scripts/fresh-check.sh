@@ -32,6 +32,8 @@
 #                           module proxy). Every server the suite starts listens on 127.0.0.1 or inside its own
 #                           namespaces; in addition the container drops every inbound packet on its external
 #                           interface that is not a reply (see below), so nothing in it is reachable from outside.
+#   a provider mirror       the host's filesystem mirror of hashicorp/aws, read-only, when it has one: the
+#                           stand-in for HashiCorp's registry, unreachable here (see the comment below).
 #   download caches         named volumes titus-fresh-cache-* keep what the run downloaded (apt archives, pip
 #                           wheels, Maven's repository, Go modules and build cache) for the next run: every
 #                           install step still runs, only its downloads are quicker. TITUS_FRESH_CACHE=0 (or
@@ -113,12 +115,27 @@ if [ "${TITUS_FRESH_CACHE:-1}" = 1 ]; then
   cache_args=(-v titus-fresh-cache-apt:/var/cache/apt/archives -v titus-fresh-cache-pip:/root/.cache/pip
     -v titus-fresh-cache-m2:/root/.m2 -v titus-fresh-cache-go:/var/cache/titus-go -e TITUS_GO_CACHE_DIR=/var/cache/titus-go)
 fi
+# The one stand-in for the outside world: HashiCorp's registry, which a real fresh machine reaches at
+# `terraform init` and this network does not. A filesystem mirror of hashicorp/aws on the host (these
+# machines carry one) is lent read-only, where titus/cluster_providers.py finds it as it would any mirror;
+# without one the Terraform bring-up tests fail inside, saying how to get the provider. Nothing else of the
+# host's goes in. TITUS_FRESH_PROVIDER_MIRROR=none lends nothing.
+provider_args=()
+host_mirror="${TITUS_FRESH_PROVIDER_MIRROR:-}"
+if [ -z "$host_mirror" ]; then
+  found="$(find /opt /usr/local /srv /root/.terraform.d -maxdepth 6 -type d -path '*/registry.terraform.io/hashicorp/aws' 2>/dev/null | head -n 1)"
+  [ -n "$found" ] && host_mirror="${found%/registry.terraform.io/hashicorp/aws}"
+fi
+if [ -n "$host_mirror" ] && [ "$host_mirror" != none ]; then
+  provider_args=(-v "$host_mirror:/opt/host-provider-mirror:ro")
+  log "lending the host's Terraform provider mirror $host_mirror (read-only) as the registry stand-in"
+fi
 docker network create "$network" >/dev/null
 docker run -d --name "$name" --hostname titus-fresh --cgroupns private --init \
   --cap-add ALL --cap-drop SYS_RESOURCE --device-cgroup-rule 'a *:* rwm' \
   --security-opt seccomp=unconfined --security-opt apparmor=unconfined --security-opt systempaths=unconfined \
   --network "$network" \
-  -v /var/lib/docker -v /lib/modules:/lib/modules:ro "${cache_args[@]}" \
+  -v /var/lib/docker -v /lib/modules:/lib/modules:ro "${cache_args[@]}" "${provider_args[@]}" \
   -v "$REPO/.git:/src.git:ro" \
   "$IMAGE" sleep infinity >/dev/null
 log "container $name started from $IMAGE; testing $commit"

@@ -84,6 +84,7 @@ if [ "${1:-}" = "--test" ]; then
   bash scripts/install-checkov.sh
   bash scripts/install-ansible.sh
   bash scripts/install-terraform.sh
+  PYTHON="$VENV/bin/python" bash scripts/install-terraform-providers.sh
 else
   "$VENV/bin/pip" install -q -e .
 fi

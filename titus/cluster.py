@@ -69,9 +69,21 @@ def describe_aws_credentials() -> str:
     return str(getattr(credentials, "method", "unknown"))
 
 
+def extra_var_value(value: Any) -> Any:
+    """A Terraform output as the roles expect it: a list of scalars is one comma-separated string.
+
+    Extra vars outrank the facts a host got at boot, so they must have the facts' shape: Terraform
+    writes `titus_cassandra_hosts = join(",", hosts)` into bootstrap.json, and an env-file template
+    given a list would render Python's repr (`['10.42.0.10', ...]`). Maps stay maps.
+    """
+    if isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
+        return ",".join(str(v) for v in value)
+    return value
+
+
 def flatten_outputs(outputs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Turn `terraform output -json` into Ansible extra vars named like the roles' public variables."""
-    return {f"titus_{name}": entry.get("value") for name, entry in outputs.items()}
+    return {f"titus_{name}": extra_var_value(entry.get("value")) for name, entry in outputs.items()}
 
 
 def inventory_for(outputs: Mapping[str, Any]) -> dict[str, Any]:
@@ -196,6 +208,13 @@ def _prepare(var_file: Path, root_module: Path, terraform_bin: str | None) -> Cl
     )
     source = describe_aws_credentials()
     click.echo(f"Using {binary}; AWS credentials from {source}")
+    # Providers from a filesystem mirror on this machine when there is one (registry otherwise).
+    from titus.cluster_providers import terraform_env
+
+    provider_env = terraform_env(Path.home() / ".titus")
+    if provider_env:
+        os.environ.update(provider_env)
+        click.echo(f"Terraform providers from the mirror in {provider_env['TF_CLI_CONFIG_FILE']}")
     runner = ClusterRunner(root_module.resolve(), var_file.resolve(), binary)
     runner.init()
     return runner

@@ -42,3 +42,30 @@ def test_snapshot_and_phase_out_against_the_real_master(master: RunningMaster) -
     view.set_lifecycle("i-0abc", "PhasedOut")  # type: ignore[arg-type]
     agents = master.api("GET", "/api/v3/agent/instances").json()["items"]
     assert agents[0]["lifecycle"] == "PhasedOut"
+
+
+def test_an_agent_named_by_hostname_is_terminated_by_its_imds_instance_id(master: RunningMaster) -> None:
+    """Agents register under their hostname; the instance id they read from IMDSv2 is what scale-in uses."""
+    from agent.main import config_from
+    from tests.fixtures.imds import EC2_METADATA, imds
+
+    with imds(EC2_METADATA) as server:
+        config, *_ = config_from(
+            {
+                "TITUS_AGENT_TOKEN": "t" * 20,
+                "TITUS_AGENT_ID": "ip-10-42-16-25",
+                "TITUS_IMDS": "true",
+                "TITUS_IMDS_URL": server.url,
+                "TITUS_INSTANCE_GROUP": "asg-flex",
+            }
+        )
+    reg = {
+        "id": config.agent_id,
+        "resources": {"cpu": 2, "memoryMB": 2048, "diskMB": 1000, "networkMbps": 100},
+        "attributes": config.attributes,
+    }
+    assert master.agent("POST", "/api/v3/agent/instances/register", json=reg).status_code == 200
+    view = HttpClusterView(master.url, API_TOKEN)
+    (agent,) = [a for a in view.snapshot().agents if a.id == "ip-10-42-16-25"]
+    assert agent.instance_id == EC2_METADATA["instance-id"]
+    assert agent.node_group_id == "asg-flex"

@@ -193,7 +193,9 @@ def test_plan_apply_and_destroy_drive_terraform_and_the_playbook(
     assert json.loads(call["extra"]) == {
         "titus_cluster_name": "titus-dev",
         "titus_region": "us-east-1",
-        "titus_cassandra_hosts": ["10.42.0.10", "10.42.16.10"],
+        # A list output comes out as the comma-separated string the roles' env files need (and the
+        # boot-time facts carry), never as Python's repr of a list.
+        "titus_cassandra_hosts": "10.42.0.10,10.42.16.10",
     }
     inventory = json.loads(call["inventory"])
     assert inventory["filters"][f"tag:{CLUSTER_TAG}"] == "titus-dev"

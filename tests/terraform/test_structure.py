@@ -10,6 +10,7 @@ import pytest
 from tests.terraform.hcl import (
     EXAMPLE,
     MODULES,
+    REPO,
     TERRAFORM,
     all_resources,
     first,
@@ -347,3 +348,25 @@ def test_readme_tables_match_the_hcl() -> None:
         assert docs.tables(directory) in readme.read_text(), (
             f"{readme} is stale: run scripts/terraform_docs.py"
         )
+
+
+def test_boot_installs_exactly_the_pinned_collections_the_roles_use() -> None:
+    import yaml
+
+    requirements = yaml.safe_load((REPO / "ansible" / "requirements.yml").read_text())
+    pinned = {c["name"]: c["version"] for c in requirements["collections"]}
+    boot = variables(MODULES / "bootstrap")["ansible_collections"]["default"]
+    assert boot == pinned
+    text = _ansible_sources()
+    fqcn = r"([a-z0-9_]+\.[a-z0-9_]+)\.[a-z0-9_]+"
+    used = set(re.findall(rf"^\s*(?:- )?{fqcn}:\s*$", text, re.M))  # modules (task keys)
+    used |= set(re.findall(rf"lookup\('{fqcn}'", text))  # lookups
+    used |= set(re.findall(rf"^plugin:\s*{fqcn}\s*$", text, re.M))  # inventory plugins
+    assert used - {"ansible.builtin"} == set(pinned), used
+
+
+def _ansible_sources() -> str:
+    ansible = REPO / "ansible"
+    paths = [*(ansible / "roles").rglob("*.yml"), *(ansible / "inventories").rglob("*.yml")]
+    paths += ansible.glob("*.yml")
+    return "\n".join(p.read_text() for p in paths if p.name != "requirements.yml")

@@ -164,6 +164,10 @@ output "user_data" {{
     assert "--url 'https://git.example.com/titus.git'" in script
     assert "--checkout 'v1.2.3'" in script
     assert "ansible/site.yml" in script
+    # ansible-core alone has none of the collections the roles use: the pinned ones come first.
+    galaxy = "ansible-galaxy collection install -p /opt/titus-bootstrap/collections"
+    assert f"{galaxy} 'amazon.aws:==8.2.1' 'ansible.posix:==1.6.2' 'community.general:==9.5.2'" in script
+    assert script.index(galaxy) < script.index("ansible-pull")
 
 
 def test_bootstrap_refuses_a_token_in_the_facts(tmp_path: Path) -> None:

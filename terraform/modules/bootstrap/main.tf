@@ -16,6 +16,7 @@ locals {
     ansible_version   = var.ansible_version
     ansible_playbook  = var.ansible_playbook
     ansible_core_spec = var.ansible_core_spec
+    collections       = join(" ", [for n in sort(keys(var.ansible_collections)) : "'${n}:==${var.ansible_collections[n]}'"])
     bootstrap_command = var.bootstrap_command
   })
 }

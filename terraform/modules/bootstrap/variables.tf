@@ -51,9 +51,24 @@ variable "ansible_playbook" {
 }
 
 variable "ansible_core_spec" {
-  description = "pip requirement for ansible-core installed into the bootstrap virtualenv."
+  description = "pip requirement for ansible-core installed into the bootstrap virtualenv (pinned: the collections below are tested with it)."
   type        = string
-  default     = "ansible-core>=2.16,<2.18"
+  default     = "ansible-core==2.17.14"
+}
+
+variable "ansible_collections" {
+  description = "Ansible collections (name => exact version) installed before ansible-pull: the ones the roles use, as pinned in ansible/requirements.yml."
+  type        = map(string)
+  default = {
+    "amazon.aws"        = "8.2.1"
+    "community.general" = "9.5.2"
+    "ansible.posix"     = "1.6.2"
+  }
+
+  validation {
+    condition     = alltrue([for n, v in var.ansible_collections : can(regex("^[a-z0-9_]+\\.[a-z0-9_]+$", n)) && can(regex("^[0-9]+\\.[0-9]+\\.[0-9]+$", v))])
+    error_message = "ansible_collections must map namespace.name to an exact version such as 8.2.1."
+  }
 }
 
 variable "bootstrap_command" {

@@ -132,6 +132,14 @@ resource "aws_iam_instance_profile" "this" {
 # Nodes
 ################################################################################
 
+# The zone of each node's subnet: its data volume must be created there, and must not depend on the
+# instance (a replaced instance would otherwise replace the volume, and the data with it).
+data "aws_subnet" "node" {
+  count = var.node_count
+
+  id = var.subnet_ids[count.index % length(var.subnet_ids)]
+}
+
 resource "aws_network_interface" "this" {
   count = var.node_count
 
@@ -153,10 +161,11 @@ module "bootstrap" {
   ansible_version   = var.ansible_version
   bootstrap_command = var.bootstrap_command
   facts = {
-    titus_cassandra_cluster_name = var.cluster_name
-    titus_cassandra_seeds        = join(",", local.seeds)
-    titus_cassandra_rack         = "rack${count.index % length(var.subnet_ids) + 1}"
-    titus_cassandra_data_device  = "/dev/xvdf"
+    titus_cassandra_cluster_name   = var.cluster_name
+    titus_cassandra_seeds          = join(",", local.seeds)
+    titus_cassandra_rack           = "rack${count.index % length(var.subnet_ids) + 1}"
+    titus_cassandra_data_device    = "/dev/xvdf"
+    titus_cassandra_data_volume_id = aws_ebs_volume.data[count.index].id
   }
 }
 
@@ -204,11 +213,11 @@ resource "aws_launch_template" "this" {
 }
 
 resource "aws_instance" "this" {
+  #checkov:skip=CKV_AWS_126:Detailed monitoring is enabled by the launch template; setting it here too makes the provider call MonitorInstances after launch for nothing.
   count = var.node_count
 
   user_data_base64     = module.bootstrap[count.index].user_data_base64
   iam_instance_profile = aws_iam_instance_profile.this.name
-  monitoring           = true
   ebs_optimized        = true
 
   launch_template {
@@ -247,7 +256,7 @@ resource "aws_instance" "this" {
 resource "aws_ebs_volume" "data" {
   count = var.node_count
 
-  availability_zone = aws_network_interface.this[count.index].availability_zone
+  availability_zone = data.aws_subnet.node[count.index].availability_zone
   size              = var.data_volume_size
   type              = "gp3"
   iops              = var.data_volume_iops

@@ -25,21 +25,10 @@ locals {
 ################################################################################
 # Tokens: generated once into SSM SecureString parameters encrypted with the cluster key. The
 # instances read them at boot through their role; they never appear in user data.
+#
+# No hashicorp/random: the value is two version-4 UUIDs (244 random bits from Go's crypto/rand, which
+# Terraform's uuid() uses), fixed at creation by ignore_changes, so a plan never regenerates it.
 ################################################################################
-
-resource "random_password" "api_token" {
-  count = var.create_tokens ? 1 : 0
-
-  length  = 48
-  special = false
-}
-
-resource "random_password" "agent_token" {
-  count = var.create_tokens ? 1 : 0
-
-  length  = 48
-  special = false
-}
 
 resource "aws_ssm_parameter" "api_token" {
   count = var.create_tokens ? 1 : 0
@@ -48,9 +37,13 @@ resource "aws_ssm_parameter" "api_token" {
   description = "Bearer token for the Titus API of ${var.cluster_name}"
   type        = "SecureString"
   key_id      = var.kms_key_arn
-  value       = random_password.api_token[0].result
+  value       = "${replace(uuid(), "-", "")}${replace(uuid(), "-", "")}"
 
   tags = local.tags
+
+  lifecycle {
+    ignore_changes = [value]
+  }
 }
 
 resource "aws_ssm_parameter" "agent_token" {
@@ -60,9 +53,13 @@ resource "aws_ssm_parameter" "agent_token" {
   description = "Token the agents of ${var.cluster_name} present to the master"
   type        = "SecureString"
   key_id      = var.kms_key_arn
-  value       = random_password.agent_token[0].result
+  value       = "${replace(uuid(), "-", "")}${replace(uuid(), "-", "")}"
 
   tags = local.tags
+
+  lifecycle {
+    ignore_changes = [value]
+  }
 }
 
 module "bootstrap" {
@@ -173,9 +170,15 @@ resource "aws_lb_target_group" "this" {
   vpc_id               = var.vpc_id
   deregistration_delay = 30
 
+  # Every master serves the API: the leader itself, standbys by forwarding to the leader they name.
+  # /healthz says so (200 with role leader or standby) and answers 503 once a master is deposed or
+  # fenced, so an HTTP check takes exactly the masters that cannot serve out of rotation; a TCP check
+  # would keep them in as long as the port is open.
   health_check {
     enabled             = true
-    protocol            = "TCP"
+    protocol            = "HTTP"
+    path                = "/healthz"
+    matcher             = "200"
     port                = "traffic-port"
     interval            = 10
     healthy_threshold   = 2
@@ -329,15 +332,15 @@ data "aws_iam_policy_document" "this" {
     }
   }
 
-  # Describe calls cannot be scoped to resources; they reveal sizes and instance IDs, nothing else.
+  # Describe calls cannot be scoped to resources; they reveal sizes, instance IDs and launch template
+  # data, nothing else. Exactly the calls of capacity/aws.py (tests/terraform/test_aws_bringup.py runs
+  # them with moto's IAM enforcement on): groups, the launch template's instance type and disk, the type's
+  # CPU and memory.
   statement {
     sid = "DiscoverAgentGroups"
     actions = [
       "autoscaling:DescribeAutoScalingGroups",
-      "autoscaling:DescribeAutoScalingInstances",
-      "autoscaling:DescribeScalingActivities",
-      "autoscaling:DescribeTags",
-      "ec2:DescribeInstances",
+      "ec2:DescribeLaunchTemplateVersions",
       "ec2:DescribeInstanceTypes",
     ]
     resources = ["*"]
@@ -349,7 +352,6 @@ data "aws_iam_policy_document" "this" {
     actions = [
       "autoscaling:SetDesiredCapacity",
       "autoscaling:TerminateInstanceInAutoScalingGroup",
-      "autoscaling:SetInstanceProtection",
     ]
     resources = ["arn:${data.aws_partition.current.partition}:autoscaling:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:autoScalingGroup:*:autoScalingGroupName/${var.cluster_name}-agent-*"]
     condition {

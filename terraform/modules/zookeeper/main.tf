@@ -202,11 +202,11 @@ resource "aws_launch_template" "this" {
 }
 
 resource "aws_instance" "this" {
+  #checkov:skip=CKV_AWS_126:Detailed monitoring is enabled by the launch template; setting it here too makes the provider call MonitorInstances after launch for nothing.
   count = var.node_count
 
   user_data_base64     = module.bootstrap[count.index].user_data_base64
   iam_instance_profile = aws_iam_instance_profile.this.name
-  monitoring           = true
   ebs_optimized        = true
 
   launch_template {
