@@ -137,8 +137,9 @@ def terraform_for(root: Path, scratch: Path, moto_url: str) -> Terraform:
         # The suite never reaches outside this machine, so Terraform may not fall back to HashiCorp's
         # registry here: without a mirror these tests fail, saying how to get one (never a skip).
         raise RuntimeError(
-            "no filesystem mirror of hashicorp/aws on this machine: run scripts/install-terraform-providers.sh "
-            "(TITUS_TF_PROVIDER_SOURCE=registry fills one from HashiCorp's registry, =build from the Go module proxy)"
+            "no filesystem mirror of hashicorp/aws on this machine: run "
+            "scripts/install-terraform-providers.sh (TITUS_TF_PROVIDER_SOURCE=registry fills one from "
+            "HashiCorp's registry, =build from the Go module proxy)"
         )
     env["TF_CLI_CONFIG_FILE"] = str(write_cli_config(scratch / "providers.tfrc", mirrors, False))
     return Terraform(root, env)
