@@ -126,10 +126,23 @@ def test_idle_agents_are_phased_out_then_terminated() -> None:
     assert "idle for 600s" in first.phase_out[0].reason
 
     agents[1] = agent("flex-a", 1, idle_for=610, lifecycle=Lifecycle.PHASED_OUT)
-    second = plan(inputs([g], agents=agents, actions=[recent(ActionKind.PHASE_OUT, "flex-a", ago=10)]), NOW)
+    ours = [recent(ActionKind.PHASE_OUT, "flex-a", ago=10, agent_id="agent-flex-a-1")]
+    second = plan(inputs([g], agents=agents, actions=ours), NOW)
     assert [a.instance_id for a in second.terminate] == ["i-flex-a-1"]
     assert not second.phase_out  # the other idle agent is young, and a cooldown is running
     assert "decrement" in second.terminate[0].reason
+    # The mark outlives the action memory: owned agents are terminated after any delay.
+    later = plan(inputs([g], agents=agents, owned=("agent-flex-a-1",)), NOW)
+    assert [a.instance_id for a in later.terminate] == ["i-flex-a-1"]
+
+
+def test_agent_phased_out_by_someone_else_is_never_terminated() -> None:
+    """An upgrade drains an agent through the lifecycle API: once empty it is the upgrade's to replace."""
+    g = group("flex-a", desired=2)
+    agents = [agent("flex-a", 0, tasks=3), agent("flex-a", 1, idle_for=3600, lifecycle=Lifecycle.PHASED_OUT)]
+    p = plan(inputs([g], agents=agents, actions=[recent(ActionKind.PHASE_OUT, "flex-a", ago=900)]), NOW)
+    assert not p.terminate
+    assert any("phased out by someone else left alone (agent-flex-a-1)" in n for n in p.notes)
 
 
 def test_phased_out_agent_that_got_a_task_is_not_terminated() -> None:
