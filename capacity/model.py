@@ -140,6 +140,9 @@ class TierConfig:
     consolidate_utilisation: float = 0.0
     #: Most agents one decision may start consolidating in a tier.
     max_consolidations: int = 4
+    #: Only agents with at most this many service tasks to move are consolidated (0: no limit). Every move
+    #: is a stop, however gentle; an agent that needs few of them frees the same instance for less.
+    max_moves_per_agent: int = 0
 
     @staticmethod
     def default(tier: Tier) -> TierConfig:

@@ -597,11 +597,13 @@ def _plan_consolidation(
         and a.critical_task_count == 0
         and len(a.tasks) == len(a.task_ids)
         and _utilisation(a) < cfg.consolidate_utilisation
+        and (cfg.max_moves_per_agent <= 0 or len(service(a)) <= cfg.max_moves_per_agent)
     ]
     candidates.sort(key=lambda a: (len(service(a)), _utilisation(a), a.id))
     emptied: set[str] = set()
     targets: set[str] = set()
     taken = 0
+    examined = 0
     for agent in candidates:
         if taken >= limit:
             break
@@ -618,6 +620,10 @@ def _plan_consolidation(
             out.notes.append(
                 f"{g.state.id}: consolidation stops at {agent.id}: the rest would keep too little free"
             )
+            break
+        examined += 1
+        if examined > 4 * cfg.max_consolidations:
+            out.notes.append(f"{g.state.id}: consolidation looked at {examined - 1} candidates this pass")
             break
         trial = {k: list(v) for k, v in free.items() if k != agent.id and k not in emptied}
         trial_planned = dict(planned)
@@ -638,7 +644,9 @@ def _plan_consolidation(
                 break
             target = min(spots, key=lambda k: (sum(trial[k][:2]), k))  # best fit: least left over
             already = trial_planned.get(job.id, 0)
-            view = _job_with_replacements(job, already + 1)
+            # At its stop the move's own replacement is Started; other moves of the job are make-before-
+            # break too, so they leave availability where it was and only spend rate (the ghosts below).
+            view = _job_with_replacements(job, 1)
             ghosts = [Eviction(job.id, f"{job.id}/planned-{n}", now) for n in range(already)]
             verdict = decide(view, task.id, history + ghosts, now)
             if not verdict.allowed:
