@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import random
@@ -222,17 +223,24 @@ def _goals(trace: str, figures: dict[str, dict[str, Any]]) -> dict[str, bool]:
     return goals
 
 
-def run(seed: int = SEED, traces: tuple[str, ...] = tuple(TRACES)) -> dict[str, Any]:
+def _one_run(job: tuple[str, str, int]) -> dict[str, Any]:
+    name, policy_name, seed = job
+    t0 = time.perf_counter()
+    r = simulate(TRACES[name](), POLICIES[policy_name](), boot_s=BOOT_S, seed=seed, task_start_s=TASK_START_S)
+    return {**r.to_json(), "sim_wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def run(seed: int = SEED, traces: tuple[str, ...] = tuple(TRACES), workers: int = 1) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {}
     goals: dict[str, bool] = {}
+    runs_todo = [(name, policy_name, seed) for name in traces for policy_name in POLICIES]
+    # Runs are independent and deterministic: spread them over processes (the result does not depend on it).
+    with multiprocessing.Pool(processes=max(1, min(workers, len(runs_todo)))) as pool:
+        done = pool.map(_one_run, runs_todo, chunksize=1)
     for name in traces:
-        trace = TRACES[name]()
-        figures: dict[str, Any] = {}
-        for policy_name, make in POLICIES.items():
-            t0 = time.perf_counter()
-            r = simulate(trace, make(), boot_s=BOOT_S, seed=seed, task_start_s=TASK_START_S)
-            figures[policy_name] = {**r.to_json(), "sim_wall_s": round(time.perf_counter() - t0, 1)}
-            print(f"{name:8s} {policy_name:19s} {json.dumps(figures[policy_name])}", flush=True)
+        figures = {p: f for (n, p, _), f in zip(runs_todo, done, strict=True) if n == name}
+        for policy_name, f in figures.items():
+            print(f"{name:8s} {policy_name:19s} {json.dumps(f)}", flush=True)
         results[name] = figures
         goals.update(_goals(name, figures))
     planner_ms, runs = time_planner()
@@ -259,6 +267,7 @@ def run(seed: int = SEED, traces: tuple[str, ...] = tuple(TRACES)) -> dict[str, 
             "task_start_s": TASK_START_S,
             "tick_s": 10.0,
             "durability": "none: a pure simulation, no store",
+            "workers": workers,
         },
         "traces": results,
         "planner": planner,
@@ -272,8 +281,11 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="write bench/results/capacity.json")
     parser.add_argument("--seed", type=int, default=SEED, help="seed of the boot-time draws")
     parser.add_argument("--trace", action="append", choices=sorted(TRACES), help="only these traces")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="simulations run in parallel processes"
+    )
     args = parser.parse_args()
-    report = run(args.seed, tuple(args.trace or TRACES))
+    report = run(args.seed, tuple(args.trace or TRACES), args.workers)
     print(json.dumps({k: report[k] for k in ("planner", "goals", "all_goals_met")}, indent=2))
     if args.json:
         path = Path(__file__).resolve().parent / "results" / "capacity.json"

@@ -148,7 +148,20 @@ class TierConfig:
     def default(tier: Tier) -> TierConfig:
         if tier is Tier.CRITICAL:
             return TierConfig(tier=tier, reserve=True, idle_threshold_s=900.0)
-        return TierConfig(tier=tier, drain_utilisation=0.25, consolidate_utilisation=0.5)
+        # Chosen on bench.capacity's traces (docs/capacity.md): react 2 s after a task is found unplaceable
+        # (booting instances are subtracted from demand, so no cooldown), let empty agents go after two
+        # minutes, consolidate agents under half used that need a single move, keep 5% headroom.
+        return TierConfig(
+            tier=tier,
+            pending_threshold_s=2.0,
+            scale_up_cooldown_s=0.0,
+            idle_threshold_s=120.0,
+            scale_down_delay_after_up_s=120.0,
+            drain_utilisation=0.25,
+            drain_headroom=0.05,
+            consolidate_utilisation=0.5,
+            max_moves_per_agent=1,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -699,16 +699,18 @@ class KarpenterPolicy:
                 key=lambda a: (len(a.tasks), a.utilisation(), a.id),
             )
             for a in candidates:
-                if chosen or removable <= 0:
-                    break  # one single-node consolidation command at a time
+                if removable <= 0:
+                    break
                 if (self.honour_pdbs and not _node_pdbs_allow(state, a)) or not _fits_elsewhere(
                     state, a, now, chosen
                 ):
                     continue
+                # The first valid candidate is this loop's command; it runs once it held for 15 s.
                 valid.add(a.id)
                 since = self.candidate_since.setdefault(a.id, now)
                 if now - since >= self.validation_s:
                     chosen.add(a.id)
+                break
             d.terminate.extend(sorted(chosen))
         for aid in list(self.candidate_since):  # a decision that no longer holds starts its wait again
             if aid not in valid:

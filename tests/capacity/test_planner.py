@@ -102,7 +102,7 @@ def test_every_change_has_a_reason() -> None:
     )
     (d,) = p.desired
     assert d.desired == 4
-    assert "5 tasks waited over 10s" in d.reason and "2 more" in d.reason
+    assert "5 tasks waited over 2s" in d.reason and "2 more" in d.reason
 
 
 def test_max_too_small_for_reservation_is_reported() -> None:
@@ -230,8 +230,8 @@ def test_idle_agents_kept_for_pending_tasks() -> None:
 
 
 def test_next_decision_is_when_a_task_becomes_overdue() -> None:
-    p = plan(inputs([group("flex-a", desired=1)], tasks=[task(1, waited=2), task(2, waited=5)]), NOW)
-    assert p.next_decision_at == pytest.approx(NOW + 5)
+    p = plan(inputs([group("flex-a", desired=1)], tasks=[task(1, waited=0.5), task(2, waited=1.5)]), NOW)
+    assert p.next_decision_at == pytest.approx(NOW + 0.5, abs=0.01)  # the 2 s threshold
 
 
 def test_plan_is_json_serialisable_with_reasons() -> None:
