@@ -111,12 +111,13 @@ class TierConfig:
     #: Fraction added to the critical reservation per dimension so small growth never waits for a boot.
     buffer_fraction: float = 0.05
     #: A pending task counts as unmet demand once it waited this long. The master schedules on events
-    #: (a placeable task is placed within milliseconds), so 10 s separates "unplaceable" from "not yet
-    #: placed"; the simulator's day showed 30 s only adds pending time (p95 119 s vs 98 s).
+    #: (a placeable task is placed within milliseconds), so even 2 s (the flex default) separates
+    #: "unplaceable" from "not yet placed"; every second of it is added to a burst's wait.
     pending_threshold_s: float = 10.0
     #: An empty agent is phased out after this much idle time.
     idle_threshold_s: float = 300.0
-    #: Minimum time between two scale-ups of one group: booting capacity needs time to register.
+    #: Minimum time between two scale-ups of one group. Booting instances are already subtracted from the
+    #: demand, so the flex default is 0 (as cluster-autoscaler, which counts upcoming nodes).
     scale_up_cooldown_s: float = 30.0
     #: No scale-down in a group this soon after it scaled up (cluster-autoscaler: scale-down-delay-after-add).
     scale_down_delay_after_up_s: float = 300.0
