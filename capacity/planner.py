@@ -625,7 +625,10 @@ def _plan_consolidation(
         if examined > 4 * cfg.max_consolidations:
             out.notes.append(f"{g.state.id}: consolidation looked at {examined - 1} candidates this pass")
             break
-        trial = {k: list(v) for k, v in free.items() if k != agent.id and k not in emptied}
+        # Changes of this candidate's trial only (copying every agent's free vector per candidate would make
+        # a pass over 10,000 agents quadratic).
+        trial: dict[str, list[float]] = {}
+        barred = emptied | {agent.id}
         trial_planned = dict(planned)
         moves: list[TaskMove] = []
         refused = ""
@@ -638,11 +641,13 @@ def _plan_consolidation(
                 refused = f"task {task.id}: job {job.id} moves its own tasks (selfManaged)"
                 break
             ask = task.resources.as_tuple()
-            spots = [k for k, f in trial.items() if _fits(f, ask)]
+            spots = [k for k, f in free.items() if k not in barred and _fits(trial.get(k, f), ask)]
             if not spots:
                 refused = f"task {task.id} fits on no other agent"
                 break
-            target = min(spots, key=lambda k: (sum(trial[k][:2]), k))  # best fit: least left over
+            target = min(
+                spots, key=lambda k: (sum(trial.get(k, free[k])[:2]), k)
+            )  # best fit: least left over
             already = trial_planned.get(job.id, 0)
             # At its stop the move's own replacement is Started; other moves of the job are make-before-
             # break too, so they leave availability where it was and only spend rate (the ghosts below).
@@ -652,7 +657,7 @@ def _plan_consolidation(
             if not verdict.allowed:
                 refused = f"task {task.id}: {verdict.reason_message}"
                 break
-            trial[target] = [f - a for f, a in zip(trial[target], ask, strict=True)]
+            trial[target] = [f - a for f, a in zip(trial.get(target, free[target]), ask, strict=True)]
             trial_planned[job.id] = already + 1
             moves.append(
                 TaskMove(
@@ -668,7 +673,8 @@ def _plan_consolidation(
             out.notes.append(f"{g.state.id}: not consolidating {agent.id}: {refused}")
             continue
         batch = len(agent.tasks) - len(moves)
-        free = {k: v for k, v in trial.items()}
+        free.update(trial)
+        free.pop(agent.id, None)
         planned = trial_planned
         emptied.add(agent.id)
         targets.update(m.to_agent for m in moves)
