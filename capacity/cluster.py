@@ -8,7 +8,7 @@ and the simulator.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import requests
@@ -20,8 +20,14 @@ from capacity.model import (
     Lifecycle,
     PendingTask,
     Resources,
+    RunningTask,
+    TaskMove,
     Tier,
 )
+from master.core.disruption import Budget, JobView, TaskHealth
+
+#: Task states in which a task holds resources on an agent.
+ON_AGENT_STATES = "Launched,StartInitiated,Started,KillInitiated"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +35,8 @@ class ClusterSnapshot:
     agents: tuple[Agent, ...]
     pending_tasks: tuple[PendingTask, ...]
     capacity_groups: tuple[CapacityGroup, ...]
+    #: Active jobs with their disruption budgets and task health (consolidation needs them).
+    jobs: Mapping[str, JobView] = field(default_factory=dict)
 
 
 class ClusterView(Protocol):
@@ -51,14 +59,39 @@ class MemoryCluster:
         agents: Sequence[Agent] = (),
         pending: Sequence[PendingTask] = (),
         capacity_groups: Sequence[CapacityGroup] = (),
+        jobs: Sequence[JobView] = (),
     ) -> None:
         self.agents: dict[str, Agent] = {a.id: a for a in agents}
         self.pending: list[PendingTask] = list(pending)
         self.capacity_groups: list[CapacityGroup] = list(capacity_groups)
+        self.jobs: dict[str, JobView] = {j.id: j for j in jobs}
         self.lifecycle_calls: list[tuple[str, Lifecycle]] = []
 
     def snapshot(self) -> ClusterSnapshot:
-        return ClusterSnapshot(tuple(self.agents.values()), tuple(self.pending), tuple(self.capacity_groups))
+        return ClusterSnapshot(
+            tuple(self.agents.values()), tuple(self.pending), tuple(self.capacity_groups), dict(self.jobs)
+        )
+
+    def move(self, move: TaskMove) -> None:
+        """What the master's drain does for one planned move: the replacement starts on the target (same
+        id here, for the test's bookkeeping), then the original stops on the source."""
+        source, target = self.agents[move.from_agent], self.agents[move.to_agent]
+        task = next(t for t in source.tasks if t.id == move.task_id)
+        self.agents[target.id] = replace(
+            target,
+            tasks=(*target.tasks, task),
+            task_ids=(*target.task_ids, task.id),
+            used=target.used + task.resources,
+            idle_since=None,
+        )
+        left = tuple(t for t in source.tasks if t.id != task.id)
+        self.agents[source.id] = replace(
+            source,
+            tasks=left,
+            task_ids=tuple(t.id for t in left),
+            used=source.used - task.resources,
+            idle_since=None if left else source.idle_since,
+        )
 
     def set_lifecycle(self, agent_id: str, lifecycle: Lifecycle) -> None:
         if agent_id not in self.agents:
@@ -77,7 +110,7 @@ def parse_resources(doc: Mapping[str, Any] | None) -> Resources:
     )
 
 
-def parse_agent(doc: Mapping[str, Any]) -> Agent:
+def parse_agent(doc: Mapping[str, Any], running: Mapping[str, RunningTask] | None = None) -> Agent:
     """One item of GET /api/v3/agent/instances.
 
     Running tasks on a critical-tier agent are critical; the API does not say the tier of each running
@@ -99,6 +132,33 @@ def parse_agent(doc: Mapping[str, Any]) -> Agent:
         task_ids=task_ids,
         critical_task_count=len(task_ids) if tier is Tier.CRITICAL else 0,
         idle_since=None if idle_ms is None or task_ids else float(idle_ms) / 1000.0,
+        tasks=tuple(running[t] for t in task_ids if running is not None and t in running),
+    )
+
+
+def parse_job(doc: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]]) -> JobView:
+    """One item of GET /api/v3/jobs with its active tasks: the eviction core's view of the job."""
+    descriptor = doc.get("jobDescriptor") or {}
+    batch = descriptor.get("batch")
+    if batch is not None:
+        desired = int(batch.get("size", 0))
+    else:
+        desired = int(((descriptor.get("service") or {}).get("capacity") or {}).get("desired", 0))
+    health = tuple(
+        TaskHealth(
+            str(t["id"]),
+            str((t.get("status") or {}).get("state", "")),
+            None,
+            str((t.get("taskContext") or {}).get("task.originalId") or ""),
+        )
+        for t in tasks
+    )
+    return JobView(
+        str(doc["id"]),
+        desired,
+        Budget.from_wire(descriptor.get("disruptionBudget"), batch is not None),
+        health,
+        batch is not None,
     )
 
 
@@ -139,28 +199,47 @@ class HttpClusterView:
             raise ClusterError(f"GET {path}: HTTP {resp.status_code}: {resp.text[:200]}")
         return resp.json()
 
-    def _pending_pages(self) -> Iterator[Mapping[str, Any]]:
+    def _pages(self, path: str, query: Mapping[str, str]) -> Iterator[Mapping[str, Any]]:
         """Follows `pagination.cursor` when the master gives one, else `page` numbers, while hasMore."""
-        params: dict[str, str | int] = {"taskStates": "Accepted", "pageSize": self._page_size}
+        params: dict[str, str | int] = {**query, "pageSize": self._page_size}
         for page in range(1, 100_000):
-            doc = self._get("/api/v3/tasks", params)
+            doc = self._get(path, params)
             yield from doc.get("items", [])
             pagination = doc.get("pagination") or {}
             if not pagination.get("hasMore"):
                 return
             cursor = pagination.get("cursor")
-            params = {"taskStates": "Accepted", "pageSize": self._page_size}
+            params = {**query, "pageSize": self._page_size}
             if cursor:
                 params["cursor"] = str(cursor)
             else:
                 params["page"] = page
-        raise ClusterError("GET /api/v3/tasks: pagination did not end")
+        raise ClusterError(f"GET {path}: pagination did not end")
+
+    def _pending_pages(self) -> Iterator[Mapping[str, Any]]:
+        return self._pages("/api/v3/tasks", {"taskStates": "Accepted"})
 
     def snapshot(self) -> ClusterSnapshot:
-        agents = tuple(parse_agent(d) for d in self._get("/api/v3/agent/instances").get("items", []))
+        agent_docs = self._get("/api/v3/agent/instances").get("items", [])
         pending = tuple(parse_task(d) for d in self._pending_pages())
         groups = tuple(parse_capacity_group(d) for d in self._get("/api/v3/management/applications"))
-        return ClusterSnapshot(agents, pending, groups)
+        running_docs = list(self._pages("/api/v3/tasks", {"taskStates": ON_AGENT_STATES}))
+        job_docs = list(self._pages("/api/v3/jobs", {}))
+        by_job: dict[str, list[Mapping[str, Any]]] = {}
+        for t in running_docs:
+            by_job.setdefault(str(t.get("jobId")), []).append(t)
+        jobs = {str(d["id"]): parse_job(d, by_job.get(str(d["id"]), [])) for d in job_docs}
+        running = {
+            str(t["id"]): RunningTask(
+                str(t["id"]),
+                str(t.get("jobId")),
+                parse_resources(t.get("resources")),
+                jobs[str(t.get("jobId"))].batch if str(t.get("jobId")) in jobs else False,
+            )
+            for t in running_docs
+        }
+        agents = tuple(parse_agent(d, running) for d in agent_docs)
+        return ClusterSnapshot(agents, pending, groups, jobs)
 
     def set_lifecycle(self, agent_id: str, lifecycle: Lifecycle) -> None:
         path = f"/api/v3/agent/instances/{agent_id}/lifecycle"

@@ -27,6 +27,7 @@ from capacity.model import (
 )
 from capacity.node_group import NodeGroup, NodeGroupProvider, snapshot
 from capacity.planner import plan
+from master.core.disruption import Eviction
 
 log = logging.getLogger("capacity.controller")
 
@@ -91,6 +92,12 @@ class Controller:
         self.dry_run = dry_run
         self._memory_s = action_memory_s
         self._recent: list[RecentAction] = []
+        #: Agents this controller phased out: its mark of ownership. Only these are ever terminated or
+        #: reactivated; an agent someone else phased out (an upgrade's drain) is left to them.
+        self.owned: set[str] = set()
+        #: Stops the controller's plans caused (consolidation moves), for the budgets' rate limits.
+        self.evictions: list[Eviction] = []
+        self._eviction_memory_s = 24 * 3600.0
         self.actions: deque[ActionResult] = deque(maxlen=history)
         self.status = ControllerStatus()
         self._lock = threading.Lock()
@@ -129,6 +136,8 @@ class Controller:
                 log.warning("node group %s unreadable: %s", group.id, exc, extra={"nodeGroupId": group.id})
                 errors.append(f"{group.id}: {exc}")
         self._recent = [a for a in self._recent if now - a.at < self._memory_s]
+        self.evictions = [e for e in self.evictions if now - e.at < self._eviction_memory_s]
+        self.owned &= {a.id for a in view.agents}  # an agent that is gone needs no mark
         decision = plan(
             PlanInputs(
                 tiers=self.tiers,
@@ -137,6 +146,9 @@ class Controller:
                 agents=view.agents,
                 node_groups=tuple(states),
                 recent_actions=tuple(self._recent),
+                owned_agents=frozenset(self.owned),
+                jobs=view.jobs,
+                evictions=tuple(self.evictions),
             ),
             now,
         )
@@ -154,8 +166,12 @@ class Controller:
         with self._lock:
             self.actions.append(result)
         if result.ok and not result.dry_run:
-            agent_id = result.target if result.kind is ActionKind.PHASE_OUT else ""
+            agent_id = result.target if result.kind in (ActionKind.PHASE_OUT, ActionKind.REACTIVATE) else ""
             self._recent.append(RecentAction(result.kind, result.node_group_id, result.at, count, agent_id))
+            if result.kind is ActionKind.PHASE_OUT:
+                self.owned.add(result.target)
+            elif result.kind is ActionKind.REACTIVATE:
+                self.owned.discard(result.target)
         log.log(
             logging.INFO if result.ok else logging.WARNING,
             "capacity action %s %s %s",
@@ -198,10 +214,12 @@ class Controller:
                         str(exc),
                     )
                 )
+        phased: set[str] = set()
         for a in decision.phase_out:
             try:
                 if not self.dry_run:
                     self.cluster.set_lifecycle(a.agent_id, Lifecycle.PHASED_OUT)
+                phased.add(a.agent_id)
                 self._record(
                     ActionResult(
                         ActionKind.PHASE_OUT,
@@ -219,6 +237,24 @@ class Controller:
                         ActionKind.PHASE_OUT, a.node_group_id, a.agent_id, now, False, a.reason, str(exc)
                     )
                 )
+        for m in decision.moves:
+            # The master's drain of the phased-out agent carries the move out (replacement Started before
+            # the original stops); the stop is booked now so the budgets' rate limits count it at once.
+            if m.from_agent not in phased:
+                continue
+            if not self.dry_run:
+                self.evictions.append(Eviction(m.job_id, m.task_id, now))
+            self._record(
+                ActionResult(
+                    ActionKind.MOVE,
+                    "",
+                    f"{m.task_id}:{m.from_agent}->{m.to_agent}",
+                    now,
+                    True,
+                    m.reason,
+                    dry_run=self.dry_run,
+                )
+            )
         for a in decision.reactivate:
             try:
                 if not self.dry_run:

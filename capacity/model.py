@@ -8,10 +8,11 @@ Everything here is immutable and free of I/O so the planner stays a pure functio
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from master.core.disruption import Eviction, JobView
 from titus.cluster_tags import TIER_CRITICAL, TIER_FLEX
 
 #: Resource dimensions in the order used by every tuple in the planner.
@@ -110,12 +111,13 @@ class TierConfig:
     #: Fraction added to the critical reservation per dimension so small growth never waits for a boot.
     buffer_fraction: float = 0.05
     #: A pending task counts as unmet demand once it waited this long. The master schedules on events
-    #: (a placeable task is placed within milliseconds), so 10 s separates "unplaceable" from "not yet
-    #: placed"; the simulator's day showed 30 s only adds pending time (p95 119 s vs 98 s).
+    #: (a placeable task is placed within milliseconds), so even 2 s (the flex default) separates
+    #: "unplaceable" from "not yet placed"; every second of it is added to a burst's wait.
     pending_threshold_s: float = 10.0
     #: An empty agent is phased out after this much idle time.
     idle_threshold_s: float = 300.0
-    #: Minimum time between two scale-ups of one group: booting capacity needs time to register.
+    #: Minimum time between two scale-ups of one group. Booting instances are already subtracted from the
+    #: demand, so the flex default is 0 (as cluster-autoscaler, which counts upcoming nodes).
     scale_up_cooldown_s: float = 30.0
     #: No scale-down in a group this soon after it scaled up (cluster-autoscaler: scale-down-delay-after-add).
     scale_down_delay_after_up_s: float = 300.0
@@ -132,12 +134,35 @@ class TierConfig:
     drain_utilisation: float = 0.0
     #: Draining stops while Active agents would keep less than this fraction of their capacity free.
     drain_headroom: float = 0.15
+    #: Consolidation (Karpenter's, within disruption budgets): an Active agent used below this fraction
+    #: whose service tasks all fit on the other Active agents, each move allowed by its job's budget, is
+    #: phased out and its service tasks moved (replacement Started before the original stops); its batch
+    #: tasks finish in place. Then the empty agent's exact instance is terminated. 0 disables it.
+    consolidate_utilisation: float = 0.0
+    #: Most agents one decision may start consolidating in a tier.
+    max_consolidations: int = 4
+    #: Only agents with at most this many service tasks to move are consolidated (0: no limit). Every move
+    #: is a stop, however gentle; an agent that needs few of them frees the same instance for less.
+    max_moves_per_agent: int = 0
 
     @staticmethod
     def default(tier: Tier) -> TierConfig:
         if tier is Tier.CRITICAL:
             return TierConfig(tier=tier, reserve=True, idle_threshold_s=900.0)
-        return TierConfig(tier=tier, drain_utilisation=0.25)
+        # Chosen on bench.capacity's traces (docs/capacity.md): react 2 s after a task is found unplaceable
+        # (booting instances are subtracted from demand, so no cooldown), let empty agents go after two
+        # minutes, consolidate agents under half used that need a single move, keep 5% headroom.
+        return TierConfig(
+            tier=tier,
+            pending_threshold_s=2.0,
+            scale_up_cooldown_s=0.0,
+            idle_threshold_s=120.0,
+            scale_down_delay_after_up_s=120.0,
+            drain_utilisation=0.25,
+            drain_headroom=0.05,
+            consolidate_utilisation=0.5,
+            max_moves_per_agent=1,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +189,17 @@ class PendingTask:
 
 
 @dataclass(frozen=True, slots=True)
+class RunningTask:
+    """A task on an agent, as consolidation needs it: what it asks for, its job, and whether it is batch
+    (waited for, never moved) or service (moved within its job's disruption budget)."""
+
+    id: str
+    job_id: str
+    resources: Resources
+    batch: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Agent:
     id: str
     instance_id: str
@@ -178,6 +214,9 @@ class Agent:
     critical_task_count: int = 0
     #: When the agent last became empty; None while it runs tasks.
     idle_since: float | None = None
+    #: The tasks behind `task_ids` with job and resources; consolidation only considers an agent whose
+    #: every task is listed here.
+    tasks: tuple[RunningTask, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +238,7 @@ class ActionKind(StrEnum):
     PHASE_OUT = "phase_out"
     REACTIVATE = "reactivate"
     TERMINATE = "terminate"
+    MOVE = "move"
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +261,13 @@ class PlanInputs:
     agents: tuple[Agent, ...]
     node_groups: tuple[NodeGroupState, ...]
     recent_actions: tuple[RecentAction, ...] = ()
+    #: Agents this controller phased out (its mark, kept for as long as the agent lives): only these are
+    #: ever terminated or reactivated, so a drain someone else started (an upgrade) is left alone.
+    owned_agents: frozenset[str] = frozenset()
+    #: Jobs of the tasks on agents, with their disruption budgets, desired sizes and task health.
+    jobs: Mapping[str, JobView] = field(default_factory=dict)
+    #: System-initiated stops that happened (the rate limits and relocation limits read them).
+    evictions: tuple[Eviction, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +290,17 @@ class AgentAction:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskMove:
+    """Move one service task: start a replacement on `to_agent`, stop the original once it is Started."""
+
+    task_id: str
+    job_id: str
+    from_agent: str
+    to_agent: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     """Something an operator must fix, such as an ASG max too small for the reservation."""
 
@@ -258,6 +316,8 @@ class CapacityPlan:
     phase_out: tuple[AgentAction, ...] = ()
     reactivate: tuple[AgentAction, ...] = ()
     terminate: tuple[AgentAction, ...] = ()
+    #: Consolidation moves; their source agents are in `phase_out` of the same plan.
+    moves: tuple[TaskMove, ...] = ()
     reports: tuple[Report, ...] = ()
     #: Notes for groups left alone (cooldown, rate limit, nothing to do), so "why not" is visible too.
     notes: tuple[str, ...] = ()
@@ -272,6 +332,7 @@ class CapacityPlan:
             or self.phase_out
             or self.reactivate
             or self.terminate
+            or self.moves
         )
 
     def to_json(self) -> dict[str, object]:
@@ -290,6 +351,16 @@ class CapacityPlan:
             "phaseOut": [_action_json(a) for a in self.phase_out],
             "reactivate": [_action_json(a) for a in self.reactivate],
             "terminate": [_action_json(a) for a in self.terminate],
+            "moves": [
+                {
+                    "taskId": m.task_id,
+                    "jobId": m.job_id,
+                    "fromAgent": m.from_agent,
+                    "toAgent": m.to_agent,
+                    "reason": m.reason,
+                }
+                for m in self.moves
+            ],
             "reports": [
                 {"nodeGroupId": r.node_group_id, "tier": str(r.tier), "message": r.message}
                 for r in self.reports

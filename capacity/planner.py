@@ -11,8 +11,8 @@ plan is data). Two rules make it safe to run against live groups:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from capacity.model import (
     ActionKind,
@@ -26,10 +26,13 @@ from capacity.model import (
     PlanInputs,
     Report,
     Resources,
+    RunningTask,
+    TaskMove,
     Tier,
     TierConfig,
     instances_needed,
 )
+from master.core.disruption import STARTED, Eviction, JobView, Policy, TaskHealth, decide
 
 Vec = list[float]
 
@@ -61,6 +64,7 @@ class _Out:
     phase_out: list[AgentAction] = field(default_factory=list)
     reactivate: list[AgentAction] = field(default_factory=list)
     terminate: list[AgentAction] = field(default_factory=list)
+    moves: list[TaskMove] = field(default_factory=list)
     reports: list[Report] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     wakeups: list[float] = field(default_factory=list)
@@ -75,7 +79,8 @@ def plan(inputs: PlanInputs, now: float) -> CapacityPlan:
         agents_by_group.setdefault(agent.node_group_id, []).append(agent)
     last_up: dict[str, float] = {}
     last_down: dict[str, float] = {}
-    ours = {a.agent_id for a in inputs.recent_actions if a.kind is ActionKind.PHASE_OUT and a.agent_id}
+    ours = set(inputs.owned_agents)
+    ours |= {a.agent_id for a in inputs.recent_actions if a.kind is ActionKind.PHASE_OUT and a.agent_id}
     for action in inputs.recent_actions:
         # Terminations follow phase-outs already decided, so only a phase-out starts a scale-down cooldown.
         if action.kind in (ActionKind.SCALE_UP, ActionKind.PHASE_OUT):
@@ -120,6 +125,7 @@ def plan(inputs: PlanInputs, now: float) -> CapacityPlan:
         phase_out=tuple(out.phase_out),
         reactivate=tuple(out.reactivate),
         terminate=tuple(out.terminate),
+        moves=tuple(out.moves),
         reports=tuple(out.reports),
         notes=tuple(out.notes),
         next_decision_at=min(future) if future else None,
@@ -294,7 +300,16 @@ def _plan_tier(
         scaled_up = target > ng.desired or demand.overdue_count > 0
         keep_for_pending = instances_needed(tuple(pending_left), g.size)
         _plan_scale_down(
-            cfg, g, max(ng.min_size, floors[idx]), keep_for_pending, scaled_up, pending_left, now, out
+            inputs,
+            cfg,
+            g,
+            max(ng.min_size, floors[idx]),
+            keep_for_pending,
+            scaled_up,
+            pending_left,
+            ours,
+            now,
+            out,
         )
 
 
@@ -334,12 +349,14 @@ def _reactivate(
 
 
 def _plan_scale_down(
+    inputs: PlanInputs,
     cfg: TierConfig,
     g: _GroupView,
     floor: int,
     keep_for_pending: int,
     scaled_up: bool,
     pending_left: Vec,
+    ours: set[str],
     now: float,
     out: _Out,
 ) -> None:
@@ -347,10 +364,22 @@ def _plan_scale_down(
     size = ng.desired
     reactivated = {a.agent_id for a in out.reactivate}
     # Step 2 of a scale-down: phased-out agents that stayed empty are terminated, exact instance, decrement.
+    # Only agents this controller phased out: one someone else phased out (an upgrade draining it) is theirs.
+    foreign = [
+        a
+        for a in g.agents
+        if a.lifecycle in (Lifecycle.PHASED_OUT, Lifecycle.REMOVABLE) and not a.task_ids and a.id not in ours
+    ]
+    if foreign:
+        out.notes.append(
+            f"{ng.id}: {len(foreign)} empty agents phased out by someone else left alone "
+            f"({', '.join(sorted(a.id for a in foreign)[:5])})"
+        )
     removable = [
         a
         for a in g.agents
         if a.lifecycle in (Lifecycle.PHASED_OUT, Lifecycle.REMOVABLE)
+        and a.id in ours
         and not a.task_ids
         and a.critical_task_count == 0
         and a.instance_id in ng.instance_ids
@@ -422,7 +451,19 @@ def _plan_scale_down(
                 "phasing out before terminating",
             )
         )
-    if cfg.drain_utilisation > 0:
+    if cfg.consolidate_utilisation > 0:
+        _plan_consolidation(
+            inputs,
+            cfg,
+            g,
+            room - len(chosen),
+            cfg.max_scale_down_step - len(chosen),
+            pending_left,
+            chosen,
+            now,
+            out,
+        )
+    elif cfg.drain_utilisation > 0:
         _plan_drain(
             cfg, g, room - len(chosen), cfg.max_scale_down_step - len(chosen), pending_left, chosen, out
         )
@@ -478,5 +519,175 @@ def _plan_drain(
                 g.state.id,
                 f"{_utilisation(agent):.0%} used (drain threshold {cfg.drain_utilisation:.0%}); "
                 "phasing out so its tasks finish in place and it can be terminated empty",
+            )
+        )
+
+
+def _fits(free: Sequence[float], ask: Sequence[float]) -> bool:
+    return all(f + 1e-9 >= a for f, a in zip(free, ask, strict=True))
+
+
+def _job_with_replacements(job: JobView, extra: int) -> JobView:
+    """The job as it will be when its moves stop their originals: each replacement Started first."""
+    if extra <= 0:
+        return job
+    ghosts = tuple(TaskHealth(f"{job.id}/replacement-{n}", STARTED) for n in range(extra))
+    return replace(job, tasks=job.tasks + ghosts)
+
+
+def _in_flight_stops(g: _GroupView, jobs: Mapping[str, JobView]) -> dict[str, int]:
+    """Service tasks still on agents being drained: stops that will happen, so they spend budget now."""
+    counts: dict[str, int] = {}
+    for a in g.agents:
+        if a.lifecycle is Lifecycle.ACTIVE:
+            continue
+        for t in a.tasks:
+            if not t.batch and t.job_id in jobs:
+                counts[t.job_id] = counts.get(t.job_id, 0) + 1
+    return counts
+
+
+def _plan_consolidation(
+    inputs: PlanInputs,
+    cfg: TierConfig,
+    g: _GroupView,
+    room: int,
+    budget: int,
+    pending_left: Vec,
+    chosen: list[Agent],
+    now: float,
+    out: _Out,
+) -> None:
+    """Karpenter-style consolidation within disruption budgets (plans as data; nothing is stopped here).
+
+    Candidates are Active agents used below `consolidate_utilisation`, fewest service tasks first (the
+    cheapest disruption). A candidate is taken only if every service task fits on another Active agent
+    that is not itself being emptied (best fit, fullest first) and its job's budget allows the stop that
+    the move ends with, counting moves already planned or in flight; batch tasks are never moved, the
+    agent waits for them. The rest of the tier must keep `drain_headroom` free plus room for what is
+    pending. A taken candidate is phased out (no new work) and its moves listed, each with a reason.
+    """
+    limit = min(room, budget, cfg.max_consolidations)
+    if limit <= 0:
+        return
+    skip = {a.id for a in chosen}
+    active = [
+        a
+        for a in g.agents
+        if a.lifecycle is Lifecycle.ACTIVE and a.state is AgentState.REGISTERED and a.id not in skip
+    ]
+    free: dict[str, list[float]] = {a.id: list(_free(a)) for a in active}
+    capacity = [0.0, 0.0, 0.0, 0.0]
+    total_free = [0.0, 0.0, 0.0, 0.0]
+    for a in active:
+        for k, (c, f) in enumerate(zip(a.resources.as_tuple(), free[a.id], strict=True)):
+            capacity[k] += c
+            total_free[k] += f
+    jobs = inputs.jobs
+    planned: dict[str, int] = _in_flight_stops(g, jobs)
+    history: list[Eviction] = list(inputs.evictions)
+
+    def service(agent: Agent) -> list[RunningTask]:
+        return [t for t in agent.tasks if not t.batch]
+
+    candidates = [
+        a
+        for a in active
+        if a.task_ids
+        and a.critical_task_count == 0
+        and len(a.tasks) == len(a.task_ids)
+        and _utilisation(a) < cfg.consolidate_utilisation
+        and (cfg.max_moves_per_agent <= 0 or len(service(a)) <= cfg.max_moves_per_agent)
+    ]
+    candidates.sort(key=lambda a: (len(service(a)), _utilisation(a), a.id))
+    emptied: set[str] = set()
+    targets: set[str] = set()
+    taken = 0
+    examined = 0
+    for agent in candidates:
+        if taken >= limit:
+            break
+        if agent.id in targets:
+            continue  # it just received moved tasks
+        moving = [0.0, 0.0, 0.0, 0.0]
+        for t in service(agent):
+            moving = [m + r for m, r in zip(moving, t.resources.as_tuple(), strict=True)]
+        # The others lose what they had free on this agent and take its service tasks.
+        after_free = [f - af - mv for f, af, mv in zip(total_free, free[agent.id], moving, strict=True)]
+        after_cap = [c - ac for c, ac in zip(capacity, agent.resources.as_tuple(), strict=True)]
+        need = [cfg.drain_headroom * c + p for c, p in zip(after_cap, pending_left, strict=True)]
+        if not _fits(after_free, need):
+            out.notes.append(
+                f"{g.state.id}: consolidation stops at {agent.id}: the rest would keep too little free"
+            )
+            break
+        examined += 1
+        if examined > 4 * cfg.max_consolidations:
+            out.notes.append(f"{g.state.id}: consolidation looked at {examined - 1} candidates this pass")
+            break
+        # Changes of this candidate's trial only (copying every agent's free vector per candidate would make
+        # a pass over 10,000 agents quadratic).
+        trial: dict[str, list[float]] = {}
+        barred = emptied | {agent.id}
+        trial_planned = dict(planned)
+        moves: list[TaskMove] = []
+        refused = ""
+        for task in sorted(service(agent), key=lambda t: (-t.resources.cpu, t.id)):
+            job = jobs.get(task.job_id)
+            if job is None:
+                refused = f"job {task.job_id} of task {task.id} unknown"
+                break
+            if job.budget.policy is Policy.SELF_MANAGED:
+                refused = f"task {task.id}: job {job.id} moves its own tasks (selfManaged)"
+                break
+            ask = task.resources.as_tuple()
+            spots = [k for k, f in free.items() if k not in barred and _fits(trial.get(k, f), ask)]
+            if not spots:
+                refused = f"task {task.id} fits on no other agent"
+                break
+            target = min(
+                spots, key=lambda k: (sum(trial.get(k, free[k])[:2]), k)
+            )  # best fit: least left over
+            already = trial_planned.get(job.id, 0)
+            # At its stop the move's own replacement is Started; other moves of the job are make-before-
+            # break too, so they leave availability where it was and only spend rate (the ghosts below).
+            view = _job_with_replacements(job, 1)
+            ghosts = [Eviction(job.id, f"{job.id}/planned-{n}", now) for n in range(already)]
+            verdict = decide(view, task.id, history + ghosts, now)
+            if not verdict.allowed:
+                refused = f"task {task.id}: {verdict.reason_message}"
+                break
+            trial[target] = [f - a for f, a in zip(trial.get(target, free[target]), ask, strict=True)]
+            trial_planned[job.id] = already + 1
+            moves.append(
+                TaskMove(
+                    task.id,
+                    job.id,
+                    agent.id,
+                    target,
+                    f"consolidating {agent.id} ({_utilisation(agent):.0%} used): budget allows it "
+                    f"({verdict.quota.message})",
+                )
+            )
+        if refused:
+            out.notes.append(f"{g.state.id}: not consolidating {agent.id}: {refused}")
+            continue
+        batch = len(agent.tasks) - len(moves)
+        free.update(trial)
+        free.pop(agent.id, None)
+        planned = trial_planned
+        emptied.add(agent.id)
+        targets.update(m.to_agent for m in moves)
+        total_free, capacity = after_free, after_cap
+        taken += 1
+        out.moves.extend(moves)
+        wait = f"; waits for {batch} batch tasks to finish" if batch else ""
+        out.phase_out.append(
+            AgentAction(
+                agent.id,
+                agent.instance_id,
+                g.state.id,
+                f"consolidation: {_utilisation(agent):.0%} used; {len(moves)} service tasks move to other "
+                f"agents within their budgets{wait}; terminated once empty",
             )
         )

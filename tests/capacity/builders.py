@@ -16,6 +16,7 @@ from capacity.model import (
     Tier,
     TierConfig,
 )
+from master.core.disruption import Eviction, JobView
 
 NOW = 1_000_000.0
 M5 = Resources(cpu=16, memory_mb=65536, disk_mb=200_000, network_mbps=10_000)
@@ -67,8 +68,8 @@ def cgroup(name: str, cpu: float, mem: float, count: int, tier: Tier = Tier.CRIT
     return CapacityGroup(name, tier, Resources(cpu, mem, 1000, 100), count)
 
 
-def recent(kind: ActionKind, gid: str, ago: float) -> RecentAction:
-    return RecentAction(kind, gid, NOW - ago)
+def recent(kind: ActionKind, gid: str, ago: float, agent_id: str = "") -> RecentAction:
+    return RecentAction(kind, gid, NOW - ago, 1, agent_id)
 
 
 def inputs(
@@ -77,6 +78,9 @@ def inputs(
     tasks: list[PendingTask] | None = None,
     cgroups: list[CapacityGroup] | None = None,
     actions: list[RecentAction] | None = None,
+    owned: tuple[str, ...] = (),
+    jobs: dict[str, JobView] | None = None,
+    evictions: tuple[Eviction, ...] = (),
     **flex: float,
 ) -> PlanInputs:
     tiers = {Tier.CRITICAL: TierConfig.default(Tier.CRITICAL), Tier.FLEX: TierConfig.default(Tier.FLEX)}
@@ -89,4 +93,7 @@ def inputs(
         agents=tuple(agents or ()),
         node_groups=tuple(groups),
         recent_actions=tuple(actions or ()),
+        owned_agents=frozenset(owned),
+        jobs=jobs or {},
+        evictions=evictions,
     )

@@ -32,11 +32,19 @@ def create_fake_master(state: dict[str, Any], token: str) -> Flask:
 
     @app.get("/api/v3/tasks")
     def tasks() -> ResponseReturnValue:
-        assert request.args["taskStates"] == "Accepted"
+        wanted = request.args["taskStates"]
+        assert wanted in ("Accepted", "Launched,StartInitiated,Started,KillInitiated"), wanted
+        return _page(state["tasks"] if wanted == "Accepted" else state.get("running", []))
+
+    @app.get("/api/v3/jobs")
+    def jobs() -> ResponseReturnValue:
+        return _page(state.get("jobs", []))
+
+    def _page(everything: list[Any]) -> ResponseReturnValue:
         size = int(request.args["pageSize"])
         page = int(request.args.get("page", 0))
-        items = state["tasks"][page * size : (page + 1) * size]
-        more = (page + 1) * size < len(state["tasks"])
+        items = everything[page * size : (page + 1) * size]
+        more = (page + 1) * size < len(everything)
         return jsonify(items=items, pagination={"hasMore": more, "currentPage": {"pageNumber": page}})
 
     @app.get("/api/v3/management/applications")

@@ -20,10 +20,12 @@ from capacity.model import (
     Lifecycle,
     PendingTask,
     Resources,
+    RunningTask,
     Tier,
     TierConfig,
 )
 from capacity.status import StatusServer, create_status_app
+from master.core.disruption import Budget, JobView, TaskHealth
 from tests.capacity.conftest import Aws
 
 T0 = 1_700_000_000.0
@@ -188,3 +190,80 @@ def test_decisions_are_logged_as_json_lines(aws: Aws, caplog: pytest.LogCaptureF
     lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records]
     actions = [line["action"] for line in lines if line.get("event") == "action"]
     assert actions and actions[0]["kind"] == "scale_up" and actions[0]["reason"]
+
+
+CONSOLIDATING = {
+    Tier.CRITICAL: TierConfig.default(Tier.CRITICAL),
+    Tier.FLEX: TierConfig(
+        Tier.FLEX, pending_threshold_s=30, idle_threshold_s=300, consolidate_utilisation=0.5
+    ),
+}
+
+
+def half_empty(aws: Aws, asg: str) -> tuple[list[Agent], list[JobView]]:
+    """Each instance runs two service tasks of one job (6 of 16 cpu): half empty or less."""
+    agents, health = [], []
+    for n, iid in enumerate(aws.instances(asg)):
+        tasks = tuple(RunningTask(f"web-{n}-{k}", "web", Resources(3, 8192, 1000, 100)) for k in range(2))
+        health += [TaskHealth(t.id) for t in tasks]
+        agents.append(
+            Agent(
+                id=f"agent-{iid}",
+                instance_id=iid,
+                node_group_id=asg,
+                tier=Tier.FLEX,
+                lifecycle=Lifecycle.ACTIVE,
+                state=AgentState.REGISTERED,
+                resources=M5,
+                used=Resources(6, 16384, 2000, 200),
+                task_ids=tuple(t.id for t in tasks),
+                tasks=tasks,
+            )
+        )
+    budget = Budget.from_wire(
+        {
+            "availabilityPercentageLimit": {"percentageOfHealthyContainers": 75},
+            "ratePerInterval": {"intervalMs": 600_000, "limitPerInterval": 2},
+        }
+    )
+    return agents, [JobView("web", len(health), budget, tuple(health))]
+
+
+def test_consolidates_two_half_empty_agents_and_terminates_the_freed_instance(aws: Aws) -> None:
+    flex = aws.tier_asg("flex", desired=2, min_size=0)
+    agents, jobs = half_empty(aws, flex)
+    cluster = MemoryCluster(agents, jobs=jobs)
+    ctl = Controller(cluster, AsgDiscovery(aws.asg, aws.ec2, aws.cluster), CONSOLIDATING)
+
+    first = ctl.run_once(T0)
+    assert first is not None
+    (source,) = first.phase_out
+    keep = next(a for a in agents if a.id != source.agent_id)
+    assert [m.to_agent for m in first.moves] == [keep.id, keep.id]
+    assert all("budget allows it" in m.reason for m in first.moves)
+    assert cluster.agents[source.agent_id].lifecycle is Lifecycle.PHASED_OUT
+    assert len(aws.instances(flex)) == 2  # nothing is terminated while it still runs tasks
+    assert [e.task_id for e in ctl.evictions] == [m.task_id for m in first.moves]
+
+    for move in first.moves:  # the master's drain: replacement Started on the target, original stopped
+        cluster.move(move)
+    second = ctl.run_once(T0 + 60)
+    assert second is not None
+    assert [a.instance_id for a in second.terminate] == [source.instance_id]
+    assert aws.instances(flex) == [keep.instance_id]
+    assert aws.describe(flex)["DesiredCapacity"] == 1
+    assert len(cluster.agents[keep.id].tasks) == 4
+
+
+def test_never_terminates_an_agent_someone_else_phased_out(aws: Aws) -> None:
+    flex = aws.tier_asg("flex", desired=2, min_size=0)
+    agents = agents_for(aws, flex, Tier.FLEX, busy=1, idle_for=3600)
+    upgrading = next(a for a in agents if not a.task_ids)
+    cluster = MemoryCluster(agents)
+    cluster.set_lifecycle(upgrading.id, Lifecycle.PHASED_OUT)  # an upgrade drains it through the master
+    ctl = controller(aws, cluster)
+    for k in range(3):
+        ctl.run_once(T0 + k * 600)
+    assert upgrading.instance_id in aws.instances(flex)
+    assert not [a for a in ctl.recent_actions() if a.kind is ActionKind.TERMINATE]
+    assert any("phased out by someone else" in n for n in ctl.status.last_plan.notes)  # type: ignore[union-attr]

@@ -69,3 +69,32 @@ def test_an_agent_named_by_hostname_is_terminated_by_its_imds_instance_id(master
     (agent,) = [a for a in view.snapshot().agents if a.id == "ip-10-42-16-25"]
     assert agent.instance_id == EC2_METADATA["instance-id"]
     assert agent.node_group_id == "asg-flex"
+
+
+def test_running_tasks_and_budgets_from_the_real_master(master: RunningMaster) -> None:
+    """Consolidation reads each agent's tasks with job and resources, and each job's stored budget."""
+    reg = {
+        "id": "i-0def",
+        "resources": {"cpu": 4, "memoryMB": 4096, "diskMB": 1000, "networkMbps": 100},
+        "attributes": {"tier": "flex", "instanceGroup": "asg-flex", "zone": "z1", "instanceId": "i-0def"},
+    }
+    assert master.agent("POST", "/api/v3/agent/instances/register", json=reg).status_code == 200
+    budget = {
+        "unhealthyTasksLimit": {"limitOfUnhealthyContainers": 1},
+        "ratePerInterval": {"intervalMs": 600000, "limitPerInterval": 2},
+    }
+    job_spec = service_job(desired=2, disruptionBudget=budget)
+    assert master.api("POST", "/api/v3/jobs", json=job_spec).status_code == 202
+
+    view = HttpClusterView(master.url, API_TOKEN)
+    snap = wait_for(
+        lambda: (s := view.snapshot()) and s.agents and len(s.agents[0].tasks) == 2 and s,
+        what="two tasks placed on the agent",
+    )
+    (agent,) = snap.agents
+    (job,) = snap.jobs.values()
+    assert {t.job_id for t in agent.tasks} == {job.id}
+    assert all(t.resources.cpu == 0.25 and not t.batch for t in agent.tasks)
+    assert job.desired == 2 and len(job.tasks) == 2
+    assert job.budget.policy == "unhealthyTasksLimit" and job.budget.rate == "ratePerInterval"
+    assert job.budget.interval_s == 600.0 and job.budget.rate_value == 2

@@ -102,7 +102,7 @@ def test_every_change_has_a_reason() -> None:
     )
     (d,) = p.desired
     assert d.desired == 4
-    assert "5 tasks waited over 10s" in d.reason and "2 more" in d.reason
+    assert "5 tasks waited over 2s" in d.reason and "2 more" in d.reason
 
 
 def test_max_too_small_for_reservation_is_reported() -> None:
@@ -126,10 +126,23 @@ def test_idle_agents_are_phased_out_then_terminated() -> None:
     assert "idle for 600s" in first.phase_out[0].reason
 
     agents[1] = agent("flex-a", 1, idle_for=610, lifecycle=Lifecycle.PHASED_OUT)
-    second = plan(inputs([g], agents=agents, actions=[recent(ActionKind.PHASE_OUT, "flex-a", ago=10)]), NOW)
+    ours = [recent(ActionKind.PHASE_OUT, "flex-a", ago=10, agent_id="agent-flex-a-1")]
+    second = plan(inputs([g], agents=agents, actions=ours), NOW)
     assert [a.instance_id for a in second.terminate] == ["i-flex-a-1"]
     assert not second.phase_out  # the other idle agent is young, and a cooldown is running
     assert "decrement" in second.terminate[0].reason
+    # The mark outlives the action memory: owned agents are terminated after any delay.
+    later = plan(inputs([g], agents=agents, owned=("agent-flex-a-1",)), NOW)
+    assert [a.instance_id for a in later.terminate] == ["i-flex-a-1"]
+
+
+def test_agent_phased_out_by_someone_else_is_never_terminated() -> None:
+    """An upgrade drains an agent through the lifecycle API: once empty it is the upgrade's to replace."""
+    g = group("flex-a", desired=2)
+    agents = [agent("flex-a", 0, tasks=3), agent("flex-a", 1, idle_for=3600, lifecycle=Lifecycle.PHASED_OUT)]
+    p = plan(inputs([g], agents=agents, actions=[recent(ActionKind.PHASE_OUT, "flex-a", ago=900)]), NOW)
+    assert not p.terminate
+    assert any("phased out by someone else left alone (agent-flex-a-1)" in n for n in p.notes)
 
 
 def test_phased_out_agent_that_got_a_task_is_not_terminated() -> None:
@@ -217,8 +230,8 @@ def test_idle_agents_kept_for_pending_tasks() -> None:
 
 
 def test_next_decision_is_when_a_task_becomes_overdue() -> None:
-    p = plan(inputs([group("flex-a", desired=1)], tasks=[task(1, waited=2), task(2, waited=5)]), NOW)
-    assert p.next_decision_at == pytest.approx(NOW + 5)
+    p = plan(inputs([group("flex-a", desired=1)], tasks=[task(1, waited=0.5), task(2, waited=1.5)]), NOW)
+    assert p.next_decision_at == pytest.approx(NOW + 0.5, abs=0.01)  # the 2 s threshold
 
 
 def test_plan_is_json_serialisable_with_reasons() -> None:
