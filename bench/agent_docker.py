@@ -34,6 +34,7 @@ import docker
 
 from agent.runtime.base import TaskSpec
 from agent.runtime.docker import DockerRuntime
+from bench.stats import pct
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "agent_docker.json"
@@ -57,11 +58,6 @@ def _ensure_services() -> list[str]:
             started.append(script)
     _script("scripts/images/busybox.sh")
     return started
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def _timed_cli(argv: list[str]) -> tuple[float, str]:
@@ -133,9 +129,9 @@ def _measure(runs: int, warmup: int) -> dict[str, Any]:
     p50_start, p50_base = statistics.median(start_ms), statistics.median(baseline_ms)
     return {
         "docker_start_p50_ms": round(p50_start, 1),
-        "docker_start_p99_ms": round(_pct(start_ms, 0.99), 1),
+        "docker_start_p99_ms": round(pct(start_ms, 0.99), 1),
         "docker_run_baseline_p50_ms": round(p50_base, 1),
-        "docker_run_baseline_p99_ms": round(_pct(baseline_ms, 0.99), 1),
+        "docker_run_baseline_p99_ms": round(pct(baseline_ms, 0.99), 1),
         "docker_run_to_exit_p50_ms": round(statistics.median(to_exit_ms), 1),
         "docker_start_ratio": round(p50_start / p50_base, 3),
         "runs": runs,

@@ -36,22 +36,10 @@ from typing import Any
 from agent.runtime.base import TaskSpec
 from agent.runtime.images import ImageCache
 from agent.runtime.oci import OciRuntime
+from bench.stats import pct, wait_ended
 
 RESULTS = Path(__file__).parent / "results" / "agent_oci.json"
 IMAGE = "127.0.0.1:5000/titus/busybox:latest"
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def _wait(rt: OciRuntime, task_id: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while rt.poll(task_id) is None:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"task {task_id} did not end")
-        time.sleep(0.002)
 
 
 def _start_ms(rt: OciRuntime, image: str) -> tuple[float, float]:
@@ -60,7 +48,7 @@ def _start_ms(rt: OciRuntime, image: str) -> tuple[float, float]:
     t0 = time.perf_counter()
     rt.start(TaskSpec(task_id=task_id, job_id="bench", image=image, command=("true",)))
     started = time.perf_counter()
-    _wait(rt, task_id)
+    wait_ended(rt, task_id, timeout_s=60)
     ended = time.perf_counter()
     status = rt.poll(task_id)
     rt.cleanup(task_id)
@@ -73,8 +61,8 @@ def bench_start(rt: OciRuntime, starts: int) -> dict[str, float]:
     rt.images.get(IMAGE)
     samples = [_start_ms(rt, IMAGE) for _ in range(starts + 5)][5:]  # the first ones warm caches up
     times = [s for s, _ in samples]
-    return {"oci_start_p50_ms": round(_pct(times, 0.5), 1), "oci_start_p99_ms": round(_pct(times, 0.99), 1),
-            "oci_start_to_exit_p50_ms": round(_pct([e for _, e in samples], 0.5), 1), "oci_starts": starts}
+    return {"oci_start_p50_ms": round(pct(times, 0.5), 1), "oci_start_p99_ms": round(pct(times, 0.99), 1),
+            "oci_start_to_exit_p50_ms": round(pct([e for _, e in samples], 0.5), 1), "oci_starts": starts}
 
 
 def _five_mb_image() -> str:
@@ -150,7 +138,7 @@ def bench_monitor(rt: OciRuntime, tasks: int, seconds: int) -> dict[str, float]:
         for task_id in ids:
             rt.kill(task_id, 0)
         for task_id in ids:
-            _wait(rt, task_id)
+            wait_ended(rt, task_id, timeout_s=60)
             rt.cleanup(task_id)
 
 

@@ -25,21 +25,9 @@ from pathlib import Path
 
 from agent.runtime.base import TaskSpec
 from agent.runtime.process import ProcessRuntime
+from bench.stats import pct, wait_ended
 
 RESULTS = Path(__file__).parent / "results" / "agent_process.json"
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def _wait(rt: ProcessRuntime, task_id: str, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while rt.poll(task_id) is None:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"task {task_id} did not end")
-        time.sleep(0.002)
 
 
 def bench_start(rt: ProcessRuntime, starts: int) -> dict[str, float]:
@@ -52,17 +40,17 @@ def bench_start(rt: ProcessRuntime, starts: int) -> dict[str, float]:
         p0 = time.perf_counter()
         rt.start(spec)
         p1 = time.perf_counter()
-        _wait(rt, task_id)
+        wait_ended(rt, task_id, timeout_s=30)
         ran_at = int(rt.logs(task_id, "stdout").strip())
         rt.cleanup(task_id)
         if i >= 5:  # the first starts warm up the spawner and the page cache
             to_running.append((ran_at - t0) / 1e6)
             call.append((p1 - p0) * 1000)
     return {
-        "process_start_p50_ms": round(_pct(to_running, 0.5), 2),
-        "process_start_p99_ms": round(_pct(to_running, 0.99), 2),
-        "start_call_p50_ms": round(_pct(call, 0.5), 2),
-        "start_call_p99_ms": round(_pct(call, 0.99), 2),
+        "process_start_p50_ms": round(pct(to_running, 0.5), 2),
+        "process_start_p99_ms": round(pct(to_running, 0.99), 2),
+        "start_call_p50_ms": round(pct(call, 0.5), 2),
+        "start_call_p99_ms": round(pct(call, 0.99), 2),
         "starts": starts,
     }
 
@@ -103,7 +91,7 @@ def bench_monitor(rt: ProcessRuntime, tasks: int, seconds: int) -> dict[str, flo
         for task_id in ids:
             rt.kill(task_id, 0)
         for task_id in ids:
-            _wait(rt, task_id)
+            wait_ended(rt, task_id, timeout_s=30)
             rt.cleanup(task_id)
 
 

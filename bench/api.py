@@ -33,6 +33,7 @@ from typing import Any
 import requests
 
 from bench.facts import load_now, run_facts
+from bench.stats import pct
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -151,13 +152,6 @@ def _client_worker(port: int, token: str, duration: float, threads: int, out: An
     out.put((latencies, errors[0]))
 
 
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def throughput(duration: float, concurrency: int, port: int) -> dict[str, float]:
     dev = Dev(port)
     try:
@@ -175,8 +169,8 @@ def throughput(duration: float, concurrency: int, port: int) -> dict[str, float]
         dev.stop()
     return {
         "submit_per_s": round(len(latencies) / min(elapsed, duration + 1), 1),
-        "submit_p50_ms": round(_pct(latencies, 0.50), 2),
-        "submit_p99_ms": round(_pct(latencies, 0.99), 2),
+        "submit_p50_ms": round(pct(latencies, 0.50), 2),
+        "submit_p99_ms": round(pct(latencies, 0.99), 2),
         "submit_ok": len(latencies),
         "submit_errors": errors,
         "jobs_listed_after": stored,
@@ -217,7 +211,7 @@ def start_latency(jobs: int, port: int) -> dict[str, float]:
         dev.stop()
     return {
         "start_p50_ms": round(statistics.median(latencies), 1) if latencies else float("nan"),
-        "start_p99_ms": round(_pct(latencies, 0.99), 1),
+        "start_p99_ms": round(pct(latencies, 0.99), 1),
         "start_samples": len(latencies),
         "start_never_started": never,
     }
