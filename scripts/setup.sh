@@ -24,6 +24,7 @@ APT_BASE=(
   cmd:curl:curl                     # README's tour shows the raw HTTP API with it
   cmd:runc:runc                     # the OCI runtime (the agent's default) runs containers with it
   cmd:skopeo:skopeo                 # ... and pulls images with it (checked for minimum versions below)
+  cmd:umoci:umoci                   # scripts/images/busybox.sh packs the examples' image without dockerd
 )
 APT_TEST=(
   cmd:git:git                       # how the project is fetched (README), and what fresh-check clones with

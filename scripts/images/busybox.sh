@@ -3,6 +3,10 @@
 #
 #   scripts/images/busybox.sh            # build (if the rootfs changed) and push (if the registry lacks it)
 #
+# With dockerd (the test suite): `docker import` + `docker push`, so the Docker runtime's tests find it
+# locally too. Without dockerd (`titus dev` on a host that runs tasks under runc only): umoci packs the same
+# rootfs into an OCI layout and skopeo copies it to the registry, unless the registry already has the tag.
+#
 # No Docker Hub access is needed: the rootfs is /bin/busybox plus one symlink per applet, a minimal
 # /etc/passwd and /etc/group, and the image is made with `docker import`. The rootfs tarball is built
 # reproducibly (sorted, fixed mtime and owners), its sha256 is stored as a label, and a rerun with the same
@@ -27,7 +31,23 @@ fi
 [ -x "$BUSYBOX" ] || die "$BUSYBOX missing after installing busybox-static"
 file_type="$(head -c 4 "$BUSYBOX" | od -An -c | tr -d ' ')"
 [ "$file_type" = '177ELF' ] || die "$BUSYBOX is not an ELF binary"
-"$DOCKER" info >/dev/null 2>&1 || die "dockerd does not answer; run scripts/services/dockerd.sh start"
+have_docker=1
+"$DOCKER" info >/dev/null 2>&1 || have_docker=0
+
+registry="${IMAGE%%/*}"
+rest="${IMAGE#*/}"
+repo="${rest%:*}"
+tag="${rest##*:}"
+remote_manifest_digest() {
+  curl -sfI -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+    -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+    "http://$registry/v2/$repo/manifests/$tag" | tr -d '\r' \
+    | awk -F': ' 'tolower($1)=="docker-content-digest"{print $2}' || true
+}
+if [ "$have_docker" = 0 ] && [ -n "$(remote_manifest_digest)" ]; then
+  echo "busybox.sh: $IMAGE already in the registry"
+  exit 0
+fi
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -50,6 +70,22 @@ cat >"$root/etc/group" <<'EOF'
 root:x:0:
 nogroup:x:65534:
 EOF
+if [ "$have_docker" = 0 ]; then
+  command -v umoci >/dev/null || die "umoci missing (scripts/setup.sh installs it)"
+  command -v skopeo >/dev/null || die "skopeo missing (scripts/setup.sh installs it)"
+  layout="$work/oci"
+  umoci init --layout "$layout"
+  umoci new --image "$layout:$tag"
+  umoci unpack --image "$layout:$tag" "$work/bundle" >/dev/null
+  cp -a "$root/." "$work/bundle/rootfs/"
+  umoci repack --image "$layout:$tag" "$work/bundle"
+  umoci config --image "$layout:$tag" --config.env 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --config.workingdir / --config.cmd sh --config.label org.opencontainers.image.title=busybox
+  skopeo copy -q --dest-tls-verify=false "oci:$layout:$tag" "docker://$IMAGE" || die "push of $IMAGE failed"
+  echo "busybox.sh: pushed $IMAGE (built with umoci, no dockerd)"
+  exit 0
+fi
+
 tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$root" -cf "$work/rootfs.tar" .
 digest="$(sha256sum "$work/rootfs.tar" | cut -d' ' -f1)"
 
@@ -69,16 +105,9 @@ else
 fi
 
 # Push unless the registry already serves the exact manifest docker would push.
-registry="${IMAGE%%/*}"
-rest="${IMAGE#*/}"
-repo="${rest%:*}"
-tag="${rest##*:}"
 local_repo_digest="$("$DOCKER" image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' "$IMAGE" \
   | grep -F "$registry/$repo@" | head -n1 | cut -d@ -f2 || true)"
-remote_digest="$(curl -sfI \
-  -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
-  "http://$registry/v2/$repo/manifests/$tag" | tr -d '\r' \
-  | awk -F': ' 'tolower($1)=="docker-content-digest"{print $2}' || true)"
+remote_digest="$(remote_manifest_digest)"
 if [ -n "$remote_digest" ] && [ "$remote_digest" = "$local_repo_digest" ]; then
   echo "busybox.sh: $IMAGE already in the registry ($remote_digest)"
 else
