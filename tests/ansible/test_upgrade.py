@@ -95,7 +95,7 @@ def new_build(workdir: Path) -> Path:
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, source / name)
-    for package in ("master", "agent", "titus", "capacity"):
+    for package in ("master", "agent", "titus", "capacity", "shared"):
         shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     with (source / "titus" / "__init__.py").open("a") as f:
         f.write(f"\n# build {time.time_ns()}\n")
@@ -108,7 +108,9 @@ def service_job(desired: int) -> dict[str, Any]:
         "applicationName": "upgrade-probe",
         "container": {
             "resources": {"cpu": 0.25, "memoryMB": 32, "diskMB": 100, "networkMbps": 10},
-            "image": {"name": "busybox", "tag": "latest"},
+            # The test hosts' agents use the process runtime (no runc inside a systemd container), which
+            # runs only the host "image" and refuses any other with a reason.
+            "image": {"name": "host", "tag": "latest"},
             "command": ["/bin/sleep", "3600"],
         },
         "service": {"capacity": {"min": 0, "desired": desired, "max": 10},
