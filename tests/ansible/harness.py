@@ -133,9 +133,12 @@ class ContainerHosts:
             apt_cache.mkdir(parents=True, exist_ok=True)
             (self.cache / "pip").mkdir(parents=True, exist_ok=True)
             # systemd as PID 1 needs a writable view of its own cgroup (cgroup v1 host) and tmpfs /run.
-            # No --privileged: the hosts get docker's default capabilities, like any container.
+            # No --privileged: the hosts get docker's default capabilities, like any container; an agent
+            # host also gets CAP_SYS_ADMIN, which a real agent host's root has: the agent mounts each task's
+            # size-limited disk (a tmpfs of diskMB) before the task starts.
+            agent_caps = ["--cap-add", "SYS_ADMIN"] if host.startswith("agent") else []
             run([
-                "docker", "run", "-d", "--name", container, "--hostname", container,
+                "docker", "run", "-d", "--name", container, "--hostname", container, *agent_caps,
                 "--network", self.network, "--stop-signal", "SIGRTMIN+3",
                 "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
                 "--tmpfs", "/run", "--tmpfs", "/run/lock", "--memory", "2g",
