@@ -5,6 +5,7 @@
 #   scripts/services/dockerd.sh start     # start dockerd in the background, wait until `docker info` answers
 #   scripts/services/dockerd.sh stop      # stop the dockerd this script started (leaves others alone)
 #   scripts/services/dockerd.sh status    # exit 0 if the daemon answers
+#   scripts/services/dockerd.sh cgroups   # mount any cgroup v1 hierarchy the kernel has but this host lacks (start does)
 #
 # dockerd listens only on its unix socket (no TCP), the default /var/run/docker.sock, so the Docker SDK's
 # from_env() and any docker CLI (Debian's 20.10 or a newer one already on PATH) find it without settings.
@@ -51,8 +52,40 @@ install() {
   echo "dockerd.sh: installed $(dockerd --version)"
 }
 
+# containerd reads a container's stats from every cgroup v1 hierarchy the kernel lists in /proc/self/cgroup,
+# and answers with empty stats ("cannot find cgroup mount destination") when one of them is mounted only in
+# another mount namespace: a nested container that mounts a controller nobody had mounted (hugetlb,
+# perf_event, net_cls,net_prio) creates that hierarchy for the whole kernel. A host mounts every controller it
+# has, as systemd does; this does the same for the ones missing here, so stats never silently go empty.
+mount_missing_hierarchies() {
+  [ -f /sys/fs/cgroup/cgroup.controllers ] && return 0   # cgroup v2: one hierarchy, nothing to add
+  local id controllers rest missing=()
+  while IFS=: read -r id controllers rest; do
+    [ "$id" = 0 ] || [ -z "$controllers" ] && continue
+    case "$controllers" in name=*) continue ;; esac
+    awk -v want="${controllers%%,*}" '
+      { for (i = 1; i <= NF; i++) if ($i == "-") { if ($(i+1) != "cgroup") next; n = split($(i+3), o, ",");
+          for (j = 1; j <= n; j++) if (o[j] == want) found = 1; next } }
+      END { exit found ? 0 : 1 }' /proc/self/mountinfo || missing+=("$controllers")
+  done </proc/self/cgroup
+  [ ${#missing[@]} -gt 0 ] || return 0
+  local remounted=0
+  if ! touch /sys/fs/cgroup/.titus-probe 2>/dev/null; then
+    mount -o remount,rw /sys/fs/cgroup && remounted=1
+  else
+    rm -f /sys/fs/cgroup/.titus-probe
+  fi
+  for controllers in "${missing[@]}"; do
+    mkdir -p "/sys/fs/cgroup/$controllers"
+    mount -t cgroup -o "$controllers" cgroup "/sys/fs/cgroup/$controllers"
+    echo "dockerd.sh: mounted the cgroup v1 hierarchy $controllers at /sys/fs/cgroup/$controllers"
+  done
+  [ "$remounted" = 0 ] || mount -o remount,ro /sys/fs/cgroup
+}
+
 start() {
   command -v dockerd >/dev/null 2>&1 || die "dockerd not installed; run: $0 install"
+  mount_missing_hierarchies
   if daemon_answers; then
     echo "dockerd.sh: dockerd already answers on $SOCKET"
     return
@@ -117,5 +150,6 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   status) daemon_answers ;;
-  *) die "usage: $0 install|start|stop|status" ;;
+  cgroups) mount_missing_hierarchies ;;
+  *) die "usage: $0 install|start|stop|status|cgroups" ;;
 esac

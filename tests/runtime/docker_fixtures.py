@@ -56,6 +56,9 @@ def _ensure_running(script: Path, env: dict[str, str] | None = None) -> bool:
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[docker.DockerClient]:
     started = _ensure_running(DOCKERD)
+    # Earlier tests (nested containers) may have created a cgroup v1 hierarchy that is mounted only in their
+    # mount namespace; containerd's stats are empty until the host mounts it too (dockerd.sh says why).
+    run_script(DOCKERD, "cgroups")
     client = docker.from_env()
     yield client
     client.close()
