@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.runtime import mounts
 from agent.runtime.base import TaskSpec
 from agent.runtime.process import ProcessRuntime, supervisor_running, wait_for_supervisor
 from tests.runtime.conftest import CGROUP_ROOT
@@ -174,6 +175,9 @@ def test_a_task_dir_can_be_wiped_once_its_supervisor_is_waited_for(
     assert wait_for_supervisor(task_dir, timeout_s=10)
     assert (task_dir / "exit.json").exists()  # the write the wipe would otherwise have raced
     group.remove()
+    work = task_dir / "work"  # the task's diskMB tmpfs: a clean-up unmounts it, as the agent's would
+    if os.path.ismount(work):
+        mounts.umount(work)
     shutil.rmtree(task_dir)  # "Directory not empty" if anything still wrote into it
     assert not task_dir.exists()
 
