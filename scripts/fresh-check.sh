@@ -32,8 +32,8 @@
 #                           module proxy). Every server the suite starts listens on 127.0.0.1 or inside its own
 #                           namespaces; in addition the container drops every inbound packet on its external
 #                           interface that is not a reply (see below), so nothing in it is reachable from outside.
-#   download caches         named volumes titus-fresh-cache-* keep what the run downloaded (apt archives, pip
-#                           wheels, Maven's repository, Go modules and build cache) for the next run: every
+#   download caches         named volumes titus-fresh-cache-* keep what the run downloaded (pip wheels,
+#                           Maven's repository, Go modules and build cache) for the next run: every
 #                           install step still runs, only its downloads are quicker. TITUS_FRESH_CACHE=0 (or
 #                           `docker volume rm` them) for a run that fetches everything again.
 # Environment: TITUS_FRESH_IMAGE [titus-fresh-debian:bookworm-<recipe hash>]  DEBIAN_MIRROR
@@ -110,7 +110,9 @@ trap cleanup EXIT
 
 cache_args=()
 if [ "${TITUS_FRESH_CACHE:-1}" = 1 ]; then
-  cache_args=(-v titus-fresh-cache-apt:/var/cache/apt/archives -v titus-fresh-cache-pip:/root/.cache/pip
+  # No apt archive cache: apt locks that directory, so two runs at once (other branches' fresh-checks) would
+  # fail on each other's lock. pip, Maven and Go caches are safe to share between concurrent runs.
+  cache_args=(-v titus-fresh-cache-pip:/root/.cache/pip
     -v titus-fresh-cache-m2:/root/.m2 -v titus-fresh-cache-go:/var/cache/titus-go -e TITUS_GO_CACHE_DIR=/var/cache/titus-go)
 fi
 docker network create "$network" >/dev/null
