@@ -34,8 +34,8 @@
 #                           interface that is not a reply (see below), so nothing in it is reachable from outside.
 #   a provider mirror       the host's filesystem mirror of hashicorp/aws, read-only, when it has one: the
 #                           stand-in for HashiCorp's registry, unreachable here (see the comment below).
-#   download caches         named volumes titus-fresh-cache-* keep what the run downloaded (apt archives, pip
-#                           wheels, Maven's repository, Go modules and build cache) for the next run: every
+#   download caches         named volumes titus-fresh-cache-* keep what the run downloaded (pip wheels,
+#                           Maven's repository, Go modules and build cache) for the next run: every
 #                           install step still runs, only its downloads are quicker. TITUS_FRESH_CACHE=0 (or
 #                           `docker volume rm` them) for a run that fetches everything again.
 # Environment: TITUS_FRESH_IMAGE [titus-fresh-debian:bookworm-<recipe hash>]  DEBIAN_MIRROR
@@ -112,7 +112,9 @@ trap cleanup EXIT
 
 cache_args=()
 if [ "${TITUS_FRESH_CACHE:-1}" = 1 ]; then
-  cache_args=(-v titus-fresh-cache-apt:/var/cache/apt/archives -v titus-fresh-cache-pip:/root/.cache/pip
+  # No apt archive cache: apt locks that directory, so two runs at once (other branches' fresh-checks) would
+  # fail on each other's lock. pip, Maven and Go caches are safe to share between concurrent runs.
+  cache_args=(-v titus-fresh-cache-pip:/root/.cache/pip
     -v titus-fresh-cache-m2:/root/.m2 -v titus-fresh-cache-go:/var/cache/titus-go -e TITUS_GO_CACHE_DIR=/var/cache/titus-go)
 fi
 # The one stand-in for the outside world: HashiCorp's registry, which a real fresh machine reaches at
