@@ -3,9 +3,13 @@ task's setup (the OCI runtime's start budget is 60 ms)."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import logging
 import os
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _MNT_DETACH = 2
@@ -29,3 +33,16 @@ def umount(target: Path) -> None:
     if _libc.umount2(str(target).encode(), _MNT_DETACH) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"umount {target}: {os.strerror(err)}")
+
+
+def release(mount_point: Path, task_id: str) -> None:
+    """A task's clean-up: unmount (lazily) what is mounted there, then remove the empty mount point.
+
+    Never raises: one mount that will not go must not stop the rest of the clean-up; it is logged."""
+    if os.path.ismount(mount_point):
+        try:
+            umount(mount_point)
+        except OSError as e:
+            log.warning("task %s: %s", task_id, e)
+    with contextlib.suppress(OSError):
+        mount_point.rmdir()

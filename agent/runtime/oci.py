@@ -165,13 +165,7 @@ class OciRuntime(ProcessRuntime):
         subprocess.run([self.runc, "--root", str(self.state_dir), "delete", "--force",
                         self.container_id(task_id)], capture_output=True, check=False)
         for mount_point in (self.run_dir / task_id, task_dir / "disk"):
-            if os.path.ismount(mount_point):
-                try:
-                    mounts.umount(mount_point)
-                except OSError as e:
-                    log.warning("task %s: %s", task_id, e)
-            with contextlib.suppress(OSError):
-                mount_point.rmdir()
+            mounts.release(mount_point, task_id)
 
     def _disk_dir(self, task_id: str) -> Path:
         return self._task_dir(task_id) / "disk"

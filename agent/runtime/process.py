@@ -297,14 +297,7 @@ class ProcessRuntime:
 
     def _release(self, task_id: str) -> None:
         """Undo _prepare's host resources (mounts, container state); logs stay."""
-        work = self._disk_dir(task_id)
-        if os.path.ismount(work):
-            try:
-                mounts.umount(work)
-            except OSError as e:
-                log.warning("task %s: %s", task_id, e)
-        with contextlib.suppress(OSError):
-            work.rmdir()
+        mounts.release(self._disk_dir(task_id), task_id)
 
     def _signal(self, pid: int, sig: int) -> None:
         os.killpg(pid, sig)  # the task leads its own process group
