@@ -125,7 +125,8 @@ fi
 provider_args=()
 host_mirror="${TITUS_FRESH_PROVIDER_MIRROR:-}"
 if [ -z "$host_mirror" ]; then
-  found="$(find /opt /usr/local /srv /root/.terraform.d -maxdepth 6 -type d -path '*/registry.terraform.io/hashicorp/aws' 2>/dev/null | head -n 1)"
+  # find exits 1 for a search root that does not exist (/root/.terraform.d on most machines): not an error here.
+  found="$(find /opt /usr/local /srv /root/.terraform.d -maxdepth 6 -type d -path '*/registry.terraform.io/hashicorp/aws' 2>/dev/null | head -n 1 || true)"
   [ -n "$found" ] && host_mirror="${found%/registry.terraform.io/hashicorp/aws}"
 fi
 if [ -n "$host_mirror" ] && [ "$host_mirror" != none ]; then
