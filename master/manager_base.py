@@ -18,7 +18,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from master.api.models import (
@@ -28,6 +28,7 @@ from master.api.models import (
 )
 from master.core import states
 from master.core.agent import Agent
+from master.core.disruption import EvictionLedger, SystemBudget
 from master.core.entities import TAIL_LIMIT, Job, Task
 from master.core.states import IllegalTransition, Status, StatusMachine
 from master.events import Change, EventLog, log_event
@@ -99,6 +100,8 @@ class Settings:
     archive_memory_jobs: int = 10_000
     finished_tasks_per_job: int = 200
     log_wait_s: float = 5.0
+    #: The cluster-wide token bucket every eviction also draws from (master/eviction.py).
+    system_disruption_budget: SystemBudget = field(default_factory=SystemBudget)
 
 
 # One conversion of a job's resources, GPUs included (they used to be dropped here and at registration).
@@ -163,6 +166,9 @@ class ManagerBase:
         self.timers = TaskTimers()
         self.snapshots = SnapshotBuilder()
         self._task_job: dict[str, str] = {}  # every task held in memory (active, recent, archived) -> job
+        # The eviction service's memory (master/eviction.py): evictions allowed, owners told, refusals logged.
+        self.eviction_ledger = EvictionLedger()
+        self._eviction_refusals: dict[str, str] = {}
 
     def close(self) -> None:
         """Release long polls at once so the HTTP server can stop without waiting them out."""

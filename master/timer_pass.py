@@ -8,50 +8,54 @@ import logging
 from collections.abc import Callable
 
 from master.core import states
-from master.manager_base import ManagerBase
+from master.eviction import EvictionService
 from master.store.base import Write
 
 log = logging.getLogger("titus.master")
 
 
-class TimerPass(ManagerBase):
+class TimerPass(EvictionService):
     """One part of `JobManager` (master/job_manager.py); see the module docstring."""
 
     def _drain(self, now: int, writes: list[Write]) -> None:
-        """Move service tasks off PhasedOut agents without ever dropping a job below its desired count.
+        """Move service tasks off PhasedOut agents, each move allowed by the eviction service first.
 
-        Per job, one move at a time: a replacement is created; the old task keeps running (and keeps
-        counting towards desired) until the replacement reports Started, then it is stopped. Batch tasks are
-        left to finish where they are.
+        A move is make-before-break: a replacement is created and the old task keeps running (and keeps
+        counting towards desired) until the replacement reports Started, then it is stopped. A task being
+        moved no longer counts as healthy, so a job's availability budget bounds its concurrent moves, and
+        its rate bounds how many start per interval (master/eviction.py). Batch tasks are left to finish
+        where they are: waited for, never killed.
         """
-        draining = {a.id for a in self.agents.values() if not a.lost and self.agent_lifecycle(a) != "Active"}
-        if not draining:
-            return
-        moving_jobs = {t.job_id for t in self.tasks.values() if t.migrating_to}
-        for task in list(self.tasks.values()):
-            job = self.jobs.get(task.job_id)
-            if (
-                task.agent_id not in draining
-                or task.state != states.STARTED
-                or task.kill_reason
-                or job is None
-                or job.descriptor.service is None
-                or job.state != states.JOB_ACCEPTED
-                or job.id in moving_jobs
-            ):
-                continue
-            replacement = self._new_task(job, task.index, now, writes, replaces=task)
-            replacement.retries_done = task.retries_done
-            task.migrating_to = replacement.id
-            writes.append(self._task_write(task))
-            moving_jobs.add(job.id)
-            log.info(
-                "draining %s from %s: replacement %s",
-                task.id,
-                task.agent_id,
-                replacement.id,
-                extra={"task_id": task.id, "job_id": job.id, "agent_id": task.agent_id},
-            )
+        draining = [a.id for a in self.agents.values() if not a.lost and self.agent_lifecycle(a) != "Active"]
+        for agent_id in draining:
+            for task in list(self.index.on_agent(agent_id)):
+                job = self.jobs.get(task.job_id)
+                if (
+                    task.state != states.STARTED
+                    or task.kill_reason
+                    or task.migrating_to
+                    or job is None
+                    or job.descriptor.service is None
+                    or job.state != states.JOB_ACCEPTED
+                ):
+                    continue
+                cause = f"drain of phased-out agent {agent_id}"
+                decision = self._eviction_decision(job, task, now)
+                if not decision.allowed:
+                    self._eviction_refused(task, decision, cause)
+                    continue
+                self._record_eviction(task, now, cause)
+                replacement = self._new_task(job, task.index, now, writes, replaces=task)
+                replacement.retries_done = task.retries_done
+                task.migrating_to = replacement.id
+                writes.append(self._task_write(task))
+                log.info(
+                    "draining %s from %s: replacement %s",
+                    task.id,
+                    agent_id,
+                    replacement.id,
+                    extra={"task_id": task.id, "job_id": job.id, "agent_id": agent_id},
+                )
 
     def tick(self) -> None:
         """Timers: lost agents, runtime limits, stuck launches, retry delays that came due."""

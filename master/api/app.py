@@ -143,6 +143,8 @@ def create_app(
     app.register_blueprint(agents.bp)
     app.register_blueprint(management.bp)
     app.register_blueprint(openapi.bp)
+    from master.api.eviction import bp as eviction_bp  # its own module: Titus's eviction API
+    app.register_blueprint(eviction_bp)
     return app
 
 

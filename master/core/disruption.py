@@ -472,3 +472,66 @@ def decide(
     if quota.quota < 1:
         return Decision(False, REASON_POLICY_VIOLATION, quota.message, quota)
     return Decision(True, "", quota.message, quota)
+
+
+@dataclass(frozen=True, slots=True)
+class SystemBudget:
+    """Titus's system disruption budget: a token bucket over every system eviction in the cluster.
+
+    `burst` evictions may happen at once; the bucket refills at `rate_per_s`. It bounds a cluster-wide
+    drain (a whole instance group phased out at once) however generous each job's own budget is.
+    """
+
+    rate_per_s: float = 1.0
+    burst: int = 50
+
+
+def system_quota(budget: SystemBudget, history: Sequence[Eviction], now: float) -> Quota:
+    """Tokens left in the system bucket at `now`, replaying `history` (any order) through the bucket."""
+    tokens, last = float(budget.burst), None
+    for at in sorted(e.at for e in history if e.at <= now):
+        if last is not None:
+            tokens = min(float(budget.burst), tokens + (at - last) * budget.rate_per_s)
+        tokens -= 1.0
+        last = at
+    if last is not None:
+        tokens = min(float(budget.burst), tokens + (now - last) * budget.rate_per_s)
+    quota = max(0, math.floor(tokens + 1e-9))
+    if quota:
+        return Quota("", quota, f"system budget: {quota} of {budget.burst} evictions left")
+    wait_s = (1.0 - tokens) / budget.rate_per_s if budget.rate_per_s > 0 else None
+    return Quota(
+        "",
+        0,
+        f"system disruption budget exhausted (burst={budget.burst}, refill={budget.rate_per_s:g}/s)",
+        "system",
+        None if wait_s is None else now + wait_s,
+    )
+
+
+@dataclass(slots=True)
+class EvictionLedger:
+    """What the eviction service remembers: the evictions it allowed and when owners were told to move.
+
+    Mutable, owned by one caller under its own lock; the decisions stay in the pure functions above.
+    Entries older than `keep_s` are dropped (the longest rate window the budgets can name is an hour,
+    intervals aside; a day is kept).
+    """
+
+    history: list[Eviction] = field(default_factory=list)
+    #: Task id -> when its self-managed owner was first told to move it.
+    notified: dict[str, float] = field(default_factory=dict)
+    keep_s: float = 24 * HOUR_S
+
+    def record(self, eviction: Eviction) -> None:
+        self.history.append(eviction)
+        self.notified.pop(eviction.task_id, None)
+        if len(self.history) > 1024 and self.history[0].at < eviction.at - self.keep_s:
+            self.history = [e for e in self.history if e.at >= eviction.at - self.keep_s]
+
+    def for_job(self, job_id: str) -> list[Eviction]:
+        return [e for e in self.history if e.job_id == job_id]
+
+    def notify(self, task_id: str, now: float) -> float:
+        """When the owner of `task_id` was told to move it (now, the first time it is asked)."""
+        return self.notified.setdefault(task_id, now)

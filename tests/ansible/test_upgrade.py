@@ -115,6 +115,10 @@ def service_job(desired: int) -> dict[str, Any]:
         },
         "service": {"capacity": {"min": 0, "desired": desired, "max": 10},
                     "retryPolicy": {"immediate": {"retries": 10}}},
+        # One task may be away at a time, at any rate: the drains of both agents fit in the playbook's wait
+        # (the default budget would allow one move per hour for a job this small).
+        "disruptionBudget": {"availabilityPercentageLimit": {"percentageOfHealthyContainers": 50},
+                             "rateUnlimited": {}},
     }
 
 

@@ -18,13 +18,16 @@ from master.core.disruption import (
     REASON_POLICY_VIOLATION,
     Budget,
     Eviction,
+    EvictionLedger,
     JobView,
     Policy,
     Rate,
+    SystemBudget,
     TaskHealth,
     decide,
     default_budget,
     job_quota,
+    system_quota,
 )
 
 NOW = datetime(2026, 3, 2, 10, 30, tzinfo=UTC).timestamp()  # a Monday
@@ -351,3 +354,32 @@ def test_defaults_and_round_trip() -> None:
     assert JobDisruptionBudget.model_validate(budget.to_wire()).to_json()["unhealthyTasksLimit"] == {
         "limitOfUnhealthyContainers": 2
     }
+
+
+@pytest.mark.parametrize(
+    ("evictions", "at", "quota"),
+    [
+        ((), 0.0, 3),  # a full bucket
+        ((0.0, 0.0, 0.0), 0.0, 0),  # the burst spent at once
+        ((0.0, 0.0, 0.0), 1.9, 0),  # refill 0.5/s: the first token is back at 2 s
+        ((0.0, 0.0, 0.0), 2.0, 1),
+        ((0.0, 0.0, 0.0), 100.0, 3),  # never more than the burst
+        ((0.0, 4.0, 4.0), 4.0, 1),  # 2 left, refilled to the burst by 4 s, then 2 spent
+    ],
+)
+def test_system_token_bucket(evictions: tuple[float, ...], at: float, quota: int) -> None:
+    budget = SystemBudget(rate_per_s=0.5, burst=3)
+    result = system_quota(budget, [Eviction("j", f"t{n}", e) for n, e in enumerate(evictions)], at)
+    assert result.quota == quota
+    if quota == 0:
+        assert result.next_change_at is not None and result.next_change_at > at
+        assert "system disruption budget exhausted" in result.message
+
+
+def test_ledger_remembers_notices_until_the_eviction() -> None:
+    ledger = EvictionLedger()
+    assert ledger.notify("t1", 10.0) == 10.0
+    assert ledger.notify("t1", 20.0) == 10.0  # the owner's clock started at the first notice
+    ledger.record(Eviction("j", "t1", 30.0))
+    assert ledger.notify("t1", 40.0) == 40.0
+    assert [e.task_id for e in ledger.for_job("j")] == ["t1"] and ledger.for_job("k") == []

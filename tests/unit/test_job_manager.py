@@ -323,7 +323,9 @@ def test_phased_out_group_gets_no_new_tasks_and_says_so(jm: JobManager) -> None:
 
 def test_drain_moves_service_tasks_without_dropping_below_desired(jm: JobManager) -> None:
     s1 = register_in(jm, "a1", "flex", "g1")
-    job_id = submit(jm, service_job(desired=2))
+    # One task of two may be away; no rate limit (the default budget allows one move per hour here).
+    budget = {"availabilityPercentageLimit": {"percentageOfHealthyContainers": 50}, "rateUnlimited": {}}
+    job_id = submit(jm, service_job(desired=2, disruptionBudget=budget))
     old = run_all(jm, s1, job_id)
     s2 = register_in(jm, "a2", "flex", "g2")
     jm.set_agent_lifecycle("a1", "PhasedOut", "maintenance")
