@@ -43,8 +43,9 @@ class ClusterView(Protocol):
     def snapshot(self) -> ClusterSnapshot:
         """One consistent-enough read of agents, Accepted tasks and capacity groups."""
 
-    def set_lifecycle(self, agent_id: str, lifecycle: Lifecycle) -> None:
-        """Phase an agent out (no new placements) or back in; its running tasks stay."""
+    def set_lifecycle(self, agent_id: str, lifecycle: Lifecycle, detail: str = "") -> None:
+        """Phase an agent out (no new placements) or back in; its running tasks stay. `detail` says who
+        and why, and is kept by the master with the lifecycle (the controller's ownership mark)."""
 
 
 class ClusterError(Exception):
@@ -93,10 +94,10 @@ class MemoryCluster:
             idle_since=None if left else source.idle_since,
         )
 
-    def set_lifecycle(self, agent_id: str, lifecycle: Lifecycle) -> None:
+    def set_lifecycle(self, agent_id: str, lifecycle: Lifecycle, detail: str = "") -> None:
         if agent_id not in self.agents:
             raise ClusterError(f"agent {agent_id} unknown")
-        self.agents[agent_id] = replace(self.agents[agent_id], lifecycle=lifecycle)
+        self.agents[agent_id] = replace(self.agents[agent_id], lifecycle=lifecycle, lifecycle_detail=detail)
         self.lifecycle_calls.append((agent_id, lifecycle))
 
 
@@ -133,6 +134,7 @@ def parse_agent(doc: Mapping[str, Any], running: Mapping[str, RunningTask] | Non
         critical_task_count=len(task_ids) if tier is Tier.CRITICAL else 0,
         idle_since=None if idle_ms is None or task_ids else float(idle_ms) / 1000.0,
         tasks=tuple(running[t] for t in task_ids if running is not None and t in running),
+        lifecycle_detail=str(doc.get("lifecycleDetail") or ""),
     )
 
 
@@ -241,10 +243,12 @@ class HttpClusterView:
         agents = tuple(parse_agent(d, running) for d in agent_docs)
         return ClusterSnapshot(agents, pending, groups, jobs)
 
-    def set_lifecycle(self, agent_id: str, lifecycle: Lifecycle) -> None:
+    def set_lifecycle(self, agent_id: str, lifecycle: Lifecycle, detail: str = "") -> None:
         path = f"/api/v3/agent/instances/{agent_id}/lifecycle"
         resp = self._session.put(
-            f"{self._base}{path}", json={"lifecycleState": str(lifecycle)}, timeout=self._timeout
+            f"{self._base}{path}",
+            json={"lifecycleState": str(lifecycle), "detail": detail},
+            timeout=self._timeout,
         )
         if resp.status_code not in (200, 204):
             raise ClusterError(f"PUT {path}: HTTP {resp.status_code}: {resp.text[:200]}")

@@ -11,7 +11,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from capacity.cluster import ClusterView
 from capacity.leader import AlwaysLeader, LeaderElection
@@ -30,6 +30,15 @@ from capacity.planner import plan
 from master.core.disruption import Eviction
 
 log = logging.getLogger("capacity.controller")
+
+#: The start of the lifecycle detail the controller writes when it phases an agent out. The master keeps it
+#: with the agent's lifecycle, so ownership survives a controller restart, and an agent someone else phased
+#: out (or phased out again after us, as an upgrade's drain does) is visibly theirs.
+OWNER_MARK = "capacity-controller:"
+
+
+def owns(detail: str) -> bool:
+    return detail.startswith(OWNER_MARK)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +146,14 @@ class Controller:
                 errors.append(f"{group.id}: {exc}")
         self._recent = [a for a in self._recent if now - a.at < self._memory_s]
         self.evictions = [e for e in self.evictions if now - e.at < self._eviction_memory_s]
-        self.owned &= {a.id for a in view.agents}  # an agent that is gone needs no mark
+        # Ownership is the mark the master keeps: a phased-out agent is ours exactly when its lifecycle
+        # detail carries OWNER_MARK (an agent that is gone needs no mark).
+        phased = [a for a in view.agents if a.lifecycle is not Lifecycle.ACTIVE]
+        foreign = {a.id for a in phased if not owns(a.lifecycle_detail)}
+        present = {a.id for a in view.agents}
+        self.owned = ((self.owned & present) - foreign) | {a.id for a in phased if owns(a.lifecycle_detail)}
+        # A phase-out we made that someone else has since taken over is no longer ours to finish.
+        self._recent = [replace(r, agent_id="") if r.agent_id in foreign else r for r in self._recent]
         decision = plan(
             PlanInputs(
                 tiers=self.tiers,
@@ -218,7 +234,9 @@ class Controller:
         for a in decision.phase_out:
             try:
                 if not self.dry_run:
-                    self.cluster.set_lifecycle(a.agent_id, Lifecycle.PHASED_OUT)
+                    self.cluster.set_lifecycle(
+                        a.agent_id, Lifecycle.PHASED_OUT, f"{OWNER_MARK} {a.reason}"[:1024]
+                    )
                 phased.add(a.agent_id)
                 self._record(
                     ActionResult(

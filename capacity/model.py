@@ -217,6 +217,9 @@ class Agent:
     #: The tasks behind `task_ids` with job and resources; consolidation only considers an agent whose
     #: every task is listed here.
     tasks: tuple[RunningTask, ...] = ()
+    #: Who phased the agent out and why, as the master stores it (`lifecycleDetail`); the controller's own
+    #: phase-outs carry `OWNER_MARK`, which is how it knows, even after a restart, what it owns.
+    lifecycle_detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import pytest
 import requests
 
 from capacity.aws import AsgDiscovery, AsgNodeGroup
-from capacity.cluster import MemoryCluster
-from capacity.controller import Controller, StaticProvider
+from capacity.cluster import HttpClusterView, MemoryCluster
+from capacity.controller import OWNER_MARK, Controller, StaticProvider
 from capacity.logs import JsonFormatter
 from capacity.model import (
     ActionKind,
@@ -27,6 +28,8 @@ from capacity.model import (
 from capacity.status import StatusServer, create_status_app
 from master.core.disruption import Budget, JobView, TaskHealth
 from tests.capacity.conftest import Aws
+from tests.capacity.fake_agent import FakeAgent
+from tests.conftest import API_TOKEN, RunningMaster, service_job, wait_for
 
 T0 = 1_700_000_000.0
 M5 = Resources(16, 65536, 204800, 10000)
@@ -267,3 +270,94 @@ def test_never_terminates_an_agent_someone_else_phased_out(aws: Aws) -> None:
     assert upgrading.instance_id in aws.instances(flex)
     assert not [a for a in ctl.recent_actions() if a.kind is ActionKind.TERMINATE]
     assert any("phased out by someone else" in n for n in ctl.status.last_plan.notes)  # type: ignore[union-attr]
+
+
+def test_a_restarted_controller_still_owns_what_it_phased_out(aws: Aws) -> None:
+    flex = aws.tier_asg("flex", desired=2, min_size=0)
+    agents = agents_for(aws, flex, Tier.FLEX, busy=1, idle_for=3600)
+    idle = next(a for a in agents if not a.task_ids)
+    cluster = MemoryCluster(agents)
+    first = controller(aws, cluster)
+    first.run_once(T0)
+    assert cluster.agents[idle.id].lifecycle is Lifecycle.PHASED_OUT
+    assert cluster.agents[idle.id].lifecycle_detail.startswith(OWNER_MARK)
+    assert idle.instance_id in aws.instances(flex)
+
+    restarted = controller(aws, cluster)  # no memory of the phase-out: only the master's mark
+    restarted.run_once(T0 + 600)
+    assert aws.instances(flex) == [next(a.instance_id for a in agents if a.task_ids)]
+
+
+def test_an_agent_phased_out_again_by_someone_else_is_theirs(aws: Aws) -> None:
+    flex = aws.tier_asg("flex", desired=2, min_size=0)
+    agents = agents_for(aws, flex, Tier.FLEX, busy=1, idle_for=3600)
+    idle = next(a for a in agents if not a.task_ids)
+    cluster = MemoryCluster(agents)
+    ctl = controller(aws, cluster)
+    ctl.run_once(T0)
+    assert cluster.agents[idle.id].lifecycle is Lifecycle.PHASED_OUT
+    # An upgrade's drain phases the same agent out with its own detail before the controller finished.
+    cluster.set_lifecycle(idle.id, Lifecycle.PHASED_OUT, "rolling upgrade")
+    for k in range(1, 4):
+        ctl.run_once(T0 + k * 600)
+    assert idle.instance_id in aws.instances(flex)
+    assert not [a for a in ctl.recent_actions() if a.kind is ActionKind.TERMINATE]
+    assert idle.id not in ctl.owned
+
+
+def test_consolidation_through_the_real_master_terminates_the_freed_instance(
+    aws: Aws, master: RunningMaster
+) -> None:
+    """The whole loop: the controller reads a real master over HTTP, phases out one of two half-empty agents
+    with its mark, the master's drain moves the tasks through the eviction service (replacements Started
+    first), and the controller then terminates exactly the freed instance in moto with decrement."""
+    flex = aws.tier_asg("flex", desired=2, min_size=0)
+    first_iid, second_iid = aws.instances(flex)
+    a = FakeAgent(master.url, f"agent-{first_iid}", first_iid, flex)
+    b = FakeAgent(master.url, f"agent-{second_iid}", second_iid, flex)
+    # Two tasks on each agent (6 of 16 cpu): hold one agent back while the other takes two, then swap.
+    b.unavailable = "held by the test"
+    b.converge()
+    budget = {"availabilityPercentageLimit": {"percentageOfHealthyContainers": 50}, "rateUnlimited": {}}
+    spec = service_job(
+        desired=2,
+        disruptionBudget=budget,
+        container={"resources": {"cpu": 3, "memoryMB": 8192, "diskMB": 1000, "networkMbps": 100}},
+    )
+    job_id = master.api("POST", "/api/v3/jobs", json=spec).json()["id"]
+    wait_for(lambda: len(a.converge()) == 2, what="two tasks on the first agent")
+    a.unavailable, b.unavailable = "held by the test", ""
+    a.converge()
+    b.converge()
+    assert master.api("PUT", f"/api/v3/jobs/{job_id}/instances", json={"desired": 4}).status_code < 300
+    wait_for(lambda: len(b.converge()) == 2, what="two tasks on the second agent")
+    a.unavailable = ""
+    a.converge()
+
+    ctl = Controller(
+        HttpClusterView(master.url, API_TOKEN), AsgDiscovery(aws.asg, aws.ec2, aws.cluster), CONSOLIDATING
+    )
+    first = ctl.run_once(time.time())
+    assert first is not None
+    (source,) = first.phase_out
+    keep, gone = (b, a) if source.agent_id == a.id else (a, b)
+    assert [m.to_agent for m in first.moves] == [keep.id, keep.id]
+    view = {v["id"]: v for v in master.api("GET", "/api/v3/agent/instances").json()["items"]}
+    assert view[gone.id]["lifecycle"] == "PhasedOut"
+    assert view[gone.id]["lifecycleDetail"].startswith(OWNER_MARK)
+
+    def drained() -> bool:
+        left, kept = gone.converge(), keep.converge()  # both agents heartbeat every round
+        return not left and len(kept) == 4
+
+    wait_for(drained, timeout=30, what="the master's drain to move both tasks")
+    started = [t for t in master.api("GET", "/api/v3/tasks", params={"jobIds": job_id}).json()["items"]]
+    assert len(started) == 4 and {t["status"]["state"] for t in started} == {"Started"}
+    assert {t["taskContext"]["agent.id"] for t in started} == {keep.id}
+
+    second = ctl.run_once(time.time() + 60)
+    assert second is not None
+    gone_iid = first_iid if gone is a else second_iid
+    assert [t.instance_id for t in second.terminate] == [gone_iid]
+    assert aws.instances(flex) == [second_iid if gone is a else first_iid]
+    assert aws.describe(flex)["DesiredCapacity"] == 1
