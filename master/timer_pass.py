@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable
 
 from master.core import states
-from master.eviction import EvictionService
+from master.eviction import REASON_SYSTEM_BUDGET, EvictionService
 from master.store.base import Write
 
 log = logging.getLogger("titus.master")
@@ -27,6 +27,7 @@ class TimerPass(EvictionService):
         where they are: waited for, never killed.
         """
         draining = [a.id for a in self.agents.values() if not a.lost and self.agent_lifecycle(a) != "Active"]
+        blocked: set[str] = set()  # jobs whose quota is 0 this tick: their other tasks need no decision
         for agent_id in draining:
             for task in list(self.index.on_agent(agent_id)):
                 job = self.jobs.get(task.job_id)
@@ -37,12 +38,17 @@ class TimerPass(EvictionService):
                     or job is None
                     or job.descriptor.service is None
                     or job.state != states.JOB_ACCEPTED
+                    or job.id in blocked
                 ):
                     continue
                 cause = f"drain of phased-out agent {agent_id}"
                 decision = self._eviction_decision(job, task, now)
                 if not decision.allowed:
                     self._eviction_refused(task, decision, cause)
+                    if decision.reason_code == REASON_SYSTEM_BUDGET:
+                        return  # the system bucket is empty: no job may lose a task this tick
+                    if decision.quota.quota < 1:
+                        blocked.add(job.id)
                     continue
                 self._record_eviction(task, now, cause)
                 replacement = self._new_task(job, task.index, now, writes, replaces=task)

@@ -233,6 +233,7 @@ def document() -> dict[str, Any]:
             "get": {"summary": "Registered agents", "responses": {**_ok("Agents"), **_errors(401)}}
         },
     }
+    paths.update(_eviction_paths())
     return {
         "openapi": "3.1.0",
         "info": {
@@ -246,6 +247,64 @@ def document() -> dict[str, Any]:
         "components": {
             "schemas": _schemas(),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+_EVICTION_QUOTA = {
+    "type": "object",
+    "description": "Titus's EvictionQuota: how many tasks of the target may be evicted now, and why not more",
+    "required": ["target", "quota", "message"],
+    "properties": {
+        "target": {"type": "object"},
+        "quota": {"type": "integer", "minimum": 0},
+        "message": {"type": "string"},
+    },
+}
+_TERMINATE_RESPONSE = {
+    "type": "object",
+    "description": "Titus's TaskTerminateResponse: a refusal is an answer (200), with its reason",
+    "required": ["allowed", "reasonCode", "reasonMessage"],
+    "properties": {
+        "allowed": {"type": "boolean"},
+        "reasonCode": {"type": "string"},
+        "reasonMessage": {"type": "string"},
+    },
+}
+
+
+def _eviction_paths() -> dict[str, Any]:
+    """Titus's eviction API (master/api/eviction.py)."""
+
+    def quota(summary: str, *params: dict[str, Any]) -> dict[str, Any]:
+        codes = (400, 401, 404) if params else (401,)
+        return {
+            "get": {
+                "summary": summary,
+                "parameters": list(params),
+                "responses": {**_ok("The quota", _EVICTION_QUOTA), **_errors(*codes)},
+            }
+        }
+
+    return {
+        "/api/v3/eviction/quotas/system": quota("The system eviction quota (token bucket)"),
+        "/api/v3/eviction/quotas/tiers/{tier}": quota("A tier's eviction quota", _path_param("tier")),
+        "/api/v3/eviction/quotas/capacityGroups/{name}": quota(
+            "A capacity group's eviction quota", _path_param("name")
+        ),
+        "/api/v3/eviction/quotas/jobs/{jobId}": quota("A job's eviction quota", _path_param("jobId")),
+        "/api/v3/eviction/tasks/{taskId}": {
+            "delete": {
+                "summary": "Stop a service task if the disruption budgets allow it (it is replaced)",
+                "parameters": [
+                    _path_param("taskId"),
+                    _query("reason", {"type": "string"}, "Why the termination is asked for"),
+                ],
+                "responses": {
+                    **_ok("Allowed and done, or refused with the reason", _TERMINATE_RESPONSE),
+                    **_errors(400, 401, 404, 503),
+                },
+            }
         },
     }
 

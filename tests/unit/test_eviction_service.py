@@ -214,3 +214,23 @@ def test_system_budget_bounds_every_job_together(tmp_path: Path, clock: Clock) -
         assert jm.eviction_quota_scope(capacity_group="DEFAULT")["target"] == {"capacityGroup": "DEFAULT"}
     finally:
         jm.store.close()
+
+
+def test_the_system_budget_bounds_a_drain_across_jobs(tmp_path: Path, clock: Clock) -> None:
+    jm = manager(tmp_path, clock, SystemBudget(rate_per_s=0.001, burst=1))
+    try:
+        old = register_in(jm, "a1", "flex", "g1", cpu=8)
+        free = {"relocationLimit": {"limit": 10}, "rateUnlimited": {}}
+        jobs = [submit(jm, service_job(desired=1, disruptionBudget=free)) for _ in range(3)]
+        for job_id in jobs:
+            run_all(jm, old, job_id)
+        new = register_in(jm, "a2", "flex", "g2", cpu=8)
+        jm.set_agent_lifecycle("a1", "PhasedOut", "maintenance")
+        jm.tick()
+        assert sum(finish_moves(jm, old, new, j) for j in jobs) == 1  # one token, one move, whatever the job
+        clock.advance(1_000_000)  # 1000 s at 0.001/s: one token back
+        jm.tick()
+        assert sum(finish_moves(jm, old, new, j) for j in jobs) == 1
+        assert sum(on_agent(jm, j, "a1") for j in jobs) == 1
+    finally:
+        jm.store.close()
