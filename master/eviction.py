@@ -6,8 +6,9 @@ also how the capacity controller's consolidation and scale-in and an upgrade's d
 termination asked for through `DELETE /api/v3/eviction/tasks/{id}`. The decisions are the pure functions of
 master/core/disruption.py; this part of `JobManager` builds their inputs from the live jobs and tasks (a
 task's health is its own state: Started and not already leaving), applies the system token bucket, and keeps
-the history the rate limits read (`EvictionLedger`, in memory: a new leader starts with an empty history,
-as Titus's in-memory eviction service does).
+the history the rate limits read (`EvictionLedger`, in memory; each evicted task's record carries
+`evictedMs` and its replacement the same time, from which a new leader rebuilds the history, so a failover
+does not reset the rates).
 
 Quotas follow Titus's eviction API (`EvictionQuota`: target, quota, message): per job, the minimum over its
 budget's trackers and the system bucket; per capacity group and per tier, the system quota capped by the sum
@@ -99,7 +100,43 @@ class EvictionService(ManagerBase):
             return Decision(False, REASON_SYSTEM_BUDGET, system.message, system)
         return decision
 
+    def start(self) -> None:
+        """After loading the state: rebuild the eviction history from the tasks that carry `evictedMs`."""
+        super().start()
+        self._rebuild_eviction_history()
+
+    def _rebuild_eviction_history(self) -> None:
+        """A new leader's rate limits count the evictions its predecessor allowed, read from the active
+        tasks alone (no store scan on the takeover path): a task being moved carries `evictedMs`, and a
+        replacement carries its evicted predecessor's time. An eviction whose replacement has itself ended
+        is forgotten, the one way a failover can loosen a rate limit."""
+        now_s = self.clock() / 1000.0
+        with self.lock:
+            found: dict[str, Eviction] = {}
+            for task in self.tasks.values():
+                if task.evicted_ms is not None:
+                    found[task.id] = Eviction(
+                        task.job_id, task.id, task.evicted_ms / 1000.0, task.original_id
+                    )
+                if task.predecessor_evicted_ms is not None and task.resubmit_of:
+                    found.setdefault(
+                        task.resubmit_of,
+                        Eviction(
+                            task.job_id,
+                            task.resubmit_of,
+                            task.predecessor_evicted_ms / 1000.0,
+                            task.original_id,
+                        ),
+                    )
+            for eviction in sorted(found.values(), key=lambda e: e.at):
+                if now_s - eviction.at < self.eviction_ledger.keep_s:
+                    self.eviction_ledger.record(eviction)
+        if found:
+            log.info("eviction history: %d evictions rebuilt from the active tasks", len(found))
+
     def _record_eviction(self, task: Task, now_ms: int, cause: str) -> None:
+        """Book an eviction; the caller writes the task, whose `evictedMs` keeps it across a failover."""
+        task.evicted_ms = now_ms
         self.eviction_ledger.record(Eviction(task.job_id, task.id, now_ms / 1000.0, task.original_id))
         self._eviction_refusals.pop(task.id, None)
         log.info(

@@ -340,6 +340,7 @@ class ManagerBase:
             task.retries_done = replaces.retries_done + 1
             task.original_id = replaces.original_id or replaces.id
             task.resubmit_of = replaces.id
+            task.predecessor_evicted_ms = replaces.evicted_ms  # the eviction history outlives the original
         task.not_before_ms = now + delay_ms
         if delay_ms:
             task.pending_reason = f"waiting {delay_ms} ms before retry {task.retries_done}"

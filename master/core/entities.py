@@ -96,6 +96,8 @@ class Task:
     usage: dict[str, float] = field(default_factory=dict)
     pending_reason: str = ""
     migrating_to: str = ""  # drain: the replacement that must start before this task is stopped
+    evicted_ms: int | None = None  # when the eviction service allowed stopping it (rebuilds the history)
+    predecessor_evicted_ms: int | None = None  # the same, for the task this one replaces
 
     @property
     def state(self) -> str:
@@ -124,6 +126,8 @@ class Task:
             "stdoutTail": self.stdout_tail,
             "stderrTail": self.stderr_tail,
             "migratingTo": self.migrating_to,
+            "evictedMs": self.evicted_ms,
+            "predecessorEvictedMs": self.predecessor_evicted_ms,
         }
 
     @staticmethod
@@ -151,6 +155,8 @@ class Task:
             r["stderrTail"],
             version,
             migrating_to=r.get("migratingTo", ""),
+            evicted_ms=r.get("evictedMs"),
+            predecessor_evicted_ms=r.get("predecessorEvictedMs"),
         )
 
     def to_wire(self, job: Job | None) -> dict[str, Any]:

@@ -234,3 +234,32 @@ def test_the_system_budget_bounds_a_drain_across_jobs(tmp_path: Path, clock: Clo
         assert sum(on_agent(jm, j, "a1") for j in jobs) == 1
     finally:
         jm.store.close()
+
+
+def test_a_new_leader_counts_the_evictions_its_predecessor_allowed(tmp_path: Path, clock: Clock) -> None:
+    first = manager(tmp_path, clock)
+    old = register_in(first, "a1", "flex", "g1", cpu=8)
+    budget = {
+        "relocationLimit": {"limit": 5},
+        "ratePerInterval": {"intervalMs": 600_000, "limitPerInterval": 2},
+    }
+    job_id = submit(first, service_job(desired=3, disruptionBudget=budget))
+    tasks = run_all(first, old, job_id)
+    assert first.terminate_task(tasks[0], "one")["allowed"] is True
+    report(first, old, upd(tasks[0], "Finished", "killed"))  # archived with its evictedMs
+    register_in(first, "a2", "flex", "g2", cpu=8)
+    first.set_agent_lifecycle("a1", "PhasedOut", "maintenance")
+    first.tick()  # the second slot: a move in flight when the leader goes
+    assert sum(1 for t in first.tasks.values() if t.migrating_to) == 1
+    first.store.close()
+
+    clock.advance(60_000)
+    second = manager(tmp_path, clock)
+    try:
+        quota = second.eviction_quota_job(job_id)
+        assert quota["quota"] == 0
+        assert "(limit=2, used=2)" in quota["message"]
+        clock.advance(540_001)  # both leave the 10-minute window
+        assert second.eviction_quota_job(job_id)["quota"] > 0
+    finally:
+        second.store.close()
