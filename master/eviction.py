@@ -151,6 +151,8 @@ class EvictionService(ManagerBase):
         if self._eviction_refusals.get(task.id) == decision.reason_message:
             return
         self._eviction_refusals[task.id] = decision.reason_message
+        if len(self._eviction_refusals) > 10_000:  # forget tasks that ended some other way
+            self._eviction_refusals = {k: v for k, v in self._eviction_refusals.items() if k in self.tasks}
         log.info(
             "not evicting %s (%s): %s: %s",
             task.id,
