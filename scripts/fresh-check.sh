@@ -27,6 +27,9 @@
 #                           agents the tests kill, and an unreaped zombie looks alive.
 #   -v /var/lib/docker      a volume, so the nested dockerd stores images on the host's filesystem (overlay2)
 #                           instead of overlay-on-overlay, which the kernel refuses (it would fall back to vfs).
+#   -v /tmp                 a volume too: a machine's /tmp is a disk or tmpfs, never overlayfs (which refuses
+#                           the whiteout devices image layers carry, so the agents' image stores under the
+#                           tests' tmp_path would fail where no real agent does)
 #   -v /lib/modules:ro      the host kernel's modules, in case iptables or the bridge driver loads one.
 #   network                 a bridge network created per run, for the installs (apt, PyPI, Maven Central, the Go
 #                           module proxy). Every server the suite starts listens on 127.0.0.1 or inside its own
@@ -138,7 +141,7 @@ docker run -d --name "$name" --hostname titus-fresh --cgroupns private --init \
   --cap-add ALL --cap-drop SYS_RESOURCE --device-cgroup-rule 'a *:* rwm' \
   --security-opt seccomp=unconfined --security-opt apparmor=unconfined --security-opt systempaths=unconfined \
   --network "$network" \
-  -v /var/lib/docker -v /lib/modules:/lib/modules:ro "${cache_args[@]}" "${provider_args[@]}" \
+  -v /var/lib/docker -v /tmp -v /lib/modules:/lib/modules:ro "${cache_args[@]}" "${provider_args[@]}" \
   -v "$REPO/.git:/src.git:ro" \
   "$IMAGE" sleep infinity >/dev/null
 log "container $name started from $IMAGE; testing $commit"

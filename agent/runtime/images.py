@@ -433,6 +433,22 @@ def _safe_parent(root: Path, name: str, ids: IdMap) -> tuple[Path, str]:
     return parent, parts[-1]
 
 
+def _on_overlayfs(path: Path) -> bool:
+    """Whether `path` is on an overlay mount: the longest mount point in /proc/self/mounts containing it."""
+    best, fstype = "", ""
+    real = os.path.realpath(path)
+    with contextlib.suppress(OSError), open("/proc/self/mounts", encoding="utf-8") as mounts:
+        for line in mounts:
+            fields = line.split()
+            if len(fields) < 3:
+                continue
+            point = fields[1].replace("\\040", " ")
+            inside = real == point or real.startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(best):
+                best, fstype = point, fields[2]
+    return fstype == "overlay"
+
+
 def _extract_layer(tar: tarfile.TarFile, root: Path, ids: IdMap) -> None:
     dirs: list[tuple[Path, tarfile.TarInfo]] = []
     for member in tar:
@@ -445,7 +461,16 @@ def _extract_layer(tar: tarfile.TarFile, root: Path, ids: IdMap) -> None:
             continue
         if base.startswith(_WHITEOUT):
             target = parent / base[len(_WHITEOUT):]
-            os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0))
+            try:
+                os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0))
+            except PermissionError as e:
+                # overlayfs refuses to create its own whiteout (a 0:0 device) on an overlay mount, which is
+                # where the store is when the agent's data directory is inside a container's root filesystem.
+                if _on_overlayfs(parent):
+                    raise ImageError(
+                        f"{parent} is on overlayfs, which refuses whiteout devices; put the agent's data "
+                        "directory on a real filesystem (a disk, a volume or tmpfs)") from e
+                raise
             continue
         target = parent / base
         if member.isdir():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import subprocess
 import tarfile
 import threading
 import uuid
@@ -16,7 +17,7 @@ import docker
 import pytest
 
 from agent.runtime.base import LaunchError, TaskSpec
-from agent.runtime.images import ImageCache, ImageConfig, ImageError
+from agent.runtime.images import IdMap, ImageCache, ImageConfig, ImageError, _extract_layer, _on_overlayfs
 from agent.runtime.oci import OciRuntime
 from agent.runtime.oci_spec import SpecError, parse_user, task_argv
 from agent.runtime.registry_auth import StaticRegistryCredentials
@@ -231,3 +232,26 @@ def test_cleanup_collects_the_cache_but_spares_layers_of_running_tasks(
     wait_exit(rt, running.task_id)
     rt.cleanup(running.task_id)
     assert list(layers.iterdir()) == []
+
+
+def test_a_store_on_overlayfs_says_so_instead_of_a_bare_permission_error(tmp_path: Path) -> None:
+    """overlayfs refuses whiteout devices: an agent whose data directory sits in a container's root filesystem
+    must be told where the problem is, not get EPERM from a layer."""
+    lower, upper, work, merged = (tmp_path / n for n in ("lower", "upper", "work", "merged"))
+    for d in (lower, upper, work, merged):
+        d.mkdir()
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                    f"lowerdir={lower},upperdir={upper},workdir={work}", str(merged)], check=True)
+    try:
+        assert _on_overlayfs(merged / "nested")
+        assert not _on_overlayfs(tmp_path)
+        layer = io.BytesIO()
+        with tarfile.open(fileobj=layer, mode="w") as tar:
+            info = tarfile.TarInfo("etc/.wh.gone")
+            tar.addfile(info, io.BytesIO(b""))
+        layer.seek(0)
+        (merged / "fs" / "etc").mkdir(parents=True)
+        with tarfile.open(fileobj=layer, mode="r") as tar, pytest.raises(ImageError, match="is on overlayfs"):
+            _extract_layer(tar, merged / "fs", IdMap(host_base=0, size=65536))
+    finally:
+        subprocess.run(["umount", str(merged)], check=True)
