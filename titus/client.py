@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
-
-import requests
+from urllib.parse import urlencode, urlsplit
 
 
 class ApiError(Exception):
@@ -18,27 +18,106 @@ class ApiError(Exception):
         super().__init__(message)
 
 
+class Response:
+    """What a call got back: status, headers (lower-case names) and the body bytes."""
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+
 class TitusClient:
+    """Over the standard library's http.client, not requests: the CLI imports this on every API command and
+    requests alone costs 150-250 ms of start-up here (docs/cli.md, bench/cli_startup.py). One kept-alive
+    connection, re-opened once if the master closed it."""
+
     def __init__(self, url: str, token: str, timeout: float = 30) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
-        self.http = requests.Session()
-        self.http.headers["Authorization"] = f"Bearer {token}"
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ApiError(0, None, f"master URL must be http(s)://host[:port], not {url!r}")
+        self._scheme, self._host, self._port = parts.scheme, parts.hostname, parts.port
+        self._prefix = parts.path.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/plain"}
+        self._conn: Any = None
 
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            resp = self.http.request(method, self.url + path, timeout=self.timeout, **kwargs)
-        except requests.ConnectionError as exc:
-            raise ApiError(0, None, f"cannot reach the master at {self.url}: {exc}") from exc
-        if resp.status_code >= 400:
+    def _connection(self) -> Any:
+        import http.client
+
+        if self._conn is None:
+            if self._scheme == "https":
+                self._conn = http.client.HTTPSConnection(self._host, self._port, timeout=self.timeout)
+            else:
+                self._conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+        return self._conn
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None = None,
+        json_body: Any = None,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Response:
+        """One HTTP exchange; connection failures become ApiError(0, ...)."""
+        import http.client
+
+        target = self._prefix + path + ("?" + urlencode(params) if params else "")
+        body = None if json_body is None else json.dumps(json_body).encode()
+        all_headers = {**self._headers, **(headers or {})}
+        if body is not None:
+            all_headers["Content-Type"] = "application/json"
+        for attempt in (0, 1):
+            conn = self._connection()
+            conn.timeout = timeout or self.timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(conn.timeout)
             try:
-                body = resp.json()
+                conn.request(method, target, body=body, headers=all_headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                self.close()
+                if attempt == 1:
+                    raise ApiError(0, None, f"the master at {self.url} closed the connection: {exc}") from exc
+            except TimeoutError as exc:
+                self.close()
+                raise ApiError(
+                    0, None, f"the master at {self.url} did not answer in {conn.timeout:g}s"
+                ) from exc
+            except OSError as exc:
+                self.close()
+                raise ApiError(0, None, f"cannot reach the master at {self.url}: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        resp = self.request(method, path, params, json, headers)
+        text = resp.body.decode("utf-8", "replace")
+        if resp.status >= 400:
+            try:
+                parsed = _json_loads(text)
             except ValueError:
-                body = None
-            raise ApiError(resp.status_code, body if isinstance(body, dict) else None, resp.text[:500])
-        if resp.headers.get("Content-Type", "").startswith("application/json"):
-            return resp.json()
-        return resp.text
+                parsed = None
+            raise ApiError(resp.status, parsed if isinstance(parsed, dict) else None, text[:500])
+        if resp.headers.get("content-type", "").startswith("application/json"):
+            return _json_loads(text)
+        return text
 
     def submit(self, descriptor: dict[str, Any], idempotency_key: str | None = None) -> str:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
@@ -80,6 +159,51 @@ class TitusClient:
         result: list[dict[str, Any]] = self.call("GET", "/api/v3/agent/instances")["items"]
         return result
 
+    def set_agent_lifecycle(self, agent_id: str, state: str, detail: str = "") -> dict[str, Any]:
+        result: dict[str, Any] = self.call(
+            "PUT",
+            f"/api/v3/agent/instances/{agent_id}/lifecycle",
+            json={"lifecycleState": state, "detail": detail},
+        )
+        return result
+
+    def instance_groups(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.call("GET", "/api/v3/agent/instanceGroups")["items"]
+        return result
+
+    def instance_group(self, group_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("GET", f"/api/v3/agent/instanceGroups/{group_id}")
+        return result
+
+    def set_instance_group_lifecycle(self, group_id: str, state: str, detail: str = "") -> dict[str, Any]:
+        result: dict[str, Any] = self.call(
+            "PUT",
+            f"/api/v3/agent/instanceGroups/{group_id}/lifecycle",
+            json={"lifecycleState": state, "detail": detail},
+        )
+        return result
+
+    def capacity_groups(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.call("GET", "/api/v3/management/applications")
+        return result
+
+    def capacity_group(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("GET", f"/api/v3/management/applications/{name}")
+        return result
+
+    def create_capacity_group(self, sla: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("POST", "/api/v3/management/applications", json=sla)
+        return result
+
+    def update_capacity_group(self, sla: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self.call(
+            "PUT", f"/api/v3/management/applications/{sla['appName']}", json=sla
+        )
+        return result
+
+    def delete_capacity_group(self, name: str) -> None:
+        self.call("DELETE", f"/api/v3/management/applications/{name}")
+
     def _all_pages(self, path: str, params: dict[str, str]) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         page = 0
@@ -89,3 +213,7 @@ class TitusClient:
             if not body["pagination"]["hasMore"]:
                 return items
             page += 1
+
+
+def _json_loads(text: str) -> Any:
+    return json.loads(text)
