@@ -78,6 +78,7 @@ def config_from(values: Mapping[str, str]) -> tuple[AgentConfig, str, str, Path,
         kill_tasks_on_exit=values.get("TITUS_KILL_TASKS_ON_EXIT", "false").lower() == "true",
         self_fence=values.get("TITUS_SELF_FENCE", "true").lower() == "true",
         min_available_memory_mb=get_int(values, "TITUS_MIN_AVAILABLE_MEMORY_MB", 256),
+        log_max_bytes=get_int(values, "TITUS_TASK_LOG_MAX_MB", 64) << 20,
     )
     data_dir = Path(values.get("TITUS_DATA_DIR", "/var/lib/titus-agent"))
     return config, url, token, data_dir, values.get("TITUS_RUNTIME", "oci")

@@ -10,6 +10,7 @@ master/snapshot.py and master/timers.py.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -36,6 +37,7 @@ from master.manager_base import (
     engine_resources,
     task_resources,
 )
+from master.resource_backend import NativeBackend
 from master.scheduling import Scheduling
 from master.store.base import Write
 from master.timer_pass import TimerPass
@@ -274,3 +276,49 @@ class JobManager(AgentChannel, Scheduling, TimerPass, GroupAdmin, BackendSeam, M
             if upload is None or not upload[2]:
                 return task.stdout_tail if stream == "stdout" else task.stderr_tail
             return upload[0] if stream == "stdout" else upload[1]
+
+    def task_log_range(
+        self, task_id: str, stream: str, offset: int, limit: int, wait_s: float
+    ) -> dict[str, Any]:
+        """A byte range of a task's stdout or stderr: `offset` from the start (negative: from the end), at
+        most `limit` bytes. Its agent reads it from the task's files, through the desired-set channel (the
+        master never connects to agents), for running tasks and for finished ones whose agent still holds
+        their files; with wait_s > 0 the agent answers as soon as the log grows past `offset`, or the task
+        ends (what `titus task logs --follow` waits on). When no agent can answer (gone, lost, an agent that
+        does not know logReads), the tail stored with the finished task is served and says so (source).
+
+        Returns {"data": bytes, "offset": where data starts, "size": the stream's length so far, "start":
+        the first offset the agent still keeps (rotation), "final": no more will come, "source"}."""
+        with self.lock:
+            task = self.tasks.get(task_id) or self._find_archived_task(task_id)
+            if task is None:
+                stored = self.store.get("task", task_id)
+                if stored is None:
+                    raise NotFound(f"task {task_id} not found")
+                task = Task.from_record(stored.record, stored.version)
+            agent = self.agents.get(task.agent_id) if task.agent_id else None
+            native = isinstance(self.backend, NativeBackend)  # Mesos executors do not read desired sets
+            if agent is None or agent.lost or not agent.registered or not native:
+                return _tail_range(task, stream, offset, limit)
+            request_id = uuid.uuid4().hex
+            self._log_reads[request_id] = {"id": request_id, "agentId": agent.id, "taskId": task_id,
+                                           "stream": stream, "offset": offset, "limit": limit,
+                                           "waitMs": int(wait_s * 1000)}
+            agent.version += 1
+            self._wake_agent(agent.id)
+            self._logs_changed.wait_for(lambda: request_id in self._log_chunks or self.closing,
+                                        timeout=wait_s + self.settings.log_wait_s)
+            self._log_reads.pop(request_id, None)
+            chunk = self._log_chunks.pop(request_id, None)
+            if chunk is None or not chunk.get("found", True):
+                return _tail_range(task, stream, offset, limit)
+            return chunk
+
+
+def _tail_range(task: Task, stream: str, offset: int, limit: int) -> dict[str, Any]:
+    """The range of the tail the agent reported with the task's end (all we have without its agent)."""
+    data = (task.stdout_tail if stream == "stdout" else task.stderr_tail).encode()
+    begin = max(0, len(data) + offset) if offset < 0 else min(offset, len(data))
+    piece = data[begin:begin + limit]
+    return {"data": piece, "offset": begin, "size": len(data), "start": 0, "final": not task.active,
+            "source": "tail"}

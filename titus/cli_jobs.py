@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -438,13 +439,57 @@ def task_kill(
 @task.command("logs")
 @click.argument("task_id")
 @click.option("--stderr", is_flag=True, help="Show stderr instead of stdout.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing what the task writes until it ends.")
+@click.option("--tail", "tail_bytes", type=click.IntRange(min=1), help="Start this many bytes from the end.")
+@click.option("--offset", type=click.IntRange(min=0), help="Start at this byte of the stream.")
+@click.option("--limit", type=click.IntRange(min=1), help="Print at most this many bytes.")
 @api_options
-def task_logs(task_id: str, stderr: bool, url: str | None, token: str | None, as_json: bool) -> None:
-    """Print a task's stdout (or stderr)."""
+def task_logs(task_id: str, stderr: bool, follow: bool, tail_bytes: int | None, offset: int | None,
+              limit: int | None, url: str | None, token: str | None, as_json: bool) -> None:
+    """Print a task's stdout (or stderr): all of it, a byte range (--offset, --limit, --tail), or --follow.
+
+    Logs come from the task's agent (running tasks, and finished ones while their agent keeps the files);
+    bytes rotated away on the agent are skipped with a note on stderr. Without an agent, the tail stored
+    with the finished task is all there is, and a note says so.
+    """
+    if tail_bytes is not None and offset is not None:
+        raise CliError("give --tail or --offset, not both", EXIT_BAD_INPUT)
     client = make_client(url, token)
     stream = "stderr" if stderr else "stdout"
-    text = api_call(lambda: client.logs(task_id, stream))
+    out = sys.stdout.buffer
+    position = -tail_bytes if tail_bytes is not None else (offset or 0)
+    remaining = limit if limit is not None else -1
+    pieces: list[bytes] = []
+    first: Any = None
+    last: Any = None
+    try:
+        while remaining != 0:
+            ask = min(remaining, 1 << 20) if remaining > 0 else 1 << 20
+            wait_ms = 20_000 if follow and last is not None else 0
+            chunk = api_call(lambda: client.log_range(task_id, stream, position, ask, wait_ms))  # noqa: B023
+            first = first or chunk
+            if chunk.offset > position >= 0 and chunk.source == "agent":
+                click.echo(f"[{chunk.offset - position} bytes rotated away on the agent]", err=True)
+            data = chunk.data
+            if as_json:
+                pieces.append(data)
+            else:
+                out.write(data)
+                out.flush()
+            last = chunk
+            position = chunk.offset + len(data)
+            remaining = remaining - len(data) if remaining > 0 else remaining
+            at_end = position >= chunk.size
+            if chunk.source == "tail" or (at_end and (chunk.final or not follow)):
+                break
+    except KeyboardInterrupt:
+        pass  # the way to stop --follow
+    if last is not None and last.source == "tail" and not as_json:
+        click.echo(f"[task {task_id}: its agent is gone; this is the tail stored with the task]", err=True)
     if as_json:
-        click.echo(json.dumps({"id": task_id, "stream": stream, "text": text}))
-    else:
-        click.echo(text, nl=False)
+        data = b"".join(pieces)
+        click.echo(json.dumps({
+            "id": task_id, "stream": stream, "offset": first.offset if first else 0,
+            "size": last.size if last else 0, "start": last.start if last else 0,
+            "source": last.source if last else "", "final": bool(last and last.final),
+            "text": data.decode("utf-8", "replace")}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -25,6 +26,16 @@ class Response:
         self.status = status
         self.headers = headers
         self.body = body
+
+
+@dataclass(frozen=True)
+class LogRange:
+    data: bytes
+    offset: int  # where data starts in the stream
+    size: int  # the stream's length so far
+    start: int  # the first offset still kept (older bytes were rotated away)
+    final: bool  # the task ended and this is the end of its stream: nothing more will come
+    source: str  # "agent" (the task's files) or "tail" (what was stored with the finished task)
 
 
 class TitusClient:
@@ -151,6 +162,24 @@ class TitusClient:
 
     def kill_task(self, task_id: str, shrink: bool = False) -> None:
         self.call("DELETE", f"/api/v3/tasks/{task_id}", params={"shrink": str(shrink).lower()})
+
+    def log_range(self, task_id: str, stream: str = "stdout", offset: int = 0, limit: int = 1 << 20,
+                  wait_ms: int = 0) -> LogRange:
+        """One byte range of a task's stream (GET /api/v3/tasks/{id}/logs with offset, limit, waitMs)."""
+        params = {"stream": stream, "offset": offset, "limit": limit, "waitMs": wait_ms}
+        path = f"/api/v3/tasks/{task_id}/logs"
+        resp = self.request("GET", path, params, timeout=self.timeout + wait_ms / 1000)
+        if resp.status >= 400:
+            text = resp.body.decode("utf-8", "replace")
+            try:
+                parsed = _json_loads(text)
+            except ValueError:
+                parsed = None
+            raise ApiError(resp.status, parsed if isinstance(parsed, dict) else None, text[:500])
+        h = resp.headers
+        return LogRange(resp.body, int(h.get("x-titus-log-offset", 0)), int(h.get("x-titus-log-size", 0)),
+                        int(h.get("x-titus-log-start", 0)), h.get("x-titus-log-final", "false") == "true",
+                        h.get("x-titus-log-source", ""))
 
     def logs(self, task_id: str, stream: str = "stdout") -> str:
         return str(self.call("GET", f"/api/v3/tasks/{task_id}/logs", params={"stream": stream}))

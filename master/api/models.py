@@ -446,10 +446,20 @@ class AgentStatusReport(Wire):
 
 
 class LogUpload(Wire):
+    """The agent's answer to a log request: the old whole-tail form (stdout, stderr), or, with requestId,
+    one byte range of one stream (dataB64 from offset; size and start describe the stream on the agent)."""
+
     sessionEpoch: StrictInt
     stdout: StrictStr = ""
     stderr: StrictStr = ""
     found: StrictBool = True
+    requestId: Annotated[StrictStr, Field(max_length=64)] = ""
+    stream: Literal["stdout", "stderr"] = "stdout"
+    offset: Annotated[StrictInt, Field(ge=0)] = 0
+    size: Annotated[StrictInt, Field(ge=0)] = 0
+    start: Annotated[StrictInt, Field(ge=0)] = 0
+    dataB64: StrictStr = ""
+    final: StrictBool = False
 
 
 # ---------------------------------------------------------------------------------- capacity management

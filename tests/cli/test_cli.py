@@ -13,65 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
 
-from tests.conftest import (
-    AGENT_TOKEN,
-    API_TOKEN,
-    RunningMaster,
-    batch_job,
-    service_job,
-    start_master,
-    wait_for,
-)
-from titus.cli import main
+from tests.cli.harness import AGENT_ID, cli_cluster, titus
+from tests.conftest import RunningMaster, batch_job, service_job
 
 pytestmark = pytest.mark.e2e
-
-AGENT_ID = "cli-agent-1"
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMaster]:
-    tmp = tmp_path_factory.mktemp("cli")
-    master = start_master(tmp / "master")
-    env = {
-        **os.environ,
-        "TITUS_MASTER_URL": master.url,
-        "TITUS_AGENT_TOKEN": AGENT_TOKEN,
-        "TITUS_AGENT_ID": AGENT_ID,
-        "TITUS_DATA_DIR": str(tmp / "agent"),
-        "TITUS_INSTANCE_GROUP": "asg-cli",
-        "TITUS_AGENT_CPU": "2",
-        "TITUS_AGENT_MEMORY_MB": "1024",
-        "TITUS_KILL_TASKS_ON_EXIT": "true",
-        "TITUS_LOG_LEVEL": "WARNING",
-    }
-    env.pop("TITUS_API_TOKEN", None)
-    agent = subprocess.Popen([sys.executable, "-m", "titus.cli", "agent"], env=env)
-    try:
-        wait_for(
-            lambda: master.api("GET", "/api/v3/agent/instances").json()["items"],
-            timeout=30,
-            what="the agent to register",
-        )
+    with cli_cluster(tmp_path_factory.mktemp("cli")) as master:
         yield master
-    finally:
-        agent.terminate()
-        agent.wait(timeout=30)
-        master.server.shutdown()
-        master.thread.join(timeout=10)
-
-
-def titus(master: RunningMaster, *args: str, token: str = API_TOKEN, stdin: str | None = None) -> Result:
-    runner = CliRunner()
-    return runner.invoke(
-        main,
-        list(args),
-        env={"TITUS_URL": master.url, "TITUS_API_TOKEN": token},
-        input=stdin,
-        catch_exceptions=False,
-    )
 
 
 def write_job(tmp_path: Path, descriptor: dict[str, Any]) -> str:
