@@ -480,12 +480,19 @@ def task_logs(task_id: str, stderr: bool, follow: bool, tail_bytes: int | None, 
             position = chunk.offset + len(data)
             remaining = remaining - len(data) if remaining > 0 else remaining
             at_end = position >= chunk.size
+            if chunk.source == "tail" and follow and not chunk.final:
+                # Active but no agent answers (not placed yet, or its agent is unreachable): look again.
+                time.sleep(1.0)
+                position = max(position, 0) if tail_bytes is None else -tail_bytes
+                continue
             if chunk.source == "tail" or (at_end and (chunk.final or not follow)):
                 break
     except KeyboardInterrupt:
         pass  # the way to stop --follow
     if last is not None and last.source == "tail" and not as_json:
-        click.echo(f"[task {task_id}: its agent is gone; this is the tail stored with the task]", err=True)
+        why = "its agent is gone; this is the tail stored with the task" if last.final else \
+            "no agent has it (not placed yet, or its agent does not answer)"
+        click.echo(f"[task {task_id}: {why}]", err=True)
     if as_json:
         data = b"".join(pieces)
         click.echo(json.dumps({

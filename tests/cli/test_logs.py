@@ -129,3 +129,18 @@ def test_rotation_bounds_a_task_logs_on_disk_and_keeps_offsets(cluster: tuple[Ru
     r = titus(master, "task", "logs", task_id, "--offset", str(total - 17), "--limit", "17")
     assert r.stdout_bytes == expected[-17:]
     assert titus(master, "task", "kill", task_id).exit_code == 0
+
+
+def test_follow_started_before_the_task_runs_waits_for_it(cluster: tuple[RunningMaster, Path]) -> None:
+    master, _ = cluster
+    job = batch_job(command=["/bin/sh", "-c", "echo early; sleep 1; echo late"])
+    r = master.api("POST", "/api/v3/jobs", json=job)
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    task_id = wait_for(lambda: master.api("GET", "/api/v3/tasks", params={"jobIds": job_id}).json()["items"],
+                       what="the task")[0]["id"]
+    env = {**os.environ, "TITUS_URL": master.url, "TITUS_API_TOKEN": API_TOKEN}
+    done = subprocess.run([sys.executable, "-m", "titus.cli", "task", "logs", task_id, "-f"], env=env,
+                          capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"early\nlate\n"
