@@ -300,6 +300,8 @@ class JobManager(AgentChannel, Scheduling, TimerPass, GroupAdmin, BackendSeam, M
             native = isinstance(self.backend, NativeBackend)  # Mesos executors do not read desired sets
             if agent is None or agent.lost or not agent.registered or not native:
                 return _tail_range(task, stream, offset, limit)
+            if wait_s > 0 and sum(1 for r in self._log_reads.values() if r["waitMs"] > 0) >= MAX_FOLLOW_WAITS:
+                wait_s = 0  # followers must not take the HTTP threads the agents' long polls need
             request_id = uuid.uuid4().hex
             self._log_reads[request_id] = {"id": request_id, "agentId": agent.id, "taskId": task_id,
                                            "stream": stream, "offset": offset, "limit": limit,
@@ -313,6 +315,10 @@ class JobManager(AgentChannel, Scheduling, TimerPass, GroupAdmin, BackendSeam, M
             if chunk is None or not chunk.get("found", True):
                 return _tail_range(task, stream, offset, limit)
             return chunk
+
+
+#: Follow reads (waitMs > 0) held at once; each holds an HTTP worker thread (MasterConfig.threads, 64).
+MAX_FOLLOW_WAITS = 16
 
 
 def _tail_range(task: Task, stream: str, offset: int, limit: int) -> dict[str, Any]:

@@ -487,6 +487,8 @@ def task_logs(task_id: str, stderr: bool, follow: bool, tail_bytes: int | None, 
                 continue
             if chunk.source == "tail" or (at_end and (chunk.final or not follow)):
                 break
+            if follow and not data:
+                time.sleep(0.2)  # the master answered without waiting (busy): do not hammer it
     except KeyboardInterrupt:
         pass  # the way to stop --follow
     if last is not None and last.source == "tail" and not as_json:

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from master.job_manager import MAX_FOLLOW_WAITS
 from tests.cli.harness import cli_cluster, titus
 from tests.conftest import API_TOKEN, RunningMaster, batch_job, wait_for
 
@@ -144,3 +146,26 @@ def test_follow_started_before_the_task_runs_waits_for_it(cluster: tuple[Running
                           capture_output=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout == b"early\nlate\n"
+
+
+def test_follow_reads_past_the_cap_are_answered_at_once(cluster: tuple[RunningMaster, Path]) -> None:
+    """At most MAX_FOLLOW_WAITS reads wait at once (each holds an HTTP thread the agents' polls need)."""
+    master, _ = cluster
+    task_id = _submit(master, "echo quiet; sleep 60")
+    wait_for(lambda: _headers(master, task_id, offset=0)["x-titus-log-size"] == "6", what="the first line")
+    took: list[float] = []
+
+    def follow() -> None:
+        began = time.monotonic()
+        master.api("GET", f"/api/v3/tasks/{task_id}/logs", params={"offset": 6, "waitMs": 4000})
+        took.append(time.monotonic() - began)
+
+    threads = [threading.Thread(target=follow) for _ in range(MAX_FOLLOW_WAITS + 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    quick = [s for s in took if s < 2.0]
+    assert len(took) == MAX_FOLLOW_WAITS + 2 and len(quick) >= 2, sorted(took)
+    assert len([s for s in took if s >= 3.5]) >= MAX_FOLLOW_WAITS - 2, sorted(took)  # the others waited
+    assert titus(master, "task", "kill", task_id).exit_code == 0
