@@ -27,9 +27,9 @@ from agent.task_logs import LogChunk
 
 log = logging.getLogger("titus.agent")
 
-
 MAX_LOG_READS = 64  # log reads answered at once (each a thread; a follow waits in one)
 MAX_LOG_CHUNK = 1 << 20  # bytes per answer, as the master's route caps it
+
 
 @dataclass
 class AgentConfig:
@@ -189,8 +189,6 @@ class Agent:
                     continue  # answered for a session we have since replaced
                 self.version = int(desired["version"])
                 self.converge(desired["tasks"], time.monotonic())
-                for task_id in desired.get("logRequests", []):
-                    self.launcher.submit(self._upload_logs, task_id)
                 for read in desired.get("logReads", []):
                     self._start_log_read(read)
             except SessionExpired:
@@ -390,17 +388,6 @@ class Agent:
             return self.runtime.logs(task_id, stream, self.config.log_tail_bytes).decode("utf-8", "replace")
         except Exception:
             return ""
-
-    def _upload_logs(self, task_id: str) -> None:
-        try:
-            with self.lock:
-                found = task_id in self.tasks
-            out = self._tail(task_id, "stdout") if found else ""
-            err = self._tail(task_id, "stderr") if found else ""
-            self.client.upload_logs(self.config.agent_id, task_id, self.session, out, err, found)
-        except Exception as exc:
-            log.warning("log upload for %s failed: %s", task_id, exc)
-
 
     # ============================================================================== byte-range log reads
     def _start_log_read(self, read: dict[str, Any]) -> None:

@@ -76,7 +76,3 @@ class MasterClient:
         """One byte range of one stream, the answer to a logReads entry of the desired set."""
         self._call("POST", f"/{agent_id}/logs/{task_id}", 15, json={"sessionEpoch": session, **body})
 
-    def upload_logs(self, agent_id: str, task_id: str, session: int, stdout: str, stderr: str,
-                    found: bool) -> None:
-        self._call("POST", f"/{agent_id}/logs/{task_id}", 15,
-                   json={"sessionEpoch": session, "stdout": stdout, "stderr": stderr, "found": found})

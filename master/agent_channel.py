@@ -143,8 +143,7 @@ class AgentChannel(ManagerBase):
                 # Already replaced elsewhere: no grace, the overlap has lasted long enough.
                 tasks.append({"taskId": task_id, "kill": True, "killGraceMs": 0, "stale": True})
             reads = [r for r in self._log_reads.values() if r["agentId"] == agent_id]
-            return {"version": agent.version, "tasks": tasks, "logRequests": sorted(agent.log_requests),
-                    "logReads": reads}
+            return {"version": agent.version, "tasks": tasks, "logReads": reads}
 
     def agent_report(self, agent_id: str, report: AgentStatusReport) -> None:
         now = self.clock()
@@ -183,14 +182,6 @@ class AgentChannel(ManagerBase):
         self._wait(pending)
         if writes or became_schedulable:
             self.schedule_wanted.set()
-
-    def log_upload(
-        self, agent_id: str, task_id: str, session: int, stdout: str, stderr: str, found: bool
-    ) -> None:
-        with self.lock:
-            self._agent_session(agent_id, session)
-            self._log_uploads[task_id] = (stdout, stderr, found)
-            self._logs_changed.notify_all()
 
     def log_chunk(self, agent_id: str, session: int, request_id: str, chunk: dict[str, Any]) -> None:
         """The agent's answer to one byte-range read; ignored unless someone still waits for it."""

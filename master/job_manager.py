@@ -253,30 +253,6 @@ class JobManager(AgentChannel, Scheduling, TimerPass, GroupAdmin, BackendSeam, M
             selected.sort(key=lambda t: (t.job_id, t.index, t.machine.status.timestamp_ms))
             return [self._task_wire(t) for t in selected]
 
-    def task_logs(self, task_id: str, stream: str) -> str:
-        with self.lock:
-            task = self.tasks.get(task_id) or self._find_archived_task(task_id)
-            if task is None:
-                stored = self.store.get("task", task_id)
-                if stored is None:
-                    raise NotFound(f"task {task_id} not found")
-                task = Task.from_record(stored.record, stored.version)
-            if not task.active or task.agent_id is None or task.agent_id not in self.agents:
-                return task.stdout_tail if stream == "stdout" else task.stderr_tail
-            agent = self.agents[task.agent_id]
-            agent.log_requests.add(task_id)
-            agent.version += 1
-            self._log_uploads.pop(task_id, None)
-            self._wake_agent(agent.id)
-            self._logs_changed.wait_for(
-                lambda: task_id in self._log_uploads or self.closing, timeout=self.settings.log_wait_s
-            )
-            upload = self._log_uploads.pop(task_id, None)
-            agent.log_requests.discard(task_id)
-            if upload is None or not upload[2]:
-                return task.stdout_tail if stream == "stdout" else task.stderr_tail
-            return upload[0] if stream == "stdout" else upload[1]
-
     def task_log_range(
         self, task_id: str, stream: str, offset: int, limit: int, wait_s: float
     ) -> dict[str, Any]:

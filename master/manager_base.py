@@ -140,7 +140,6 @@ class ManagerBase:
         self.fenced = False
         self.schedule_wanted = threading.Event()
         self.on_fenced: Callable[[], None] = lambda: None
-        self._log_uploads: dict[str, tuple[str, str, bool]] = {}
         # Byte-range log reads (GET /tasks/{id}/logs) waiting for the agent's answer, by request id; the
         # agent sees them in its desired set ("logReads") and answers with a chunk (task_log_range).
         self._log_reads: dict[str, dict[str, Any]] = {}

@@ -446,14 +446,13 @@ class AgentStatusReport(Wire):
 
 
 class LogUpload(Wire):
-    """The agent's answer to a log request: the old whole-tail form (stdout, stderr), or, with requestId,
-    one byte range of one stream (dataB64 from offset; size and start describe the stream on the agent)."""
+    """The agent's answer to one log read of its desired set (`logReads`): one byte range of one stream,
+    dataB64 from offset; size and start describe the stream on the agent; found is false when the agent has
+    no such stream."""
 
     sessionEpoch: StrictInt
-    stdout: StrictStr = ""
-    stderr: StrictStr = ""
+    requestId: Annotated[StrictStr, Field(min_length=1, max_length=64)]
     found: StrictBool = True
-    requestId: Annotated[StrictStr, Field(max_length=64)] = ""
     stream: Literal["stdout", "stderr"] = "stdout"
     offset: Annotated[StrictInt, Field(ge=0)] = 0
     size: Annotated[StrictInt, Field(ge=0)] = 0
