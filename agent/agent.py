@@ -80,6 +80,7 @@ class Agent:
         self.last_scan = 0.0
         self.lock = threading.Lock()
         self.log_reads: set[str] = set()  # log reads of the master being answered (their request ids)
+        self.log_archive: task_logs.LogArchiveWriter | None = None  # S3 for finished tasks' logs, if any
         self.tasks: dict[str, LocalTask] = {}
         self.updates: list[dict[str, Any]] = []
         self.wake_reporter = threading.Event()
@@ -375,6 +376,8 @@ class Agent:
                 if u["state"] == "Finished":
                     # The master has durably recorded the end: the task's resources can go.
                     self.runtime.cleanup(u["taskId"])
+                    if self.log_archive is not None:
+                        self.launcher.submit(self._archive_logs, u["taskId"])
                     del self.tasks[u["taskId"]]
                     self.unknown_since.pop(u["taskId"], None)
                     self.done[u["taskId"]] = None
@@ -446,6 +449,21 @@ class Agent:
             task_logs.wait_for_growth(path, offset, wait_s, lambda: self._task_ended(task_id) or
                                       self.stopping.is_set())
         return task_logs.read_range(path, offset, limit)
+
+    def _archive_logs(self, task_id: str) -> None:
+        """Upload a finished task's logs (what rotation kept) once the master recorded its end, so they
+        outlive this agent; the files stay here too. A failed upload is logged: the tail is in the master."""
+        for stream in ("stdout", "stderr"):
+            try:
+                path = self.runtime.log_path(task_id, stream)
+                chunk = task_logs.read_range(path, 0, 1 << 62) if path is not None else None
+                if chunk is None:
+                    data = self.runtime.logs(task_id, stream, 1 << 62)
+                    chunk = LogChunk(data, 0, len(data), 0)
+                if self.log_archive is not None:
+                    self.log_archive.put(task_id, stream, chunk.data, chunk.offset)
+            except Exception as exc:
+                log.warning("archiving the %s of %s failed: %s", stream, task_id, exc)
 
     def _rotate_logs(self) -> None:
         """Keep every running task's stdout + stderr within log_max_bytes on disk (agent/task_logs.py)."""

@@ -122,6 +122,10 @@ def run_agent(values: Mapping[str, str]) -> None:
                             get_int(values, "TITUS_IMAGE_CACHE_MB", 20_480),
                             Path(cache_dir) if cache_dir else None)
     agent = Agent(config, runtime, MasterClient(url, token), _host_stats_reader(), data_dir, runtime_name)
+    if values.get("TITUS_LOG_S3_BUCKET"):
+        from shared.log_archive import from_settings
+
+        agent.log_archive = from_settings(values)  # finished tasks' logs go there (agent/task_logs.py)
     done = threading.Event()
 
     def _stop(signum: int, _frame: object) -> None:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 log = logging.getLogger("titus.agent")
 
@@ -27,6 +28,12 @@ _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
 _BLOCK = 4096
 _unsupported_warned: set[str] = set()
+
+
+class LogArchiveWriter(Protocol):
+    """Where a finished task's logs go so they outlive the agent (shared/log_archive.py: S3)."""
+
+    def put(self, task_id: str, stream: str, data: bytes, start: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -60,7 +67,7 @@ def read_range(path: Path, offset: int, limit: int) -> LogChunk | None:
             begin = size + offset if offset < 0 else offset
             begin = min(max(begin, start), size)
             f.seek(begin)
-            data = f.read(max(0, limit))
+            data = f.read(max(0, min(limit, size - begin)))  # never a buffer of `limit` for a huge limit
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
             return None  # no such stream, or a symlink where the stream should be

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from master.agent_channel import AgentChannel
 from master.api.models import (
@@ -253,6 +253,9 @@ class JobManager(AgentChannel, Scheduling, TimerPass, GroupAdmin, BackendSeam, M
             selected.sort(key=lambda t: (t.job_id, t.index, t.machine.status.timestamp_ms))
             return [self._task_wire(t) for t in selected]
 
+    #: Where finished tasks' logs are read once no agent holds them (shared/log_archive.py); None: nowhere.
+    log_archive: LogArchiveReader | None = None
+
     def task_log_range(
         self, task_id: str, stream: str, offset: int, limit: int, wait_s: float
     ) -> dict[str, Any]:
@@ -261,10 +264,11 @@ class JobManager(AgentChannel, Scheduling, TimerPass, GroupAdmin, BackendSeam, M
         master never connects to agents), for running tasks and for finished ones whose agent still holds
         their files; with wait_s > 0 the agent answers as soon as the log grows past `offset`, or the task
         ends (what `titus task logs --follow` waits on). When no agent can answer (gone, lost, an agent that
-        does not know logReads), the tail stored with the finished task is served and says so (source).
+        does not know logReads), a finished task's logs come from the archive (S3) if there is one, else from
+        the tail stored with the task; `source` says which.
 
         Returns {"data": bytes, "offset": where data starts, "size": the stream's length so far, "start":
-        the first offset the agent still keeps (rotation), "final": no more will come, "source"}."""
+        the first offset still kept (rotation), "final": no more will come, "source"}."""
         with self.lock:
             task = self.tasks.get(task_id) or self._find_archived_task(task_id)
             if task is None:
@@ -274,23 +278,38 @@ class JobManager(AgentChannel, Scheduling, TimerPass, GroupAdmin, BackendSeam, M
                 task = Task.from_record(stored.record, stored.version)
             agent = self.agents.get(task.agent_id) if task.agent_id else None
             native = isinstance(self.backend, NativeBackend)  # Mesos executors do not read desired sets
-            if agent is None or agent.lost or not agent.registered or not native:
-                return _tail_range(task, stream, offset, limit)
-            if wait_s > 0 and sum(1 for r in self._log_reads.values() if r["waitMs"] > 0) >= MAX_FOLLOW_WAITS:
-                wait_s = 0  # followers must not take the HTTP threads the agents' long polls need
-            request_id = uuid.uuid4().hex
-            self._log_reads[request_id] = {"id": request_id, "agentId": agent.id, "taskId": task_id,
-                                           "stream": stream, "offset": offset, "limit": limit,
-                                           "waitMs": int(wait_s * 1000)}
-            agent.version += 1
-            self._wake_agent(agent.id)
-            self._logs_changed.wait_for(lambda: request_id in self._log_chunks or self.closing,
-                                        timeout=wait_s + self.settings.log_wait_s)
-            self._log_reads.pop(request_id, None)
-            chunk = self._log_chunks.pop(request_id, None)
-            if chunk is None or not chunk.get("found", True):
-                return _tail_range(task, stream, offset, limit)
-            return chunk
+            if agent is not None and not agent.lost and agent.registered and native:
+                following = sum(1 for r in self._log_reads.values() if r["waitMs"] > 0)
+                if wait_s > 0 and following >= MAX_FOLLOW_WAITS:
+                    wait_s = 0  # followers must not take the HTTP threads the agents' long polls need
+                request_id = uuid.uuid4().hex
+                self._log_reads[request_id] = {"id": request_id, "agentId": agent.id, "taskId": task_id,
+                                               "stream": stream, "offset": offset, "limit": limit,
+                                               "waitMs": int(wait_s * 1000)}
+                agent.version += 1
+                self._wake_agent(agent.id)
+                self._logs_changed.wait_for(lambda: request_id in self._log_chunks or self.closing,
+                                            timeout=wait_s + self.settings.log_wait_s)
+                self._log_reads.pop(request_id, None)
+                chunk = self._log_chunks.pop(request_id, None)
+                if chunk is not None and chunk.get("found", True):
+                    return chunk
+        # Outside the lock: the archive is a network call.
+        if self.log_archive is not None and not task.active:
+            try:
+                archived = self.log_archive.read(task_id, stream, offset, limit)
+            except Exception as exc:  # an unreachable archive must not fail the read: the tail is still here
+                log.warning("reading the logs of %s from the archive failed: %s", task_id, exc)
+                archived = None
+            if archived is not None:
+                return archived
+        return _tail_range(task, stream, offset, limit)
+
+
+class LogArchiveReader(Protocol):
+    """Finished tasks' logs kept outside the agents (shared/log_archive.py: S3)."""
+
+    def read(self, task_id: str, stream: str, offset: int, limit: int) -> dict[str, Any] | None: ...
 
 
 #: Follow reads (waitMs > 0) held at once; each holds an HTTP worker thread (MasterConfig.threads, 64).

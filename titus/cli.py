@@ -211,7 +211,24 @@ def _master_config(values: dict[str, str], port: int | None = None, data_dir: Pa
         advertise_url=values.get("TITUS_ADVERTISE_URL", ""),
         backend=backend,
         mesos=_mesos_options(values) if backend == "mesos" else {},
+        log_archive=_log_archive(values),
     )
+
+
+def _log_archive(values: dict[str, str]) -> Any:
+    """TITUS_LOG_S3_*: where finished tasks' logs are read from once their agent is gone (or None). The
+    master sets the retention rule on the prefix; an unreachable S3 is said, not fatal."""
+    if not values.get("TITUS_LOG_S3_BUCKET"):
+        return None
+    from shared.log_archive import LogArchiveError, from_settings
+
+    archive = from_settings(values)
+    if archive is not None:
+        try:
+            archive.ensure_retention()
+        except LogArchiveError as exc:
+            click.echo(f"warning: {exc}", err=True)
+    return archive
 
 
 def _mesos_options(values: dict[str, str]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from click.testing import CliRunner, Result
 
@@ -16,11 +17,15 @@ from tests.conftest import AGENT_TOKEN, API_TOKEN, RunningMaster, start_master, 
 from titus.cli import main
 
 AGENT_ID = "cli-agent-1"
+#: The agent process of each running cluster, by master URL (a test may stop it to see what outlives it).
+AGENTS: dict[str, subprocess.Popen[bytes]] = {}
 
 
 @contextlib.contextmanager
-def cli_cluster(tmp: Path, **agent_env: str) -> Iterator[RunningMaster]:
-    master = start_master(tmp / "master")
+def cli_cluster(tmp: Path, heartbeat_timeout_ms: int = 15_000, log_archive: Any = None,
+                **agent_env: str) -> Iterator[RunningMaster]:
+    master = start_master(tmp / "master", heartbeat_timeout_ms)
+    master.server.manager.log_archive = log_archive  # as MasterConfig.log_archive does
     env = {
         **os.environ,
         "TITUS_MASTER_URL": master.url,
@@ -36,11 +41,13 @@ def cli_cluster(tmp: Path, **agent_env: str) -> Iterator[RunningMaster]:
     }
     env.pop("TITUS_API_TOKEN", None)
     agent = subprocess.Popen([sys.executable, "-m", "titus.cli", "agent"], env=env)
+    AGENTS[master.url] = agent
     try:
         wait_for(lambda: master.api("GET", "/api/v3/agent/instances").json()["items"], timeout=30,
                  what="the agent to register")
         yield master
     finally:
+        AGENTS.pop(master.url, None)
         agent.terminate()
         agent.wait(timeout=30)
         master.server.shutdown()
