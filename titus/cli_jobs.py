@@ -48,11 +48,21 @@ def wait_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # ================================================================================= human formatting
+def task_index(t: dict[str, Any]) -> int:
+    """A batch task's index (the wire carries it in taskContext, as Titus does); 0 for services."""
+    try:
+        return int(t.get("index", t.get("taskContext", {}).get("task.index", 0)))
+    except (TypeError, ValueError):
+        return 0
+
+
 def task_reason(t: dict[str, Any]) -> str:
     """How a task ended or why it is where it is: reason code, message, exit code, pending reason."""
     status = t["status"]
     parts = []
     code, message = status.get("reasonCode", ""), status.get("reasonMessage", "")
+    if code == "normal" and status["state"] != "Finished":
+        code = ""  # "normal" on a task still on its way says nothing
     if code and message and message != code:
         parts.append(f"{code}: {message}")
     elif code or message:
@@ -62,6 +72,15 @@ def task_reason(t: dict[str, Any]) -> str:
     if t.get("pendingReason"):
         parts.append(f"pending: {t['pendingReason']}")
     return ", ".join(parts)
+
+
+def _job_reason(status: dict[str, Any]) -> str:
+    code, message = status.get("reasonCode", ""), status.get("reasonMessage", "")
+    if code == "normal" and status.get("state") != "Finished":
+        code = ""
+    if code and message and message != code:
+        return f"{code}: {message}"
+    return str(code or message)
 
 
 def _ts(ms: Any) -> str:
@@ -75,7 +94,7 @@ def _task_rows(tasks: list[dict[str, Any]]) -> list[list[str]]:
     return [
         [
             t["id"],
-            str(t.get("index", "")),
+            str(task_index(t)),
             t["status"]["state"],
             t["taskContext"].get("agent.id", "-"),
             task_reason(t),
@@ -155,7 +174,7 @@ def job_list(
     for j in jobs:
         d = j["jobDescriptor"]
         status = j["status"]
-        reason = status.get("reasonMessage") or status.get("reasonCode", "")
+        reason = _job_reason(status)
         rows.append(
             [
                 j["id"],
@@ -185,7 +204,7 @@ def job_get(job_id: str, url: str | None, token: str | None, as_json: bool) -> N
     finished = [t for t in tasks if t["status"]["state"] == "Finished"]
     d = j["jobDescriptor"]
     status = j["status"]
-    reason = " ".join(x for x in (status.get("reasonCode", ""), status.get("reasonMessage", "")) if x)
+    reason = _job_reason(status)
     lines = [
         f"job {j['id']}",
         f"  type:         {'batch' if 'batch' in d else 'service'} ({_size(d)})",
@@ -302,11 +321,11 @@ def _wait_job_finished(client: TitusClient, job_id: str, timeout: float, as_json
     # The last attempt of each index decides (a retry that succeeded makes up for the failures before it).
     latest: dict[int, dict[str, Any]] = {}
     for t in sorted(tasks, key=lambda t: t["status"].get("timestamp", 0)):
-        latest[int(t.get("index", 0))] = t
+        latest[task_index(t)] = t
     failed = [t for t in latest.values() if t["status"].get("reasonCode") != "normal"] if batch else []
     result = {"job": state["job"], "tasks": tasks, "failedTasks": failed}
     human = [f"job {job_id}: Finished"]
-    human += [f"  task {t['id']} (index {t.get('index', 0)}): {task_reason(t)}" for t in failed]
+    human += [f"  task {t['id']} (index {task_index(t)}): {task_reason(t)}" for t in failed]
     emit(result, as_json, "\n".join(human))
     if failed:
         raise SystemExit(EXIT_UNSUCCESSFUL)
@@ -375,7 +394,7 @@ def task_get(task_id: str, url: str | None, token: str | None, as_json: bool) ->
     ctx = t.get("taskContext", {})
     lines = [
         f"task {t['id']}",
-        f"  job:        {t['jobId']} (index {t.get('index', ctx.get('task.index', '-'))})",
+        f"  job:        {t['jobId']} (index {task_index(t)})",
         f"  state:      {t['status']['state']}",
     ]
     reason = task_reason(t)

@@ -61,10 +61,11 @@ def test_batch_submit_wait_then_job_get_and_task_get(cluster: RunningMaster, tmp
 
 def test_failures_show_their_reasons_in_human_output(cluster: RunningMaster, tmp_path: Path) -> None:
     # Exit code 3; a memory hog in 64 MB (tail keeps the newline-free "line" in memory); a runtime limit.
-    failing = batch_job(command=["/bin/sh", "-c", "exit 3"])
+    # Of two tasks, index 1 fails: exit code 6 and only that one is named.
+    failing = batch_job(size=2, command=["/bin/sh", "-c", '[ "$TITUS_TASK_INDEX" = 0 ] || exit 3'])
     r = titus(cluster, "job", "submit", write_job(tmp_path, failing), "--wait", "--timeout", "120")
     assert r.exit_code == 6, r.output
-    assert "failed" in r.stdout and "exit 3" in r.stdout
+    assert "(index 1): failed" in r.stdout and "exit 3" in r.stdout and "(index 0)" not in r.stdout
 
     oom = batch_job(command=["/bin/sh", "-c", "head -c 400000000 /dev/zero | tail"])
     r = titus(cluster, "job", "submit", write_job(tmp_path, oom), "--wait", "--timeout", "120")
