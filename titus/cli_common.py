@@ -172,3 +172,29 @@ class Progress:
     def done(self) -> None:
         if self.tty and self.last:
             click.echo("", err=True)
+
+
+def complete_ids(kind: str) -> Callable[[click.Context, click.Parameter, str], list[str]]:
+    """Shell completion of ids from the master (job, task, agent, instance-group, capacity-group): asks it
+    with the same URL and token the command would use (environment or token file), with a short timeout,
+    and offers nothing when it cannot (completion must never print errors into the shell)."""
+
+    def complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+        try:
+            client = make_client(ctx.params.get("url"), ctx.params.get("token"))
+            client.timeout = 2.0
+            if kind == "job":
+                ids = [j["id"] for j in client.jobs()]
+            elif kind == "task":
+                ids = [t["id"] for t in client.tasks()]
+            elif kind == "agent":
+                ids = [a["id"] for a in client.agents()]
+            elif kind == "instance-group":
+                ids = [g["id"] for g in client.instance_groups()]
+            else:
+                ids = [g["appName"] for g in client.capacity_groups()]
+        except Exception:
+            return []
+        return sorted(str(i) for i in ids if str(i).startswith(incomplete))
+
+    return complete

@@ -18,6 +18,7 @@ from titus.cli_common import (
     CliError,
     api_call,
     api_options,
+    complete_ids,
     emit,
     make_client,
     table,
@@ -91,7 +92,7 @@ def _one_agent(client: Any, agent_id: str) -> dict[str, Any]:
 
 
 @click.command("get")
-@click.argument("agent_id")
+@click.argument("agent_id", shell_complete=complete_ids("agent"))
 @api_options
 def agent_get(agent_id: str, url: str | None, token: str | None, as_json: bool) -> None:
     """Show one agent: state, lifecycle and why, resources, use, tasks."""
@@ -118,7 +119,7 @@ def agent_get(agent_id: str, url: str | None, token: str | None, as_json: bool) 
 
 
 @click.command("lifecycle")
-@click.argument("agent_id")
+@click.argument("agent_id", shell_complete=complete_ids("agent"))
 @click.argument("state", type=LIFECYCLES)
 @click.option("--detail", default="", help="Why (kept with the agent, shown by `agent get`).")
 @api_options
@@ -176,7 +177,7 @@ def instance_group_list(url: str | None, token: str | None, as_json: bool) -> No
 
 
 @instance_group.command("get")
-@click.argument("group_id")
+@click.argument("group_id", shell_complete=complete_ids("instance-group"))
 @api_options
 def instance_group_get(group_id: str, url: str | None, token: str | None, as_json: bool) -> None:
     """Show one instance group: lifecycle, agents, resources and free resources."""
@@ -197,7 +198,7 @@ def instance_group_get(group_id: str, url: str | None, token: str | None, as_jso
 
 
 @instance_group.command("lifecycle")
-@click.argument("group_id")
+@click.argument("group_id", shell_complete=complete_ids("instance-group"))
 @click.argument("state", type=LIFECYCLES)
 @click.option("--detail", default="", help="Why (kept with the group).")
 @api_options
@@ -266,7 +267,7 @@ def capacity_group_list(url: str | None, token: str | None, as_json: bool) -> No
 
 
 @capacity_group.command("get")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_ids("capacity-group"))
 @api_options
 def capacity_group_get(name: str, url: str | None, token: str | None, as_json: bool) -> None:
     """Show one capacity group: tier, reservation vs use."""
@@ -346,7 +347,7 @@ def _sla(
 
 
 @capacity_group.command("create")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_ids("capacity-group"))
 @_sla_options
 @api_options
 def capacity_group_create(
@@ -378,7 +379,7 @@ def capacity_group_create(
 
 
 @capacity_group.command("update")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_ids("capacity-group"))
 @_sla_options
 @api_options
 def capacity_group_update(
@@ -411,7 +412,7 @@ def capacity_group_update(
 
 
 @capacity_group.command("delete")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_ids("capacity-group"))
 @api_options
 def capacity_group_delete(name: str, url: str | None, token: str | None, as_json: bool) -> None:
     """Delete a capacity group (refused while jobs use it)."""

@@ -22,6 +22,7 @@ from titus.cli_common import (
     Progress,
     api_call,
     api_options,
+    complete_ids,
     emit,
     make_client,
     table,
@@ -193,7 +194,7 @@ def job_list(
 
 
 @job.command("get")
-@click.argument("job_id")
+@click.argument("job_id", shell_complete=complete_ids("job"))
 @api_options
 def job_get(job_id: str, url: str | None, token: str | None, as_json: bool) -> None:
     """Show one job and all its tasks, finished ones too, with how each ended or why it waits."""
@@ -230,7 +231,7 @@ def job_get(job_id: str, url: str | None, token: str | None, as_json: bool) -> N
 
 
 @job.command("kill")
-@click.argument("job_id")
+@click.argument("job_id", shell_complete=complete_ids("job"))
 @wait_options
 @api_options
 def job_kill(
@@ -248,7 +249,7 @@ def job_kill(
 
 
 @job.command("scale")
-@click.argument("job_id")
+@click.argument("job_id", shell_complete=complete_ids("job"))
 @click.option("--min", "min_", type=int)
 @click.option("--desired", type=int)
 @click.option("--max", "max_", type=int)
@@ -385,7 +386,7 @@ def task_list(
 
 
 @task.command("get")
-@click.argument("task_id")
+@click.argument("task_id", shell_complete=complete_ids("task"))
 @api_options
 def task_get(task_id: str, url: str | None, token: str | None, as_json: bool) -> None:
     """Show one task: state and why, agent, resources, usage and its status history."""
@@ -425,7 +426,7 @@ def task_get(task_id: str, url: str | None, token: str | None, as_json: bool) ->
 
 
 @task.command("kill")
-@click.argument("task_id")
+@click.argument("task_id", shell_complete=complete_ids("task"))
 @click.option("--shrink", is_flag=True, help="Also lower the service job's desired count.")
 @wait_options
 @api_options
@@ -456,7 +457,7 @@ def task_kill(
 
 
 @task.command("logs")
-@click.argument("task_id")
+@click.argument("task_id", shell_complete=complete_ids("task"))
 @click.option("--stderr", is_flag=True, help="Show stderr instead of stdout.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing what the task writes until it ends.")
 @click.option("--tail", "tail_bytes", type=click.IntRange(min=1), help="Start this many bytes from the end.")

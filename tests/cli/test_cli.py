@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.cli.harness import AGENT_ID, cli_cluster, titus
-from tests.conftest import RunningMaster, batch_job, service_job
+from tests.conftest import API_TOKEN, RunningMaster, batch_job, service_job
 
 pytestmark = pytest.mark.e2e
 
@@ -328,3 +328,28 @@ def test_help_imports_no_http_client_master_or_agent() -> None:
             in {"requests", "urllib3", "master", "agent", "boto3", "botocore", "pydantic", "flask", "http"}
         }
         assert heavy == set(), (args, heavy)
+
+
+def test_completion_offers_ids_from_the_master(cluster: RunningMaster, tmp_path: Path) -> None:
+    r = titus(cluster, "job", "submit", write_job(tmp_path, service_job(desired=0)), "--json")
+    job_id = json.loads(r.stdout)["id"]
+
+    def complete(words: str, cword: int) -> list[str]:
+        env = {**os.environ, "_TITUS_COMPLETE": "bash_complete", "COMP_WORDS": words,
+               "COMP_CWORD": str(cword), "TITUS_URL": cluster.url, "TITUS_API_TOKEN": API_TOKEN,
+               "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        done = subprocess.run(["titus"], capture_output=True, text=True, timeout=60, check=False, env=env)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()
+
+    assert f"plain,{job_id}" in complete(f"titus job get {job_id[:6]}", 3)
+    assert complete("titus agent get cli-", 3) == [f"plain,{AGENT_ID}"]
+    assert "plain,asg-cli" in complete("titus instance-group get asg", 3)
+    assert "plain,DEFAULT" in complete("titus capacity-group get DEF", 3)
+    # Without a master to ask, completion offers nothing and prints no error into the shell.
+    env = {**os.environ, "_TITUS_COMPLETE": "bash_complete", "COMP_WORDS": "titus job get ab",
+           "COMP_CWORD": "3", "TITUS_URL": "http://127.0.0.1:1", "TITUS_API_TOKEN": API_TOKEN,
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(["titus"], capture_output=True, text=True, timeout=60, check=False, env=env)
+    assert done.returncode == 0 and done.stdout.strip() == "" and done.stderr == ""
+    assert titus(cluster, "job", "kill", job_id).exit_code == 0
