@@ -45,6 +45,7 @@ def run(lines: int, interval: float) -> dict[str, Any]:
     from master.server import MasterConfig, MasterServer
     from titus.client import TitusClient
 
+    result = run_facts(lines=lines, interval_s=interval, runtime="oci", sqlite_synchronous="NORMAL")
     with tempfile.TemporaryDirectory() as tmp:
         server = MasterServer(MasterConfig(port=0, data_dir=Path(tmp) / "master", api_token=API_TOKEN,
                                            agent_token=AGENT_TOKEN, sqlite_synchronous="NORMAL"))
@@ -114,7 +115,6 @@ def run(lines: int, interval: float) -> dict[str, Any]:
     if not latencies:
         raise RuntimeError("no line was written after the follower started")
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    result = run_facts(lines=lines, interval_s=interval, runtime="oci", sqlite_synchronous="NORMAL")
     result["figures"] = {
         "lines_measured": len(latencies),
         "follow_latency_p50_ms": round(statistics.median(latencies), 1),
