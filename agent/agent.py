@@ -8,6 +8,7 @@ after either side restarts, reconciliation is this same code path (DESIGN.md #1)
 
 from __future__ import annotations
 
+import base64
 import logging
 import math
 import threading
@@ -19,11 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent import fence
+from agent import fence, task_logs
 from agent.master_client import MasterClient, MasterUnavailable, SessionExpired
 from agent.runtime.base import ExitStatus, LaunchError, Runtime, TaskSpec
+from agent.task_logs import LogChunk
 
 log = logging.getLogger("titus.agent")
+
+MAX_LOG_READS = 64  # log reads answered at once (each a thread; a follow waits in one)
+MAX_LOG_CHUNK = 1 << 20  # bytes per answer, as the master's route caps it
 
 
 @dataclass
@@ -40,6 +45,7 @@ class AgentConfig:
     report_interval_s: float = 1.0
     kill_tasks_on_exit: bool = False
     log_tail_bytes: int = 16_384
+    log_max_bytes: int = 64 << 20  # disk bound of one task's stdout + stderr (TITUS_TASK_LOG_MAX_MB); rotated
     pids_limit: int = 1024  # per task; Titus's job spec has no pids field, so the host sets one
     self_fence: bool = True  # see agent/fence.py
     min_available_memory_mb: int = 256  # below this much available host memory, take no new work
@@ -73,6 +79,8 @@ class Agent:
         self.last_wanted: set[str] | None = None
         self.last_scan = 0.0
         self.lock = threading.Lock()
+        self.log_reads: set[str] = set()  # log reads of the master being answered (their request ids)
+        self.log_archive: task_logs.LogArchiveWriter | None = None  # S3 for finished tasks' logs, if any
         self.tasks: dict[str, LocalTask] = {}
         self.updates: list[dict[str, Any]] = []
         self.wake_reporter = threading.Event()
@@ -182,8 +190,8 @@ class Agent:
                     continue  # answered for a session we have since replaced
                 self.version = int(desired["version"])
                 self.converge(desired["tasks"], time.monotonic())
-                for task_id in desired.get("logRequests", []):
-                    self.launcher.submit(self._upload_logs, task_id)
+                for read in desired.get("logReads", []):
+                    self._start_log_read(read)
             except SessionExpired:
                 self.register(session)
             except MasterUnavailable as exc:
@@ -285,6 +293,10 @@ class Agent:
                     self._scan(time.monotonic())
                 except Exception:  # never at the cost of the heartbeat
                     log.exception("scan for unknown tasks failed")
+                try:
+                    self._rotate_logs()
+                except Exception:
+                    log.exception("log rotation failed")
                 self._report_once()
             except SessionExpired:
                 self.register(session)
@@ -364,6 +376,8 @@ class Agent:
                 if u["state"] == "Finished":
                     # The master has durably recorded the end: the task's resources can go.
                     self.runtime.cleanup(u["taskId"])
+                    if self.log_archive is not None:
+                        self.launcher.submit(self._archive_logs, u["taskId"])
                     del self.tasks[u["taskId"]]
                     self.unknown_since.pop(u["taskId"], None)
                     self.done[u["taskId"]] = None
@@ -378,15 +392,91 @@ class Agent:
         except Exception:
             return ""
 
-    def _upload_logs(self, task_id: str) -> None:
+    # ============================================================================== byte-range log reads
+    def _start_log_read(self, read: dict[str, Any]) -> None:
+        """Answer one log read of the master's in a thread of its own: a follow may wait up to waitMs for
+        the log to grow, and must hold neither the launcher pool nor the poll loop. The master lists a read
+        until it is answered, so one already in flight is not started twice."""
+        request_id = str(read.get("id", ""))
+        with self.lock:
+            if not request_id or request_id in self.log_reads or len(self.log_reads) >= MAX_LOG_READS:
+                return
+            self.log_reads.add(request_id)
+        threading.Thread(target=self._answer_log_read, args=(read,), name="log-read", daemon=True).start()
+
+    def _task_ended(self, task_id: str) -> bool:
+        with self.lock:
+            local = self.tasks.get(task_id)
+        if local is None:
+            return True  # its end was acknowledged and its resources released; the files stay
+        if local.finished is not None:
+            return True
         try:
-            with self.lock:
-                found = task_id in self.tasks
-            out = self._tail(task_id, "stdout") if found else ""
-            err = self._tail(task_id, "stderr") if found else ""
-            self.client.upload_logs(self.config.agent_id, task_id, self.session, out, err, found)
+            return self.runtime.poll(task_id) is not None
+        except Exception:
+            return True
+
+    def _answer_log_read(self, read: dict[str, Any]) -> None:
+        request_id, task_id = str(read["id"]), str(read["taskId"])
+        stream = "stderr" if read.get("stream") == "stderr" else "stdout"
+        try:
+            offset, limit = int(read.get("offset", 0)), max(0, min(int(read.get("limit", 0)), MAX_LOG_CHUNK))
+            wait_s = min(max(0, int(read.get("waitMs", 0))), 60_000) / 1000
+            chunk = self._read_log(task_id, stream, offset, limit, wait_s)
+            body: dict[str, Any] = {"requestId": request_id, "stream": stream, "found": chunk is not None}
+            if chunk is not None:
+                final = self._task_ended(task_id) and chunk.offset + len(chunk.data) >= chunk.size
+                body.update({"offset": chunk.offset, "size": chunk.size, "start": chunk.start, "final": final,
+                             "dataB64": base64.b64encode(chunk.data).decode()})
+            self.client.upload_log_chunk(self.config.agent_id, task_id, self.session, body)
         except Exception as exc:
-            log.warning("log upload for %s failed: %s", task_id, exc)
+            log.warning("log read %s for %s failed: %s", request_id, task_id, exc)
+        finally:
+            with self.lock:
+                self.log_reads.discard(request_id)
+
+    def _read_log(self, task_id: str, stream: str, offset: int, limit: int, wait_s: float) -> LogChunk | None:
+        try:
+            path = self.runtime.log_path(task_id, stream)
+        except (KeyError, ValueError):
+            return None
+        if path is None:
+            # A runtime without a plain file (Docker while the container exists): its whole log, sliced.
+            data = self.runtime.logs(task_id, stream, 1 << 62)
+            begin = min(max(len(data) + offset if offset < 0 else offset, 0), len(data))
+            return LogChunk(data[begin:begin + limit], begin, len(data), 0)
+        if wait_s > 0:
+            task_logs.wait_for_growth(path, offset, wait_s, lambda: self._task_ended(task_id) or
+                                      self.stopping.is_set())
+        return task_logs.read_range(path, offset, limit)
+
+    def _archive_logs(self, task_id: str) -> None:
+        """Upload a finished task's logs (what rotation kept) once the master recorded its end, so they
+        outlive this agent; the files stay here too. A failed upload is logged: the tail is in the master."""
+        for stream in ("stdout", "stderr"):
+            try:
+                path = self.runtime.log_path(task_id, stream)
+                chunk = task_logs.read_range(path, 0, 1 << 62) if path is not None else None
+                if chunk is None:
+                    data = self.runtime.logs(task_id, stream, 1 << 62)
+                    chunk = LogChunk(data, 0, len(data), 0)
+                if self.log_archive is not None:
+                    self.log_archive.put(task_id, stream, chunk.data, chunk.offset)
+            except Exception as exc:
+                log.warning("archiving the %s of %s failed: %s", stream, task_id, exc)
+
+    def _rotate_logs(self) -> None:
+        """Keep every running task's stdout + stderr within log_max_bytes on disk (agent/task_logs.py)."""
+        with self.lock:
+            task_ids = list(self.tasks)
+        for task_id in task_ids:
+            for stream in ("stdout", "stderr"):
+                try:
+                    path = self.runtime.log_path(task_id, stream)
+                except (KeyError, ValueError):
+                    continue
+                if path is not None:
+                    task_logs.rotate(path, self.config.log_max_bytes // 2)
 
 
 def unavailable_reason(host: Mapping[str, float], min_available_mb: int) -> str:

@@ -78,6 +78,7 @@ def config_from(values: Mapping[str, str]) -> tuple[AgentConfig, str, str, Path,
         kill_tasks_on_exit=values.get("TITUS_KILL_TASKS_ON_EXIT", "false").lower() == "true",
         self_fence=values.get("TITUS_SELF_FENCE", "true").lower() == "true",
         min_available_memory_mb=get_int(values, "TITUS_MIN_AVAILABLE_MEMORY_MB", 256),
+        log_max_bytes=get_int(values, "TITUS_TASK_LOG_MAX_MB", 64) << 20,
     )
     data_dir = Path(values.get("TITUS_DATA_DIR", "/var/lib/titus-agent"))
     return config, url, token, data_dir, values.get("TITUS_RUNTIME", "oci")
@@ -121,6 +122,10 @@ def run_agent(values: Mapping[str, str]) -> None:
                             get_int(values, "TITUS_IMAGE_CACHE_MB", 20_480),
                             Path(cache_dir) if cache_dir else None)
     agent = Agent(config, runtime, MasterClient(url, token), _host_stats_reader(), data_dir, runtime_name)
+    if values.get("TITUS_LOG_S3_BUCKET"):
+        from shared.log_archive import from_settings
+
+        agent.log_archive = from_settings(values)  # finished tasks' logs go there (agent/task_logs.py)
     done = threading.Event()
 
     def _stop(signum: int, _frame: object) -> None:

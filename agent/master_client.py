@@ -72,7 +72,7 @@ class MasterClient:
     def report(self, agent_id: str, body: dict[str, Any]) -> None:
         self._call("POST", f"/{agent_id}/status", self.timeout_s, json=body)
 
-    def upload_logs(self, agent_id: str, task_id: str, session: int, stdout: str, stderr: str,
-                    found: bool) -> None:
-        self._call("POST", f"/{agent_id}/logs/{task_id}", 15,
-                   json={"sessionEpoch": session, "stdout": stdout, "stderr": stderr, "found": found})
+    def upload_log_chunk(self, agent_id: str, task_id: str, session: int, body: dict[str, Any]) -> None:
+        """One byte range of one stream, the answer to a logReads entry of the desired set."""
+        self._call("POST", f"/{agent_id}/logs/{task_id}", 15, json={"sessionEpoch": session, **body})
+

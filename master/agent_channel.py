@@ -142,7 +142,8 @@ class AgentChannel(ManagerBase):
             for task_id in sorted(agent.stale_tasks):
                 # Already replaced elsewhere: no grace, the overlap has lasted long enough.
                 tasks.append({"taskId": task_id, "kill": True, "killGraceMs": 0, "stale": True})
-            return {"version": agent.version, "tasks": tasks, "logRequests": sorted(agent.log_requests)}
+            reads = [r for r in self._log_reads.values() if r["agentId"] == agent_id]
+            return {"version": agent.version, "tasks": tasks, "logReads": reads}
 
     def agent_report(self, agent_id: str, report: AgentStatusReport) -> None:
         now = self.clock()
@@ -182,10 +183,12 @@ class AgentChannel(ManagerBase):
         if writes or became_schedulable:
             self.schedule_wanted.set()
 
-    def log_upload(
-        self, agent_id: str, task_id: str, session: int, stdout: str, stderr: str, found: bool
-    ) -> None:
+    def log_chunk(self, agent_id: str, session: int, request_id: str, chunk: dict[str, Any]) -> None:
+        """The agent's answer to one byte-range read; ignored unless someone still waits for it."""
         with self.lock:
             self._agent_session(agent_id, session)
-            self._log_uploads[task_id] = (stdout, stderr, found)
+            read = self._log_reads.get(request_id)
+            if read is None or read["agentId"] != agent_id:
+                return
+            self._log_chunks[request_id] = chunk
             self._logs_changed.notify_all()

@@ -10,8 +10,9 @@ master/snapshot.py and master/timers.py.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from master.agent_channel import AgentChannel
 from master.api.models import (
@@ -36,6 +37,7 @@ from master.manager_base import (
     engine_resources,
     task_resources,
 )
+from master.resource_backend import NativeBackend
 from master.scheduling import Scheduling
 from master.store.base import Write
 from master.timer_pass import TimerPass
@@ -251,7 +253,22 @@ class JobManager(AgentChannel, Scheduling, TimerPass, GroupAdmin, BackendSeam, M
             selected.sort(key=lambda t: (t.job_id, t.index, t.machine.status.timestamp_ms))
             return [self._task_wire(t) for t in selected]
 
-    def task_logs(self, task_id: str, stream: str) -> str:
+    #: Where finished tasks' logs are read once no agent holds them (shared/log_archive.py); None: nowhere.
+    log_archive: LogArchiveReader | None = None
+
+    def task_log_range(
+        self, task_id: str, stream: str, offset: int, limit: int, wait_s: float
+    ) -> dict[str, Any]:
+        """A byte range of a task's stdout or stderr: `offset` from the start (negative: from the end), at
+        most `limit` bytes. Its agent reads it from the task's files, through the desired-set channel (the
+        master never connects to agents), for running tasks and for finished ones whose agent still holds
+        their files; with wait_s > 0 the agent answers as soon as the log grows past `offset`, or the task
+        ends (what `titus task logs --follow` waits on). When no agent can answer (gone, lost, an agent that
+        does not know logReads), a finished task's logs come from the archive (S3) if there is one, else from
+        the tail stored with the task; `source` says which.
+
+        Returns {"data": bytes, "offset": where data starts, "size": the stream's length so far, "start":
+        the first offset still kept (rotation), "final": no more will come, "source"}."""
         with self.lock:
             task = self.tasks.get(task_id) or self._find_archived_task(task_id)
             if task is None:
@@ -259,18 +276,50 @@ class JobManager(AgentChannel, Scheduling, TimerPass, GroupAdmin, BackendSeam, M
                 if stored is None:
                     raise NotFound(f"task {task_id} not found")
                 task = Task.from_record(stored.record, stored.version)
-            if not task.active or task.agent_id is None or task.agent_id not in self.agents:
-                return task.stdout_tail if stream == "stdout" else task.stderr_tail
-            agent = self.agents[task.agent_id]
-            agent.log_requests.add(task_id)
-            agent.version += 1
-            self._log_uploads.pop(task_id, None)
-            self._wake_agent(agent.id)
-            self._logs_changed.wait_for(
-                lambda: task_id in self._log_uploads or self.closing, timeout=self.settings.log_wait_s
-            )
-            upload = self._log_uploads.pop(task_id, None)
-            agent.log_requests.discard(task_id)
-            if upload is None or not upload[2]:
-                return task.stdout_tail if stream == "stdout" else task.stderr_tail
-            return upload[0] if stream == "stdout" else upload[1]
+            agent = self.agents.get(task.agent_id) if task.agent_id else None
+            native = isinstance(self.backend, NativeBackend)  # Mesos executors do not read desired sets
+            if agent is not None and not agent.lost and agent.registered and native:
+                following = sum(1 for r in self._log_reads.values() if r["waitMs"] > 0)
+                if wait_s > 0 and following >= MAX_FOLLOW_WAITS:
+                    wait_s = 0  # followers must not take the HTTP threads the agents' long polls need
+                request_id = uuid.uuid4().hex
+                self._log_reads[request_id] = {"id": request_id, "agentId": agent.id, "taskId": task_id,
+                                               "stream": stream, "offset": offset, "limit": limit,
+                                               "waitMs": int(wait_s * 1000)}
+                agent.version += 1
+                self._wake_agent(agent.id)
+                self._logs_changed.wait_for(lambda: request_id in self._log_chunks or self.closing,
+                                            timeout=wait_s + self.settings.log_wait_s)
+                self._log_reads.pop(request_id, None)
+                chunk = self._log_chunks.pop(request_id, None)
+                if chunk is not None and chunk.get("found", True):
+                    return chunk
+        # Outside the lock: the archive is a network call.
+        if self.log_archive is not None and not task.active:
+            try:
+                archived = self.log_archive.read(task_id, stream, offset, limit)
+            except Exception as exc:  # an unreachable archive must not fail the read: the tail is still here
+                log.warning("reading the logs of %s from the archive failed: %s", task_id, exc)
+                archived = None
+            if archived is not None:
+                return archived
+        return _tail_range(task, stream, offset, limit)
+
+
+class LogArchiveReader(Protocol):
+    """Finished tasks' logs kept outside the agents (shared/log_archive.py: S3)."""
+
+    def read(self, task_id: str, stream: str, offset: int, limit: int) -> dict[str, Any] | None: ...
+
+
+#: Follow reads (waitMs > 0) held at once; each holds an HTTP worker thread (MasterConfig.threads, 64).
+MAX_FOLLOW_WAITS = 16
+
+
+def _tail_range(task: Task, stream: str, offset: int, limit: int) -> dict[str, Any]:
+    """The range of the tail the agent reported with the task's end (all we have without its agent)."""
+    data = (task.stdout_tail if stream == "stdout" else task.stderr_tail).encode()
+    begin = max(0, len(data) + offset) if offset < 0 else min(offset, len(data))
+    piece = data[begin:begin + limit]
+    return {"data": piece, "offset": begin, "size": len(data), "start": 0, "final": not task.active,
+            "source": "tail"}

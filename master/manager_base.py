@@ -143,7 +143,10 @@ class ManagerBase:
         self.fenced = False
         self.schedule_wanted = threading.Event()
         self.on_fenced: Callable[[], None] = lambda: None
-        self._log_uploads: dict[str, tuple[str, str, bool]] = {}
+        # Byte-range log reads (GET /tasks/{id}/logs) waiting for the agent's answer, by request id; the
+        # agent sees them in its desired set ("logReads") and answers with a chunk (task_log_range).
+        self._log_reads: dict[str, dict[str, Any]] = {}
+        self._log_chunks: dict[str, dict[str, Any]] = {}
         self.closing = False
         # Event-driven scheduling state: a pass looks at new tasks only, unless capacity changed (an agent
         # came, went or freed resources), when every pending task gets another chance.

@@ -44,6 +44,8 @@ class MasterConfig:
     zk_session_timeout_s: float = 10.0
     zk_root: str = "/titus/master"
     advertise_url: str = ""  # what standbys forward to; default http://<host>:<port>
+    # Finished tasks' logs once their agent is gone: a shared.log_archive.S3LogArchive, or None.
+    log_archive: Any = None
 
 
 #: Exit code of a master that lost leadership (or was fenced): its supervisor restarts it as a standby.
@@ -150,6 +152,7 @@ class MasterServer:
             self.store, clock, Settings(heartbeat_timeout_ms=config.heartbeat_timeout_ms)
         )
         self.manager.backend = build_backend(config, self.manager)
+        self.manager.log_archive = config.log_archive
         self.loops = Loops(self.manager)
         self.exit_code = 0
         self._role = "standby"

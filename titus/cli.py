@@ -1,9 +1,13 @@
-"""The `titus` command: run the components (dev, master, agent) and drive the API (job, task)."""
+"""The `titus` command: run the components (dev, master, agent) and drive the API (job, task, agent, groups).
+
+Start-up time matters for a command typed many times a day: this module imports only click and the small
+config parser. The API commands live in titus.cli_jobs and titus.cli_fleet and are imported only when one of
+them runs (LazyGroup), and every heavy import (requests, the master, the agent, boto3) is inside a function.
+"""
 
 from __future__ import annotations
 
-import json
-import logging
+import importlib
 import os
 import signal
 import sys
@@ -14,31 +18,136 @@ from typing import Any, NoReturn
 import click
 
 from shared.config import ConfigError, get_float, get_int, merged
-from shared.logs import configure as configure_logging
-from titus.client import ApiError, TitusClient
-
-DEFAULT_URL = "http://127.0.0.1:7001"
+from titus.cli_common import EXIT_BAD_INPUT, EXIT_ERROR, CliError, json_wanted, report_error
 
 
 def _setup_logging(level: str = "INFO") -> None:
     """JSON lines by default (TITUS_LOG_FORMAT=text for the old plain format)."""
+    import logging
+
+    from shared.logs import configure as configure_logging
+
     fmt = os.environ.get("TITUS_LOG_FORMAT", "json").lower()
     configure_logging(getattr(logging, level.upper(), logging.INFO), "text" if fmt == "text" else "json")
 
 
-def _fail(message: str, code: int = 1) -> NoReturn:
+def _fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
 
-@click.group()
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use: `lazy` maps a name to ("module:attribute",
+    short help). `--help` lists them from the short help without importing anything; a subcommand whose
+    module needs an optional extra that is missing stays listed and says what is missing when run."""
+
+    def __init__(self, *args: Any, lazy: dict[str, tuple[str, str]] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands or cmd_name not in self.lazy:
+            return super().get_command(ctx, cmd_name)
+        target, short_help = self.lazy[cmd_name]
+        module_name, _, attribute = target.partition(":")
+        try:
+            command = getattr(importlib.import_module(module_name), attribute)
+        except ImportError as exc:
+            command = _unavailable(cmd_name, short_help, str(exc))
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{target} is not a click command")
+        self.add_command(command, cmd_name)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """As click's, but a command not imported yet shows its short help from `lazy`."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.commands.get(name)
+            if command is None:
+                rows.append((name, self.lazy[name][1]))
+            elif not command.hidden:
+                rows.append((name, command.get_short_help_str(formatter.width - 30)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def _unavailable(name: str, short_help: str, missing: str) -> click.Command:
+    """Stands in for a command whose optional extra is not installed."""
+
+    @click.command(name, help=short_help, context_settings={"ignore_unknown_options": True})
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def unavailable(args: tuple[str, ...]) -> None:
+        _fail(f"titus {name} is not available here: {missing}")
+
+    return unavailable
+
+
+class TitusGroup(LazyGroup):
+    """The root group: errors that happen before a command runs (usage errors, a bad option) are reported
+    as a JSON error object too when the command line has --json, with the same exit codes (docs/cli.md)."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        if not standalone_mode:
+            return super().main(argv, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(EXIT_ERROR)
+        except click.ClickException as exc:
+            if json_wanted(argv):
+                report_error(CliError(exc.format_message(), exc.exit_code), True)
+            exc.show()
+            sys.exit(exc.exit_code)
+        except CliError as exc:
+            report_error(exc, json_wanted(argv))
+        sys.exit(0)
+
+
+_API_COMMANDS = {
+    "job": ("titus.cli_jobs:job", "Submit and manage jobs."),
+    "task": ("titus.cli_jobs:task", "Inspect and kill tasks, read their logs."),
+    "instance-group": ("titus.cli_fleet:instance_group", "Agent pools: list, get, lifecycle."),
+    "capacity-group": ("titus.cli_fleet:capacity_group", "Capacity groups: reservations and their use."),
+    "cluster": ("titus.cluster:cluster", "Bring a cluster up on AWS with Terraform."),
+    "capacity-controller": ("capacity.cli:capacity_controller", "Size the agent autoscaling groups."),
+}
+
+
+@click.group(cls=TitusGroup, lazy=_API_COMMANDS)
 @click.version_option("0.1.0", prog_name="titus")
 def main() -> None:
-    """Titus in Python: run containers on a fleet of hosts."""
+    """Titus in Python: run containers on a fleet of hosts.
+
+    Exit codes: 0 ok, 1 error (the master failed or is unreachable), 2 bad input, 3 not found, 4 token
+    refused, 5 --wait timed out, 6 --wait saw the job or task end badly. With --json, results and errors
+    ({"error": {...}}) are JSON on stdout. Completion: eval "$(titus completion bash)".
+    """
+
+
+@main.command(short_help="Print the shell completion script.")
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script (click's): eval "$(titus completion bash)"."""
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    if cls is None:
+        _fail(f"no completion for {shell}", EXIT_BAD_INPUT)
+    click.echo(cls(main, {}, "titus", "_TITUS_COMPLETE").source())
 
 
 # ==================================================================================== components
-@main.command()
+@main.command(short_help="All-in-one cluster: a master and a local agent.")
 @click.option("--port", default=7001, show_default=True, help="API port on 127.0.0.1.")
 @click.option("--data-dir", default=".titus", show_default=True, type=click.Path(path_type=Path))
 @click.option("--agent-memory-mb", default=None, type=int, help="Memory the local agent offers.")
@@ -102,7 +211,24 @@ def _master_config(values: dict[str, str], port: int | None = None, data_dir: Pa
         advertise_url=values.get("TITUS_ADVERTISE_URL", ""),
         backend=backend,
         mesos=_mesos_options(values) if backend == "mesos" else {},
+        log_archive=_log_archive(values),
     )
+
+
+def _log_archive(values: dict[str, str]) -> Any:
+    """TITUS_LOG_S3_*: where finished tasks' logs are read from once their agent is gone (or None). The
+    master sets the retention rule on the prefix; an unreachable S3 is said, not fatal."""
+    if not values.get("TITUS_LOG_S3_BUCKET"):
+        return None
+    from shared.log_archive import LogArchiveError, from_settings
+
+    archive = from_settings(values)
+    if archive is not None:
+        try:
+            archive.ensure_retention()
+        except LogArchiveError as exc:
+            click.echo(f"warning: {exc}", err=True)
+    return archive
 
 
 def _mesos_options(values: dict[str, str]) -> dict[str, Any]:
@@ -124,7 +250,7 @@ def _mesos_options(values: dict[str, str]) -> dict[str, Any]:
     return options
 
 
-@main.command()
+@main.command(short_help="Run a master: API, scheduler, store.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="KEY=VALUE file.")
 @click.option("--port", type=int, help="Overrides TITUS_PORT.")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Overrides TITUS_DATA_DIR.")
@@ -169,6 +295,8 @@ def master(config_file: str | None, port: int | None, data_dir: Path | None, zk_
         _fail(str(exc))
 
     def _graceful(signum: int, _frame: object) -> None:
+        import logging
+
         logging.getLogger("titus.master").info("signal %d: handing over and stopping", signum)
         threading.Thread(target=server.shutdown, name="shutdown", daemon=True).start()
 
@@ -213,12 +341,26 @@ def db_migrate(config_file: str | None, data_dir: Path | None) -> None:
     click.echo(f"schema of the {values.get('TITUS_STORE', 'sqlite')} store is current{suffix}")
 
 
-@main.command()
+_AGENT_COMMANDS = {
+    "list": ("titus.cli_fleet:agent_list", "List the agents: lifecycle, tier, group, tasks, free resources."),
+    "get": ("titus.cli_fleet:agent_get", "Show one agent: state, lifecycle and why, resources, tasks."),
+    "lifecycle": ("titus.cli_fleet:agent_lifecycle", "Set a lifecycle: Active, PhasedOut, Removable."),
+}
+
+
+@main.group(cls=LazyGroup, lazy=_AGENT_COMMANDS, invoke_without_command=True,
+            short_help="Run an agent here, or list, get, lifecycle.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="KEY=VALUE file.")
 @click.option("--runtime", type=click.Choice(["oci", "process", "docker"]), help="Overrides TITUS_RUNTIME.")
 @click.option("--master-url", help="Overrides TITUS_MASTER_URL (comma-separated: any master serves).")
-def agent(config_file: str | None, runtime: str | None, master_url: str | None) -> None:
-    """Run an agent on this host from a config file plus TITUS_* environment variables."""
+@click.pass_context
+def agent(ctx: click.Context, config_file: str | None, runtime: str | None, master_url: str | None) -> None:
+    """Without a subcommand: run an agent on this host from a config file plus TITUS_* environment variables.
+
+    With one: look at the cluster's agents through the API (list, get, lifecycle).
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     from agent.main import run_agent
 
     try:
@@ -233,7 +375,7 @@ def agent(config_file: str | None, runtime: str | None, master_url: str | None) 
         _fail(str(exc))
 
 
-@main.command()
+@main.command(short_help="titus-executor, run by a Mesos agent.")
 @click.option("--runtime", type=click.Choice(["oci", "process", "docker"]), help="Overrides TITUS_RUNTIME.")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Task data (default $MESOS_SANDBOX/titus).")
 def executor(runtime: str | None, data_dir: Path | None) -> None:
@@ -250,243 +392,6 @@ def executor(runtime: str | None, data_dir: Path | None) -> None:
     except (ConfigError, OSError, KeyError) as exc:
         _fail(str(exc))
 
-
-# ============================================================================== API: shared bits
-def _client(url: str | None, token: str | None) -> TitusClient:
-    url = url or os.environ.get("TITUS_URL") or DEFAULT_URL
-    token = token or os.environ.get("TITUS_API_TOKEN")
-    if not token:
-        token_file = Path(os.environ.get("TITUS_DATA_DIR", ".titus")) / "api-token"
-        if token_file.exists():
-            token = token_file.read_text().strip()
-    if not token:
-        _fail("no API token: set TITUS_API_TOKEN or pass --token (titus dev writes one to .titus/api-token)")
-    return TitusClient(url, token)
-
-
-def _api_options(f: Any) -> Any:
-    f = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
-    f = click.option("--token", help="API token (default: $TITUS_API_TOKEN or .titus/api-token).")(f)
-    f = click.option("--url", help=f"Master URL (default: $TITUS_URL or {DEFAULT_URL}).")(f)
-    return f
-
-
-def _run(action: Any) -> Any:
-    try:
-        return action()
-    except ApiError as exc:
-        _fail(str(exc), 2 if 400 <= exc.status < 500 else 1)
-
-
-def _emit(data: Any, as_json: bool, human: str) -> None:
-    click.echo(json.dumps(data, indent=2) if as_json else human)
-
-
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *rows]
-    ]
-    return "\n".join(lines)
-
-
-# ========================================================================================== jobs
-@main.group()
-def job() -> None:
-    """Submit and manage jobs."""
-
-
-@job.command("submit")
-@click.argument("file", type=click.File("r"))
-@click.option("--idempotency-key", help="Retrying with the same key returns the same job.")
-@_api_options
-def job_submit(
-    file: Any, idempotency_key: str | None, url: str | None, token: str | None, as_json: bool
-) -> None:
-    """Submit the job descriptor in FILE (- for stdin)."""
-    try:
-        descriptor = json.load(file)
-    except json.JSONDecodeError as exc:
-        _fail(f"{getattr(file, 'name', 'input')} is not valid JSON: {exc}")
-    client = _client(url, token)
-    job_id = _run(lambda: client.submit(descriptor, idempotency_key))
-    _emit({"id": job_id}, as_json, f"job {job_id} accepted")
-
-
-@job.command("list")
-@click.option("--state", "job_state", help="Accepted, KillInitiated or Finished.")
-@click.option("--app", "application_name", help="Application name.")
-@_api_options
-def job_list(
-    job_state: str | None, application_name: str | None, url: str | None, token: str | None, as_json: bool
-) -> None:
-    """List jobs (active ones unless --state Finished)."""
-    client = _client(url, token)
-    filters = {k: v for k, v in {"jobState": job_state, "applicationName": application_name}.items() if v}
-    jobs = _run(lambda: client.jobs(**filters))
-    rows = []
-    for j in jobs:
-        d = j["jobDescriptor"]
-        size = (
-            f"{d['batch']['size']} tasks"
-            if "batch" in d
-            else "{min}/{desired}/{max}".format(**d["service"]["capacity"])
-        )
-        rows.append(
-            [
-                j["id"],
-                "batch" if "batch" in d else "service",
-                j["status"]["state"],
-                d["applicationName"],
-                size,
-            ]
-        )
-    _emit(jobs, as_json, _table(rows, ["ID", "TYPE", "STATE", "APPLICATION", "SIZE"]) if rows else "no jobs")
-
-
-@job.command("get")
-@click.argument("job_id")
-@_api_options
-def job_get(job_id: str, url: str | None, token: str | None, as_json: bool) -> None:
-    """Show one job and its tasks: the active ones, then the finished ones (how each ended)."""
-    client = _client(url, token)
-    j = _run(lambda: client.job(job_id))
-    tasks = _run(lambda: client.tasks(job_id))
-    # The task list serves active tasks unless asked for Finished ones; a finished batch has only those,
-    # and their ids are what `titus task logs` needs.
-    finished = _run(lambda: client.tasks(job_id, "Finished"))
-    d = j["jobDescriptor"]
-    lines = [
-        f"job {j['id']}",
-        f"  application: {d['applicationName']}",
-        f"  state:       {j['status']['state']} ({j['status'].get('reasonCode', '')})",
-        f"  image:       {d['container']['image']['name']}",
-        f"  active tasks: {len(tasks)}",
-    ]
-    for t in tasks:
-        extra = f"  pending: {t['pendingReason']}" if t.get("pendingReason") else ""
-        lines.append(f"    {t['id']}  {t['status']['state']}{extra}")
-    lines.append(f"  finished tasks: {len(finished)}")
-    for t in finished:
-        why = f"{t['status'].get('reasonCode', '')}  {t['status'].get('reasonMessage', '')}".rstrip()
-        lines.append(f"    {t['id']}  {why}")
-    _emit({"job": j, "tasks": tasks, "finishedTasks": finished}, as_json, "\n".join(lines))
-
-
-@job.command("kill")
-@click.argument("job_id")
-@_api_options
-def job_kill(job_id: str, url: str | None, token: str | None, as_json: bool) -> None:
-    """Kill a job and all its tasks."""
-    client = _client(url, token)
-    _run(lambda: client.kill_job(job_id))
-    _emit({"id": job_id, "killed": True}, as_json, f"job {job_id}: kill initiated")
-
-
-@job.command("scale")
-@click.argument("job_id")
-@click.option("--min", "min_", type=int)
-@click.option("--desired", type=int)
-@click.option("--max", "max_", type=int)
-@_api_options
-def job_scale(
-    job_id: str,
-    min_: int | None,
-    desired: int | None,
-    max_: int | None,
-    url: str | None,
-    token: str | None,
-    as_json: bool,
-) -> None:
-    """Change a service job's capacity."""
-    capacity = {k: v for k, v in {"min": min_, "desired": desired, "max": max_}.items() if v is not None}
-    if not capacity:
-        _fail("give at least one of --min, --desired, --max", 2)
-    client = _client(url, token)
-    j = _run(lambda: client.scale(job_id, **capacity))
-    cap = j["jobDescriptor"]["service"]["capacity"]
-    _emit(j, as_json, f"job {job_id}: min {cap.get('min', 0)} desired {cap['desired']} max {cap['max']}")
-
-
-# ========================================================================================= tasks
-@main.group()
-def task() -> None:
-    """Inspect and kill tasks."""
-
-
-@task.command("list")
-@click.option("--job", "job_id", help="Only this job's tasks.")
-@click.option("--states", help="Comma-separated task states (e.g. Finished); default: the active ones.")
-@_api_options
-def task_list(
-    job_id: str | None, states: str | None, url: str | None, token: str | None, as_json: bool
-) -> None:
-    """List tasks: the active ones (not yet Finished) unless --states says otherwise."""
-    client = _client(url, token)
-    tasks = _run(lambda: client.tasks(job_id, states))
-    rows = [
-        [
-            t["id"],
-            t["jobId"],
-            t["status"]["state"],
-            t["status"].get("reasonCode", ""),
-            t["taskContext"].get("agent.id", "-"),
-            t.get("pendingReason", ""),
-        ]
-        for t in tasks
-    ]
-    _emit(
-        tasks,
-        as_json,
-        _table(rows, ["ID", "JOB", "STATE", "REASON", "AGENT", "PENDING"])
-        if rows
-        else "no tasks" if states else "no active tasks (finished ones: --states Finished)",
-    )
-
-
-@task.command("kill")
-@click.argument("task_id")
-@click.option("--shrink", is_flag=True, help="Also lower the service job's desired count.")
-@_api_options
-def task_kill(task_id: str, shrink: bool, url: str | None, token: str | None, as_json: bool) -> None:
-    """Kill a task (a service job replaces it unless --shrink)."""
-    client = _client(url, token)
-    _run(lambda: client.kill_task(task_id, shrink))
-    _emit({"id": task_id, "killed": True}, as_json, f"task {task_id}: kill initiated")
-
-
-@task.command("logs")
-@click.argument("task_id")
-@click.option("--stderr", is_flag=True, help="Show stderr instead of stdout.")
-@_api_options
-def task_logs(task_id: str, stderr: bool, url: str | None, token: str | None, as_json: bool) -> None:
-    """Print a task's stdout (or stderr)."""
-    client = _client(url, token)
-    text = _run(lambda: client.logs(task_id, "stderr" if stderr else "stdout"))
-    if as_json:
-        click.echo(json.dumps({"id": task_id, "stream": "stderr" if stderr else "stdout", "text": text}))
-    else:
-        click.echo(text, nl=False)
-
-
-def _optional_commands() -> None:
-    """Commands whose modules need optional extras; absent extras leave the rest of the CLI working."""
-    try:
-        from titus.cluster import cluster
-
-        main.add_command(cluster)
-    except ImportError:
-        pass
-    try:
-        from capacity.cli import capacity_controller
-
-        main.add_command(capacity_controller, "capacity-controller")
-    except ImportError:
-        pass
-
-
-_optional_commands()
 
 if __name__ == "__main__":
     main()

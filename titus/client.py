@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import Any
-
-import requests
+from urllib.parse import urlencode, urlsplit
 
 
 class ApiError(Exception):
@@ -18,27 +19,116 @@ class ApiError(Exception):
         super().__init__(message)
 
 
+class Response:
+    """What a call got back: status, headers (lower-case names) and the body bytes."""
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+
+@dataclass(frozen=True)
+class LogRange:
+    data: bytes
+    offset: int  # where data starts in the stream
+    size: int  # the stream's length so far
+    start: int  # the first offset still kept (older bytes were rotated away)
+    final: bool  # the task ended and this is the end of its stream: nothing more will come
+    source: str  # "agent" (the task's files) or "tail" (what was stored with the finished task)
+
+
 class TitusClient:
+    """Over the standard library's http.client, not requests: the CLI imports this on every API command and
+    requests alone costs 150-250 ms of start-up here (docs/cli.md, bench/cli_startup.py). One kept-alive
+    connection, re-opened once if the master closed it."""
+
     def __init__(self, url: str, token: str, timeout: float = 30) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
-        self.http = requests.Session()
-        self.http.headers["Authorization"] = f"Bearer {token}"
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ApiError(0, None, f"master URL must be http(s)://host[:port], not {url!r}")
+        self._scheme, self._host, self._port = parts.scheme, parts.hostname, parts.port
+        self._prefix = parts.path.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/plain"}
+        self._conn: Any = None
 
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            resp = self.http.request(method, self.url + path, timeout=self.timeout, **kwargs)
-        except requests.ConnectionError as exc:
-            raise ApiError(0, None, f"cannot reach the master at {self.url}: {exc}") from exc
-        if resp.status_code >= 400:
+    def _connection(self) -> Any:
+        import http.client
+
+        if self._conn is None:
+            if self._scheme == "https":
+                self._conn = http.client.HTTPSConnection(self._host, self._port, timeout=self.timeout)
+            else:
+                self._conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+        return self._conn
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None = None,
+        json_body: Any = None,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Response:
+        """One HTTP exchange; connection failures become ApiError(0, ...)."""
+        import http.client
+
+        target = self._prefix + path + ("?" + urlencode(params) if params else "")
+        body = None if json_body is None else json.dumps(json_body).encode()
+        all_headers = {**self._headers, **(headers or {})}
+        if body is not None:
+            all_headers["Content-Type"] = "application/json"
+        for attempt in (0, 1):
+            conn = self._connection()
+            conn.timeout = timeout or self.timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(conn.timeout)
             try:
-                body = resp.json()
+                conn.request(method, target, body=body, headers=all_headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                self.close()
+                if attempt == 1:
+                    raise ApiError(0, None, f"the master at {self.url} closed the connection: {exc}") from exc
+            except TimeoutError as exc:
+                self.close()
+                raise ApiError(
+                    0, None, f"the master at {self.url} did not answer in {conn.timeout:g}s"
+                ) from exc
+            except OSError as exc:
+                self.close()
+                raise ApiError(0, None, f"cannot reach the master at {self.url}: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        resp = self.request(method, path, params, json, headers)
+        text = resp.body.decode("utf-8", "replace")
+        if resp.status >= 400:
+            try:
+                parsed = _json_loads(text)
             except ValueError:
-                body = None
-            raise ApiError(resp.status_code, body if isinstance(body, dict) else None, resp.text[:500])
-        if resp.headers.get("Content-Type", "").startswith("application/json"):
-            return resp.json()
-        return resp.text
+                parsed = None
+            raise ApiError(resp.status, parsed if isinstance(parsed, dict) else None, text[:500])
+        if resp.headers.get("content-type", "").startswith("application/json"):
+            return _json_loads(text)
+        return text
 
     def submit(self, descriptor: dict[str, Any], idempotency_key: str | None = None) -> str:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
@@ -73,12 +163,75 @@ class TitusClient:
     def kill_task(self, task_id: str, shrink: bool = False) -> None:
         self.call("DELETE", f"/api/v3/tasks/{task_id}", params={"shrink": str(shrink).lower()})
 
+    def log_range(self, task_id: str, stream: str = "stdout", offset: int = 0, limit: int = 1 << 20,
+                  wait_ms: int = 0) -> LogRange:
+        """One byte range of a task's stream (GET /api/v3/tasks/{id}/logs with offset, limit, waitMs)."""
+        params = {"stream": stream, "offset": offset, "limit": limit, "waitMs": wait_ms}
+        path = f"/api/v3/tasks/{task_id}/logs"
+        resp = self.request("GET", path, params, timeout=self.timeout + wait_ms / 1000)
+        if resp.status >= 400:
+            text = resp.body.decode("utf-8", "replace")
+            try:
+                parsed = _json_loads(text)
+            except ValueError:
+                parsed = None
+            raise ApiError(resp.status, parsed if isinstance(parsed, dict) else None, text[:500])
+        h = resp.headers
+        return LogRange(resp.body, int(h.get("x-titus-log-offset", 0)), int(h.get("x-titus-log-size", 0)),
+                        int(h.get("x-titus-log-start", 0)), h.get("x-titus-log-final", "false") == "true",
+                        h.get("x-titus-log-source", ""))
+
     def logs(self, task_id: str, stream: str = "stdout") -> str:
         return str(self.call("GET", f"/api/v3/tasks/{task_id}/logs", params={"stream": stream}))
 
     def agents(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.call("GET", "/api/v3/agent/instances")["items"]
         return result
+
+    def set_agent_lifecycle(self, agent_id: str, state: str, detail: str = "") -> dict[str, Any]:
+        result: dict[str, Any] = self.call(
+            "PUT",
+            f"/api/v3/agent/instances/{agent_id}/lifecycle",
+            json={"lifecycleState": state, "detail": detail},
+        )
+        return result
+
+    def instance_groups(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.call("GET", "/api/v3/agent/instanceGroups")["items"]
+        return result
+
+    def instance_group(self, group_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("GET", f"/api/v3/agent/instanceGroups/{group_id}")
+        return result
+
+    def set_instance_group_lifecycle(self, group_id: str, state: str, detail: str = "") -> dict[str, Any]:
+        result: dict[str, Any] = self.call(
+            "PUT",
+            f"/api/v3/agent/instanceGroups/{group_id}/lifecycle",
+            json={"lifecycleState": state, "detail": detail},
+        )
+        return result
+
+    def capacity_groups(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.call("GET", "/api/v3/management/applications")
+        return result
+
+    def capacity_group(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("GET", f"/api/v3/management/applications/{name}")
+        return result
+
+    def create_capacity_group(self, sla: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("POST", "/api/v3/management/applications", json=sla)
+        return result
+
+    def update_capacity_group(self, sla: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self.call(
+            "PUT", f"/api/v3/management/applications/{sla['appName']}", json=sla
+        )
+        return result
+
+    def delete_capacity_group(self, name: str) -> None:
+        self.call("DELETE", f"/api/v3/management/applications/{name}")
 
     def _all_pages(self, path: str, params: dict[str, str]) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
@@ -89,3 +242,7 @@ class TitusClient:
             if not body["pagination"]["hasMore"]:
                 return items
             page += 1
+
+
+def _json_loads(text: str) -> Any:
+    return json.loads(text)

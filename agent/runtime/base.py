@@ -7,6 +7,7 @@ and a Docker runtime implement the same Protocol and pass the same contract test
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 
@@ -108,6 +109,11 @@ class Runtime(Protocol):
 
     def logs(self, task_id: str, stream: str, tail_bytes: int = 65536) -> bytes:
         """stream is "stdout" or "stderr"; the last tail_bytes of it."""
+
+    def log_path(self, task_id: str, stream: str) -> Path | None:
+        """The file the task's stream is written to, for byte-range reads, follow and rotation
+        (agent/task_logs.py), also after cleanup; None when the runtime keeps it elsewhere (Docker, while the
+        container exists), where the agent falls back to logs(). Raises ValueError for a bad task id."""
 
     def list_running(self) -> list[str]:
         """Task ids this runtime finds running on the host, including ones started before an agent restart."""

@@ -175,6 +175,13 @@ class DockerRuntime:
                 return f.read()
         return data[-tail_bytes:] if tail_bytes > 0 else b""
 
+    def log_path(self, task_id: str, stream: str) -> Path | None:
+        """Docker keeps a live container's output itself (its log driver); after cleanup the saved copy."""
+        if stream not in ("stdout", "stderr"):
+            raise ValueError(f"stream must be 'stdout' or 'stderr', not {stream!r}")
+        saved = self._log_path(task_id, stream)
+        return saved if saved.exists() else None  # written by cleanup, before the container is removed
+
     def list_running(self) -> list[str]:
         mine = f"{LABEL_AGENT_ID}={self.agent_id}"
         live = ["running", "paused", "restarting"]

@@ -417,6 +417,11 @@ class ProcessRuntime:
         except FileNotFoundError:
             return b""
 
+    def log_path(self, task_id: str, stream: str) -> Path | None:
+        if stream not in _STREAMS:
+            raise ValueError(f"stream must be one of {_STREAMS}, not {stream!r}")
+        return self._task_dir(task_id) / stream
+
     def list_tasks(self) -> list[str]:
         """Every task holding a cgroup of this agent: running, or ended and not yet cleaned up (its end
         not yet acknowledged by the master), including processes put into the layout by someone else."""

@@ -5,6 +5,8 @@ The master never connects to agents: everything flows on requests the agents mak
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 from flask import Blueprint
@@ -45,7 +47,13 @@ def status(agent_id: str) -> dict[str, Any]:
 @bp.post("/instances/<agent_id>/logs/<task_id>")
 def upload_logs(agent_id: str, task_id: str) -> dict[str, Any]:
     body = parse_body(LogUpload, "log upload")
-    if len(body.stdout) + len(body.stderr) > 2_000_000:
-        raise bad_request("log upload too large", "stdout", "at most 2 MB per upload")
-    manager().log_upload(agent_id, task_id, body.sessionEpoch, body.stdout, body.stderr, body.found)
+    if len(body.dataB64) > 2_000_000:
+        raise bad_request("log upload too large", "dataB64", "at most 2 MB per upload")
+    try:
+        data = base64.b64decode(body.dataB64, validate=True)
+    except binascii.Error as exc:
+        raise bad_request("dataB64 is not base64", "dataB64", "not base64") from exc
+    manager().log_chunk(agent_id, body.sessionEpoch, body.requestId, {
+        "data": data, "offset": body.offset, "size": body.size, "start": body.start, "final": body.final,
+        "found": body.found, "source": "agent"})
     return {}

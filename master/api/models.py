@@ -446,10 +446,19 @@ class AgentStatusReport(Wire):
 
 
 class LogUpload(Wire):
+    """The agent's answer to one log read of its desired set (`logReads`): one byte range of one stream,
+    dataB64 from offset; size and start describe the stream on the agent; found is false when the agent has
+    no such stream."""
+
     sessionEpoch: StrictInt
-    stdout: StrictStr = ""
-    stderr: StrictStr = ""
+    requestId: Annotated[StrictStr, Field(min_length=1, max_length=64)]
     found: StrictBool = True
+    stream: Literal["stdout", "stderr"] = "stdout"
+    offset: Annotated[StrictInt, Field(ge=0)] = 0
+    size: Annotated[StrictInt, Field(ge=0)] = 0
+    start: Annotated[StrictInt, Field(ge=0)] = 0
+    dataB64: StrictStr = ""
+    final: StrictBool = False
 
 
 # ---------------------------------------------------------------------------------- capacity management

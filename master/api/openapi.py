@@ -215,14 +215,20 @@ def document() -> dict[str, Any]:
         },
         "/api/v3/tasks/{taskId}/logs": {
             "get": {
-                "summary": "A task's stdout or stderr",
+                "summary": "A byte range of a task's stdout or stderr (X-Titus-Log-* headers say which)",
                 "parameters": [
                     *task_id,
                     _query("stream", {"type": "string", "enum": ["stdout", "stderr"]}, "Which stream"),
+                    _query("offset", {"type": "integer"},
+                           "First byte; negative counts from the end (default: the last 1 MiB)"),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1 << 20},
+                           "At most this many bytes"),
+                    _query("waitMs", {"type": "integer", "minimum": 0, "maximum": 30_000},
+                           "Wait this long for bytes past offset (follow)"),
                 ],
                 "responses": {
                     "200": {
-                        "description": "Log text",
+                        "description": "Bytes from X-Titus-Log-Offset (see the other X-Titus-Log-* headers)",
                         "content": {"text/plain": {"schema": {"type": "string"}}},
                     },
                     **_errors(400, 401, 404),

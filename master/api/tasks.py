@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
-from master.api.app import manager, paginate, query_bool
+from master.api.app import manager, paginate, query_bool, query_int
 from master.api.errors import bad_request
 from master.core import states
 
@@ -42,10 +42,28 @@ def kill_task(task_id: str) -> dict[str, Any]:
     return {}
 
 
+MAX_LOG_CHUNK = 1 << 20  # bytes per answer; a client pages with offset for more
+MAX_LOG_WAIT_MS = 30_000
+
+
 @bp.get("/<task_id>/logs")
 def task_logs(task_id: str) -> Response:
+    """A byte range of the task's stdout or stderr (docs/cli.md, "Logs"). `offset` counts from the start of
+    the stream, or from its end when negative (default: the last MAX_LOG_CHUNK bytes); `limit` caps the
+    answer; `waitMs` > 0 holds the request until there is something past `offset` or the task ended (follow).
+    The X-Titus-Log-* headers say which range this is, so a client can ask for the next one."""
     stream = request.args.get("stream", "stdout")
     if stream not in ("stdout", "stderr"):
         raise bad_request("stream must be stdout or stderr", "stream", "must be stdout or stderr")
-    text = manager().task_logs(task_id, stream)
-    return Response(text, mimetype="text/plain")
+    offset = query_int("offset", -MAX_LOG_CHUNK, -(2**62), 2**62)
+    limit = query_int("limit", MAX_LOG_CHUNK, 1, MAX_LOG_CHUNK)
+    wait_ms = query_int("waitMs", 0, 0, MAX_LOG_WAIT_MS)
+    chunk = manager().task_log_range(task_id, stream, offset, limit, wait_ms / 1000)
+    headers = {
+        "X-Titus-Log-Offset": str(chunk["offset"]),
+        "X-Titus-Log-Size": str(chunk["size"]),
+        "X-Titus-Log-Start": str(chunk["start"]),
+        "X-Titus-Log-Final": "true" if chunk["final"] else "false",
+        "X-Titus-Log-Source": chunk["source"],
+    }
+    return Response(chunk["data"], mimetype="text/plain", headers=headers)

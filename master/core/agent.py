@@ -23,7 +23,6 @@ class Agent:
     lost: bool = False
     version: int = 1  # bumped whenever the agent's desired set changes; agents long-poll on it
     host: dict[str, float] = field(default_factory=dict)
-    log_requests: set[str] = field(default_factory=set)
     lifecycle: str = "Active"  # an operator's or the capacity controller's phase-out of this one agent
     lifecycle_detail: str = ""
     record_version: int = 0  # version of the stored lifecycle record

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from agent.agent import Agent, AgentConfig
@@ -34,6 +35,9 @@ class FakeRuntime:
 
     def logs(self, task_id: str, stream: str, tail_bytes: int = 65536) -> bytes:
         return b""
+
+    def log_path(self, task_id: str, stream: str) -> Path | None:
+        return None
 
     def list_running(self) -> list[str]:
         return sorted(self.running)
