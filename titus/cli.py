@@ -365,7 +365,8 @@ def job_get(job_id: str, url: str | None, token: str | None, as_json: bool) -> N
         f"  active tasks: {len(tasks)}",
     ]
     for t in tasks:
-        extra = f"  pending: {t['pendingReason']}" if t.get("pendingReason") else ""
+        pending = t.get("taskContext", {}).get("task.pendingReason")
+        extra = f"  pending: {pending}" if pending else ""
         lines.append(f"    {t['id']}  {t['status']['state']}{extra}")
     lines.append(f"  finished tasks: {len(finished)}")
     for t in finished:
@@ -432,7 +433,7 @@ def task_list(
             t["status"]["state"],
             t["status"].get("reasonCode", ""),
             t["taskContext"].get("agent.id", "-"),
-            t.get("pendingReason", ""),
+            t["taskContext"].get("task.pendingReason", ""),
         ]
         for t in tasks
     ]

@@ -1,20 +1,39 @@
-"""/api/v3/jobs: submit, query, scale, enable/disable and kill jobs."""
+"""/api/v3/jobs: Titus's job management operations over REST (JobManagementSpringResource's routes).
+
+Bodies are the proto messages Titus's REST gateway takes (Capacity, JobCapacityWithOptionalAttributes,
+ServiceJobSpec.ServiceJobProcesses, JobDisruptionBudget, JobAttributesUpdate); answers are Titus's
+messages (JobId, Job, JobQueryResult) or google.protobuf.Empty (`{}`), built by master/api/mapper.py.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
+from pydantic import ValidationError
 
+from master.api import mapper
 from master.api.app import manager, paginate, parse_body
-from master.api.errors import ApiError, bad_request
-from master.api.models import CapacityUpdate, JobDescriptor
+from master.api.errors import ApiError, bad_request, validation_error
+from master.api.models import (
+    Capacity,
+    CapacityUpdate,
+    JobAttributesUpdate,
+    JobDescriptor,
+    JobDisruptionBudget,
+    ServiceJobProcesses,
+)
 from master.core import states
+from master.core.entities import Job
 from master.scheduler.constraints import validate_constraints
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/v3/jobs")
 
 _JOB_TYPES = {"BATCH", "SERVICE"}
+#: Titus always returns these, whatever `fields` asks for.
+_JOB_ALWAYS = ("id",)
+
 
 
 @bp.post("")
@@ -52,8 +71,64 @@ def _check_against_cluster(descriptor: JobDescriptor) -> None:
         raise ApiError(400, f"invalid job descriptor: {summary}", fields)
 
 
+def _csv(name: str) -> set[str] | None:
+    raw = request.args.get(name)
+    if not raw:
+        return None
+    return {part.strip() for part in raw.split(",") if part.strip()} or None
+
+
+def _attribute_filter() -> Callable[[dict[str, str]], bool] | None:
+    """Titus's `attributes` criterion: `key` (present) or `key:value`, comma separated; a key given with
+    several values matches any of them; `attributes.op` is `and` (default) or `or` across keys."""
+    raw = request.args.get("attributes")
+    if not raw:
+        return None
+    op = (request.args.get("attributes.op") or "and").lower()
+    if op not in ("and", "or"):
+        raise bad_request("attributes.op must be and or or", "attributes.op", "must be and or or")
+    wanted: dict[str, set[str] | None] = {}
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        key, sep, value = part.partition(":")
+        if not sep:
+            wanted.setdefault(key, None)
+        else:
+            values = wanted.get(key) or set()
+            values.add(value)
+            wanted[key] = values
+
+    def one(attrs: dict[str, str], key: str, values: set[str] | None) -> bool:
+        return key in attrs and (values is None or attrs[key] in values)
+
+    combine = all if op == "and" else any
+    return lambda attrs: combine(one(attrs, k, v) for k, v in wanted.items())
+
+
+def _matches(job: Job, job_ids: set[str] | None, attrs: Callable[[dict[str, str]], bool] | None) -> bool:
+    d = job.descriptor
+    args = request.args
+    checks: list[tuple[str, str]] = [
+        ("applicationName", d.applicationName),
+        ("capacityGroup", d.capacityGroup),
+        ("owner", d.owner.teamEmail),
+        ("imageName", d.container.image.name),
+        ("imageTag", d.container.image.tag or ""),
+        ("jobGroupStack", d.jobGroupInfo.stack),
+        ("jobGroupDetail", d.jobGroupInfo.detail),
+        ("jobGroupSequence", d.jobGroupInfo.sequence),
+    ]
+    if any(args.get(name) and args.get(name) != value for name, value in checks):
+        return False
+    if job_ids is not None and job.id not in job_ids:
+        return False
+    return attrs is None or attrs(dict(d.attributes))
+
+
 @bp.get("")
 def list_jobs() -> dict[str, Any]:
+    """FindJobs: Titus's filtering criteria as query parameters, `page`/`pageSize`/`cursor`, `fields`."""
     job_state = request.args.get("jobState")
     if job_state and job_state not in states.JOB_STATES:
         raise bad_request(
@@ -62,18 +137,16 @@ def list_jobs() -> dict[str, Any]:
     job_type = (request.args.get("jobType") or "").upper()
     if job_type and job_type not in _JOB_TYPES:
         raise bad_request("jobType must be BATCH or SERVICE", "jobType", "unknown job type")
-    app_name = request.args.get("applicationName")
-    group = request.args.get("capacityGroup")
-    owner = request.args.get("owner")
+    job_ids = _csv("jobIds")
+    attrs = _attribute_filter()
+    fields = mapper.parse_fields(request.args.getlist("fields"))
     jobs = manager().list_jobs(include_finished=job_state == states.JOB_FINISHED)
     selected = [
-        j.to_wire()
+        mapper.project(mapper.job_to_wire(j), fields, _JOB_ALWAYS)
         for j in jobs
         if (not job_state or j.state == job_state)
         and (not job_type or j.descriptor.job_type == job_type)
-        and (not app_name or j.descriptor.applicationName == app_name)
-        and (not group or j.descriptor.capacityGroup == group)
-        and (not owner or j.descriptor.owner.teamEmail == owner)
+        and _matches(j, job_ids, attrs)
     ]
     return paginate(selected)
 
@@ -89,14 +162,24 @@ def kill_job(job_id: str) -> dict[str, Any]:
     return {}
 
 
-@bp.put("/<job_id>/instances")
-def update_capacity(job_id: str) -> dict[str, Any]:
-    update = parse_body(CapacityUpdate, "capacity")
+def _capacity(job_id: str, update: CapacityUpdate) -> dict[str, Any]:
     try:
         manager().update_capacity(job_id, update)
     except ValueError as exc:
         raise bad_request(str(exc), "desired", str(exc)) from exc
-    return manager().get_job(job_id)
+    return {}
+
+
+@bp.put("/<job_id>/instances")
+def update_capacity(job_id: str) -> dict[str, Any]:
+    """UpdateJobCapacity: the body is a whole Capacity (an omitted bound is proto3's 0)."""
+    return _capacity(job_id, CapacityUpdate.of(parse_body(Capacity, "capacity")))
+
+
+@bp.put("/<job_id>/capacityAttributes")
+def update_capacity_attributes(job_id: str) -> dict[str, Any]:
+    """UpdateJobCapacityWithOptionalAttributes: only the bounds present change."""
+    return _capacity(job_id, parse_body(CapacityUpdate, "capacity"))
 
 
 @bp.post("/<job_id>/enable")
@@ -109,3 +192,59 @@ def enable(job_id: str) -> dict[str, Any]:
 def disable(job_id: str) -> dict[str, Any]:
     manager().set_enabled(job_id, False)
     return {}
+
+
+def _descriptor_change(action: Callable[[], None], what: str) -> dict[str, Any]:
+    """Runs a change that re-validates the descriptor; a rule it breaks is the client's 400."""
+    try:
+        action()
+    except ValidationError as exc:
+        raise validation_error(exc, what) from exc
+    return {}
+
+
+@bp.put("/<job_id>/jobprocesses")
+def update_job_processes(job_id: str) -> dict[str, Any]:
+    processes = parse_body(ServiceJobProcesses, "job processes")
+    return _descriptor_change(lambda: manager().update_job_processes(job_id, processes), "job processes")
+
+
+@bp.put("/<job_id>/disruptionBudget")
+def update_disruption_budget(job_id: str) -> dict[str, Any]:
+    budget = parse_body(JobDisruptionBudget, "disruption budget")
+    return _descriptor_change(
+        lambda: manager().update_disruption_budget(job_id, budget), "disruption budget"
+    )
+
+
+@bp.put("/<job_id>/attributes")
+def update_job_attributes(job_id: str) -> dict[str, Any]:
+    update = parse_body(JobAttributesUpdate, "job attributes")
+    if update.jobId and update.jobId != job_id:
+        raise bad_request("jobId in the body differs from the path", "jobId", "must match the path")
+    if not update.attributes:
+        raise bad_request("attributes must not be empty", "attributes", "no attributes to update")
+    for key in update.attributes:
+        if key.lower().startswith("titus"):
+            raise bad_request(
+                f"attribute {key!r} is reserved",
+                f"attributes.{key}",
+                "names starting with 'titus' are reserved",
+            )
+    return _descriptor_change(
+        lambda: manager().update_job_attributes(job_id, update.attributes), "job attributes"
+    )
+
+
+def attribute_keys() -> list[str]:
+    """`?keys=a,b` of the attribute deletes (Titus: required and non-empty)."""
+    keys = sorted({k.strip() for k in request.args.get("keys", "").split(",") if k.strip()})
+    if not keys:
+        raise bad_request("query parameter keys is required (comma separated)", "keys", "must not be empty")
+    return keys
+
+
+@bp.delete("/<job_id>/attributes")
+def delete_job_attributes(job_id: str) -> dict[str, Any]:
+    keys = attribute_keys()
+    return _descriptor_change(lambda: manager().delete_job_attributes(job_id, keys), "job attributes")

@@ -15,9 +15,14 @@ from pydantic import BaseModel
 from master.api.models import (
     AgentRegistration,
     AgentStatusReport,
+    Capacity,
     CapacityUpdate,
+    JobAttributesUpdate,
     JobDescriptor,
+    JobDisruptionBudget,
     LogUpload,
+    ServiceJobProcesses,
+    TaskAttributesUpdate,
 )
 from master.core import states
 
@@ -44,7 +49,12 @@ def _schemas() -> dict[str, Any]:
     defs: dict[str, Any] = {}
     models: list[type[BaseModel]] = [
         JobDescriptor,
+        Capacity,
         CapacityUpdate,
+        ServiceJobProcesses,
+        JobDisruptionBudget,
+        JobAttributesUpdate,
+        TaskAttributesUpdate,
         AgentRegistration,
         AgentStatusReport,
         LogUpload,
@@ -96,6 +106,16 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
 
+_FIELDS = _query("fields", {"type": "string"}, "Comma-separated (nested: a.b) fields to return")
+_KEYS = [
+    {
+        "name": "keys",
+        "in": "query",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1},
+        "description": "Comma-separated attribute names to delete",
+    }
+]
 _PAGING = [
     _query("page", {"type": "integer", "minimum": 0, "maximum": 1_000_000}, "Page number, from 0"),
     _query("pageSize", {"type": "integer", "minimum": 1, "maximum": 1000}, "Items per page (default 100)"),
@@ -144,6 +164,15 @@ def document() -> dict[str, Any]:
                     _query("capacityGroup", {"type": "string"}, "Exact capacity group"),
                     _query("jobType", {"type": "string", "enum": ["BATCH", "SERVICE"]}, "Job type"),
                     _query("owner", {"type": "string"}, "Owner team email"),
+                    _query("jobIds", {"type": "string"}, "Comma-separated job ids"),
+                    _query("imageName", {"type": "string"}, "Exact image name"),
+                    _query("imageTag", {"type": "string"}, "Exact image tag"),
+                    _query("jobGroupStack", {"type": "string"}, "Exact jobGroupInfo.stack"),
+                    _query("jobGroupDetail", {"type": "string"}, "Exact jobGroupInfo.detail"),
+                    _query("jobGroupSequence", {"type": "string"}, "Exact jobGroupInfo.sequence"),
+                    _query("attributes", {"type": "string"}, "key or key:value, comma separated"),
+                    _query("attributes.op", {"type": "string", "enum": ["and", "or"]}, "How keys combine"),
+                    _FIELDS,
                     *_PAGING,
                 ],
                 "responses": {**_ok("A page of jobs"), **_errors(400, 401)},
@@ -163,11 +192,48 @@ def document() -> dict[str, Any]:
         },
         "/api/v3/jobs/{jobId}/instances": {
             "put": {
-                "summary": "Change a service job's capacity",
+                "summary": "Set a service job's whole capacity (an omitted bound is 0)",
+                "parameters": job_id,
+                "requestBody": _body("Capacity"),
+                "responses": {**_ok("Updated"), **_errors(400, 401, 404, 409, 503)},
+            }
+        },
+        "/api/v3/jobs/{jobId}/capacityAttributes": {
+            "put": {
+                "summary": "Change only the given bounds of a service job's capacity",
                 "parameters": job_id,
                 "requestBody": _body("CapacityUpdate"),
-                "responses": {**_ok("The updated job"), **_errors(400, 401, 404, 409, 503)},
+                "responses": {**_ok("Updated"), **_errors(400, 401, 404, 409, 503)},
             }
+        },
+        "/api/v3/jobs/{jobId}/jobprocesses": {
+            "put": {
+                "summary": "Set a service job's disableIncreaseDesired / disableDecreaseDesired",
+                "parameters": job_id,
+                "requestBody": _body("ServiceJobProcesses"),
+                "responses": {**_ok("Updated"), **_errors(400, 401, 404, 409, 503)},
+            }
+        },
+        "/api/v3/jobs/{jobId}/disruptionBudget": {
+            "put": {
+                "summary": "Replace a job's disruption budget",
+                "parameters": job_id,
+                "requestBody": _body("JobDisruptionBudget"),
+                "responses": {**_ok("Updated"), **_errors(400, 401, 404, 409, 503)},
+            }
+        },
+        "/api/v3/jobs/{jobId}/attributes": {
+            "put": {
+                "summary": "Add or replace job attributes",
+                "parameters": job_id,
+                "requestBody": _body("JobAttributesUpdate"),
+                "responses": {**_ok("Updated"), **_errors(400, 401, 404, 409, 503)},
+            },
+            "delete": {
+                "summary": "Delete job attributes",
+                "parameters": [*job_id, *_KEYS],
+                "responses": {**_ok("Deleted"), **_errors(400, 401, 404, 409, 503)},
+            },
         },
         "/api/v3/jobs/{jobId}/enable": {
             "post": {
@@ -189,6 +255,8 @@ def document() -> dict[str, Any]:
                 "parameters": [
                     _query("jobIds", {"type": "string"}, "Comma-separated job ids"),
                     _query("taskStates", {"type": "string"}, "Comma-separated task states"),
+                    _query("taskIds", {"type": "string"}, "Comma-separated task ids"),
+                    _FIELDS,
                     *_PAGING,
                 ],
                 "responses": {**_ok("A page of tasks"), **_errors(400, 401)},
@@ -209,8 +277,26 @@ def document() -> dict[str, Any]:
                         {"type": "string", "enum": ["true", "false"]},
                         "Also decrement the service job's desired count",
                     ),
+                    _query(
+                        "preventMinSizeUpdate",
+                        {"type": "string", "enum": ["true", "false"]},
+                        "With shrink: refuse rather than lower min",
+                    ),
                 ],
                 "responses": {**_ok("Kill initiated"), **_errors(400, 401, 404, 409, 503)},
+            },
+        },
+        "/api/v3/tasks/{taskId}/attributes": {
+            "put": {
+                "summary": "Add or replace task attributes",
+                "parameters": task_id,
+                "requestBody": _body("TaskAttributesUpdate"),
+                "responses": {**_ok("Updated"), **_errors(400, 401, 404, 409, 503)},
+            },
+            "delete": {
+                "summary": "Delete task attributes",
+                "parameters": [*task_id, *_KEYS],
+                "responses": {**_ok("Deleted"), **_errors(400, 401, 404, 409, 503)},
             },
         },
         "/api/v3/tasks/{taskId}/logs": {

@@ -1,4 +1,7 @@
-"""Jobs and tasks as the master holds them: plain data with a versioned record form for the store."""
+"""Jobs and tasks as the master holds them: plain data with a versioned record form for the store.
+
+Their wire form (Titus's `Job` and `Task` messages) is master/api/mapper.py's business, not theirs.
+"""
 
 from __future__ import annotations
 
@@ -65,15 +68,6 @@ class Job:
             record.get("idempotencyKey"),
         )
 
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "jobDescriptor": self.descriptor_json(),
-            "status": self.machine.status.to_json(),
-            "statusHistory": [s.to_json() for s in self.machine.history],
-            "version": {"currentVersion": self.version},
-        }
-
 
 @dataclass
 class Task:
@@ -96,6 +90,7 @@ class Task:
     usage: dict[str, float] = field(default_factory=dict)
     pending_reason: str = ""
     migrating_to: str = ""  # drain: the replacement that must start before this task is stopped
+    attributes: dict[str, str] = field(default_factory=dict)  # Titus's user-defined task attributes
 
     @property
     def state(self) -> str:
@@ -124,6 +119,7 @@ class Task:
             "stdoutTail": self.stdout_tail,
             "stderrTail": self.stderr_tail,
             "migratingTo": self.migrating_to,
+            "attributes": self.attributes,
         }
 
     @staticmethod
@@ -151,33 +147,5 @@ class Task:
             r["stderrTail"],
             version,
             migrating_to=r.get("migratingTo", ""),
+            attributes=dict(r.get("attributes") or {}),
         )
-
-    def to_wire(self, job: Job | None) -> dict[str, Any]:
-        context: dict[str, str] = {
-            "task.index": str(self.index),
-            "task.originalId": self.original_id or self.id,
-            "task.resubmitNumber": str(self.retries_done),
-        }
-        if self.resubmit_of:
-            context["task.resubmitOf"] = self.resubmit_of
-        if self.agent_id:
-            context["agent.id"] = self.agent_id
-        wire: dict[str, Any] = {
-            "id": self.id,
-            "jobId": self.job_id,
-            "taskContext": context,
-            "status": self.machine.status.to_json(),
-            "statusHistory": [s.to_json() for s in self.machine.history],
-            "version": {"currentVersion": self.version},
-        }
-        if self.exit_code is not None:
-            wire["exitCode"] = self.exit_code
-        if self.usage:
-            wire["usage"] = self.usage
-        if self.state == states.ACCEPTED and self.pending_reason:
-            wire["pendingReason"] = self.pending_reason
-        if job is not None:
-            wire["resources"] = job.descriptor.container.resources.to_json()
-            wire["capacityGroup"] = job.descriptor.capacityGroup
-        return wire

@@ -1,0 +1,89 @@
+"""Titus's job and task update operations that change a job's spec or a task's attributes in place.
+
+UpdateJobProcesses, UpdateJobDisruptionBudget, Update/DeleteJobAttributes and Update/DeleteTaskAttributes:
+each validates against the entity's current state under the lock, replaces the frozen descriptor (or the
+task's attribute map) and answers only once the write is durable, as every other write does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from master.api.models import JobDescriptor, JobDisruptionBudget, ServiceJobProcesses
+from master.core import states
+from master.core.entities import Job
+from master.manager_base import Conflict, ManagerBase, NotFound
+
+
+class JobUpdates(ManagerBase):
+    def _updatable_job(self, job_id: str) -> Job:
+        job = self.jobs.get(job_id)
+        if job is None:
+            if job_id in self.archived or self.store.get("job", job_id) is not None:
+                raise Conflict(f"job {job_id} is already Finished")
+            raise NotFound(f"job {job_id} not found")
+        if job.state != states.JOB_ACCEPTED:
+            raise Conflict(f"job {job_id} is {job.state}; its spec can no longer change")
+        return job
+
+    def _replace_descriptor(self, job_id: str, change: dict[str, Any], service_only: str = "") -> None:
+        with self.lock:
+            job = self._updatable_job(job_id)
+            if service_only and job.descriptor.service is None:
+                raise Conflict(f"only service jobs have {service_only}")
+            data = job.descriptor.to_json()
+            for key, value in change.items():
+                if key.startswith("service."):
+                    data["service"][key.removeprefix("service.")] = value
+                elif value is None:
+                    data.pop(key, None)
+                else:
+                    data[key] = value
+            job.descriptor = JobDescriptor.model_validate(data)
+            pending = self._queue([self._job_write(job)])
+        self._wait(pending)
+
+    def update_job_processes(self, job_id: str, processes: ServiceJobProcesses) -> None:
+        """Titus's UpdateJobProcesses: later capacity updates honour disableIncrease/DecreaseDesired."""
+        self._replace_descriptor(
+            job_id, {"service.serviceJobProcesses": processes.to_json()}, service_only="job processes"
+        )
+
+    def update_disruption_budget(self, job_id: str, budget: JobDisruptionBudget) -> None:
+        """Titus's UpdateJobDisruptionBudget; the eviction and drain paths read the stored budget."""
+        self._replace_descriptor(job_id, {"disruptionBudget": budget.to_json()})
+
+    def update_job_attributes(self, job_id: str, attributes: Mapping[str, str]) -> None:
+        """Adds or replaces the given keys of the job descriptor's attributes (Titus's semantics)."""
+        with self.lock:
+            job = self._updatable_job(job_id)
+            merged = {**job.descriptor.attributes, **attributes}
+        self._replace_descriptor(job_id, {"attributes": merged})
+
+    def delete_job_attributes(self, job_id: str, keys: Iterable[str]) -> None:
+        with self.lock:
+            job = self._updatable_job(job_id)
+            drop = set(keys)
+            kept = {k: v for k, v in job.descriptor.attributes.items() if k not in drop}
+        self._replace_descriptor(job_id, {"attributes": kept})
+
+    def update_task_attributes(self, task_id: str, attributes: Mapping[str, str]) -> None:
+        self._change_task_attributes(task_id, lambda current: {**current, **attributes})
+
+    def delete_task_attributes(self, task_id: str, keys: Iterable[str]) -> None:
+        drop = set(keys)
+        self._change_task_attributes(
+            task_id, lambda current: {k: v for k, v in current.items() if k not in drop}
+        )
+
+    def _change_task_attributes(self, task_id: str, change: Any) -> None:
+        with self.lock:
+            task = self.tasks.get(task_id)
+            if task is None:
+                if self.store.get("task", task_id) is not None or task_id in self._task_job:
+                    raise Conflict(f"task {task_id} is already Finished")
+                raise NotFound(f"task {task_id} not found")
+            task.attributes = dict(change(task.attributes))
+            pending = self._queue([self._task_write(task)])
+        self._wait(pending)
