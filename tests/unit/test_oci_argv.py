@@ -12,7 +12,8 @@ IMAGE = ImageConfig(entrypoint=("/bin/ep", "-x"), cmd=("default",))
 
 
 def _spec(entry_point: tuple[str, ...] = (), command: tuple[str, ...] = ()) -> TaskSpec:
-    return TaskSpec(task_id="t1", job_id="j1", image="busybox:latest", entry_point=entry_point, command=command)
+    return TaskSpec(task_id="t1", job_id="j1", image="busybox:latest", entry_point=entry_point,
+                    command=command)
 
 
 @pytest.mark.parametrize(
