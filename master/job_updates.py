@@ -1,4 +1,5 @@
-"""Titus's job and task update operations that change a job's spec or a task's attributes in place.
+"""Titus's job and task update operations that change a job's spec or a task's attributes in place, and the
+consistent snapshot the job event stream (master/api/observe.py) starts from.
 
 UpdateJobProcesses, UpdateJobDisruptionBudget, Update/DeleteJobAttributes and Update/DeleteTaskAttributes:
 each validates against the entity's current state under the lock, replaces the frozen descriptor (or the
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from master.api import mapper
 from master.api.models import JobDescriptor, JobDisruptionBudget, ServiceJobProcesses
 from master.core import states
 from master.core.entities import Job
@@ -87,3 +89,27 @@ class JobUpdates(ManagerBase):
             task.attributes = dict(change(task.attributes))
             pending = self._queue([self._task_write(task)])
         self._wait(pending)
+
+    # ------------------------------------------------------------------------------ the job event stream
+    def stream_snapshot(
+        self, job_id: str | None = None
+    ) -> tuple[int, list[tuple[dict[str, Any], list[dict[str, Any]]]]]:
+        """The observe stream's first phase: every active job (or the one asked for) with its active tasks,
+        in Titus's wire form, and the last event sequence the snapshot already reflects. Taken under the
+        lock, so it is one consistent cut; later events (> that sequence) carry every change after it."""
+        with self.lock:
+            seq = self.events.last_seq
+            if job_id is not None:
+                job = self.jobs.get(job_id)
+                jobs = [job] if job is not None else []
+            else:
+                jobs = sorted(self.jobs.values(), key=lambda j: (j.created_ms, j.id))
+            out = []
+            for job in jobs:
+                tier = self.tier_of_group(job.descriptor.capacityGroup)
+                tasks = sorted(
+                    (t for t in self.tasks_by_job.get(job.id, {}).values() if t.active),
+                    key=lambda t: (t.index, t.id),
+                )
+                out.append((mapper.job_to_wire(job), [mapper.task_to_wire(t, job, tier) for t in tasks]))
+            return seq, out

@@ -13,8 +13,8 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from pydantic import ValidationError
 
-from master.api import mapper
-from master.api.app import manager, paginate, parse_body
+from master.api import mapper, observe
+from master.api.app import manager, paginate, parse_body, query_int
 from master.api.errors import ApiError, bad_request, validation_error
 from master.api.models import (
     Capacity,
@@ -25,7 +25,6 @@ from master.api.models import (
     ServiceJobProcesses,
 )
 from master.core import states
-from master.core.entities import Job
 from master.scheduler.constraints import validate_constraints
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/v3/jobs")
@@ -106,24 +105,45 @@ def _attribute_filter() -> Callable[[dict[str, str]], bool] | None:
     return lambda attrs: combine(one(attrs, k, v) for k, v in wanted.items())
 
 
-def _matches(job: Job, job_ids: set[str] | None, attrs: Callable[[dict[str, str]], bool] | None) -> bool:
-    d = job.descriptor
-    args = request.args
-    checks: list[tuple[str, str]] = [
-        ("applicationName", d.applicationName),
-        ("capacityGroup", d.capacityGroup),
-        ("owner", d.owner.teamEmail),
-        ("imageName", d.container.image.name),
-        ("imageTag", d.container.image.tag or ""),
-        ("jobGroupStack", d.jobGroupInfo.stack),
-        ("jobGroupDetail", d.jobGroupInfo.detail),
-        ("jobGroupSequence", d.jobGroupInfo.sequence),
-    ]
-    if any(args.get(name) and args.get(name) != value for name, value in checks):
-        return False
-    if job_ids is not None and job.id not in job_ids:
-        return False
-    return attrs is None or attrs(dict(d.attributes))
+#: Titus's exact-match criteria and where each is in a descriptor's wire form.
+_EXACT = {
+    "applicationName": ("applicationName",),
+    "capacityGroup": ("capacityGroup",),
+    "owner": ("owner", "teamEmail"),
+    "imageName": ("container", "image", "name"),
+    "imageTag": ("container", "image", "tag"),
+    "jobGroupStack": ("jobGroupInfo", "stack"),
+    "jobGroupDetail": ("jobGroupInfo", "detail"),
+    "jobGroupSequence": ("jobGroupInfo", "sequence"),
+}
+
+
+def _at(doc: Any, path: tuple[str, ...]) -> str:
+    for key in path:
+        doc = doc.get(key, "") if isinstance(doc, dict) else ""
+    return str(doc or "")
+
+
+def job_filter() -> Callable[[str, dict[str, Any]], bool]:
+    """Titus's job filtering criteria from the query (find and observe alike), read now, applied later to
+    (job id, descriptor in wire form)."""
+    job_type = (request.args.get("jobType") or "").upper()
+    if job_type and job_type not in _JOB_TYPES:
+        raise bad_request("jobType must be BATCH or SERVICE", "jobType", "unknown job type")
+    job_ids = _csv("jobIds")
+    attrs = _attribute_filter()
+    exact = {name: request.args[name] for name in _EXACT if request.args.get(name)}
+
+    def matches(job_id: str, descriptor: dict[str, Any]) -> bool:
+        if job_ids is not None and job_id not in job_ids:
+            return False
+        if job_type and ("batch" in descriptor) != (job_type == "BATCH"):
+            return False
+        if any(_at(descriptor, _EXACT[name]) != value for name, value in exact.items()):
+            return False
+        return attrs is None or attrs(dict(descriptor.get("attributes") or {}))
+
+    return matches
 
 
 @bp.get("")
@@ -134,21 +154,46 @@ def list_jobs() -> dict[str, Any]:
         raise bad_request(
             f"jobState must be one of {', '.join(states.JOB_STATES)}", "jobState", "unknown state"
         )
-    job_type = (request.args.get("jobType") or "").upper()
-    if job_type and job_type not in _JOB_TYPES:
-        raise bad_request("jobType must be BATCH or SERVICE", "jobType", "unknown job type")
-    job_ids = _csv("jobIds")
-    attrs = _attribute_filter()
+    matches = job_filter()
     fields = mapper.parse_fields(request.args.getlist("fields"))
     jobs = manager().list_jobs(include_finished=job_state == states.JOB_FINISHED)
     selected = [
         mapper.project(mapper.job_to_wire(j), fields, _JOB_ALWAYS)
         for j in jobs
-        if (not job_state or j.state == job_state)
-        and (not job_type or j.descriptor.job_type == job_type)
-        and _matches(j, job_ids, attrs)
+        if (not job_state or j.state == job_state) and matches(j.id, j.descriptor_json())
     ]
     return paginate(selected)
+
+
+def _observe(job_id: str | None) -> Response:
+    raw = request.headers.get("Last-Event-ID") or request.args.get("since")
+    since: int | None = None
+    if raw:
+        if not raw.isdigit():
+            raise bad_request("Last-Event-ID (or since) must be a sequence this master sent", "Last-Event-ID",
+                              "not a sequence number")
+        since = int(raw)
+    keep_alive_ms = query_int("keepAliveMs", observe.DEFAULT_KEEP_ALIVE_MS, 100, 60_000)
+    matches = job_filter()
+    m = manager()
+    if job_id is not None:
+        m.get_job(job_id)  # 404 before the stream starts
+    stream = observe.JobStream(m, matches, job_id, since, keep_alive_ms)
+    resp = Response((frame.encode() for frame in stream), mimetype="text/event-stream")
+    resp.headers["Cache-Control"] = "no-cache"
+    return resp
+
+
+@bp.get("/observe")
+def observe_jobs() -> Response:
+    """ObserveJobs: every active job matching the find filters, then every change (master/api/observe.py)."""
+    return _observe(None)
+
+
+@bp.get("/<job_id>/observe")
+def observe_job(job_id: str) -> Response:
+    """ObserveJob: one job and its tasks, until the job is Finished."""
+    return _observe(job_id)
 
 
 @bp.get("/<job_id>")

@@ -116,6 +116,18 @@ _KEYS = [
         "description": "Comma-separated attribute names to delete",
     }
 ]
+_OBSERVE = [
+    _query("keepAliveMs", {"type": "integer", "minimum": 100, "maximum": 60_000},
+           "Idle time before a keepAliveResponse (default 10000)"),
+    {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"},
+     "description": "Resume after this event id (also ?since=)"},
+]
+_STREAM = {
+    "200": {
+        "description": "text/event-stream; each event's data is one JobChangeNotification (proto3 JSON)",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
 _PAGING = [
     _query("page", {"type": "integer", "minimum": 0, "maximum": 1_000_000}, "Page number, from 0"),
     _query("pageSize", {"type": "integer", "minimum": 1, "maximum": 1000}, "Items per page (default 100)"),
@@ -177,6 +189,21 @@ def document() -> dict[str, Any]:
                 ],
                 "responses": {**_ok("A page of jobs"), **_errors(400, 401)},
             },
+        },
+        "/api/v3/jobs/observe": {
+            "get": {
+                "summary": "ObserveJobs: server-sent events of Titus JobChangeNotifications (never ends)",
+                "parameters": [*_OBSERVE, _query("jobIds", {"type": "string"}, "Comma-separated job ids"),
+                               _query("applicationName", {"type": "string"}, "Exact application name")],
+                "responses": {**_STREAM, **_errors(400, 401)},
+            }
+        },
+        "/api/v3/jobs/{jobId}/observe": {
+            "get": {
+                "summary": "ObserveJob: one job's JobChangeNotifications, until it is Finished",
+                "parameters": [*job_id, *_OBSERVE],
+                "responses": {**_STREAM, **_errors(400, 401, 404)},
+            }
         },
         "/api/v3/jobs/{jobId}": {
             "get": {

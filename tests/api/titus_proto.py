@@ -190,6 +190,16 @@ MESSAGES: dict[str, list[Field]] = {
     "TaskAttributesUpdate": [("taskId", 1, "string"), ("attributes", 2, "map<string,string>")],
     "TaskMoveRequest": [("sourceJobId", 1, "string"), ("targetJobId", 2, "string"), ("taskId", 3, "string")],
     "Empty": [],  # google.protobuf.Empty: the answer to every update
+    "KeepAliveRequest": [("requestId", 1, "uint64"), ("timestamp", 2, "uint64")],
+    "KeepAliveResponse": [("request", 1, "KeepAliveRequest"), ("timestamp", 2, "uint64")],
+    "JobUpdate": [("job", 1, "Job"), ("archived", 2, "bool")],
+    "TaskUpdate": [("task", 1, "Task"), ("movedFromAnotherJob", 2, "bool"), ("archived", 3, "bool")],
+    "SnapshotEnd": [],
+    "JobChangeNotification": [("jobUpdate", 1, "JobUpdate", "Notification"),
+                              ("taskUpdate", 2, "TaskUpdate", "Notification"),
+                              ("snapshotEnd", 3, "SnapshotEnd", "Notification"),
+                              ("timestamp", 4, "uint64"),
+                              ("keepAliveResponse", 5, "KeepAliveResponse", "Notification")],
 }
 
 
