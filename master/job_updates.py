@@ -8,7 +8,7 @@ task's attribute map) and answers only once the write is durable, as every other
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from master.api import mapper
@@ -29,46 +29,47 @@ class JobUpdates(ManagerBase):
             raise Conflict(f"job {job_id} is {job.state}; its spec can no longer change")
         return job
 
-    def _replace_descriptor(self, job_id: str, change: dict[str, Any], service_only: str = "") -> None:
+    def _replace_descriptor(
+        self, job_id: str, change: Callable[[dict[str, Any]], None], service_only: str = ""
+    ) -> None:
+        """`change` edits the descriptor's wire form in place; read, change and write happen under one hold
+        of the lock, so concurrent updates of one job never lose each other's keys."""
         with self.lock:
             job = self._updatable_job(job_id)
             if service_only and job.descriptor.service is None:
                 raise Conflict(f"only service jobs have {service_only}")
             data = job.descriptor.to_json()
-            for key, value in change.items():
-                if key.startswith("service."):
-                    data["service"][key.removeprefix("service.")] = value
-                elif value is None:
-                    data.pop(key, None)
-                else:
-                    data[key] = value
+            change(data)
             job.descriptor = JobDescriptor.model_validate(data)
             pending = self._queue([self._job_write(job)])
         self._wait(pending)
 
     def update_job_processes(self, job_id: str, processes: ServiceJobProcesses) -> None:
         """Titus's UpdateJobProcesses: later capacity updates honour disableIncrease/DecreaseDesired."""
-        self._replace_descriptor(
-            job_id, {"service.serviceJobProcesses": processes.to_json()}, service_only="job processes"
-        )
+
+        def change(data: dict[str, Any]) -> None:
+            data["service"]["serviceJobProcesses"] = processes.to_json()
+
+        self._replace_descriptor(job_id, change, service_only="job processes")
 
     def update_disruption_budget(self, job_id: str, budget: JobDisruptionBudget) -> None:
         """Titus's UpdateJobDisruptionBudget; the eviction and drain paths read the stored budget."""
-        self._replace_descriptor(job_id, {"disruptionBudget": budget.to_json()})
+        self._replace_descriptor(job_id, lambda data: data.update(disruptionBudget=budget.to_json()))
 
     def update_job_attributes(self, job_id: str, attributes: Mapping[str, str]) -> None:
         """Adds or replaces the given keys of the job descriptor's attributes (Titus's semantics)."""
-        with self.lock:
-            job = self._updatable_job(job_id)
-            merged = {**job.descriptor.attributes, **attributes}
-        self._replace_descriptor(job_id, {"attributes": merged})
+        def change(data: dict[str, Any]) -> None:
+            data["attributes"] = {**data["attributes"], **attributes}
+
+        self._replace_descriptor(job_id, change)
 
     def delete_job_attributes(self, job_id: str, keys: Iterable[str]) -> None:
-        with self.lock:
-            job = self._updatable_job(job_id)
-            drop = set(keys)
-            kept = {k: v for k, v in job.descriptor.attributes.items() if k not in drop}
-        self._replace_descriptor(job_id, {"attributes": kept})
+        drop = set(keys)
+
+        def change(data: dict[str, Any]) -> None:
+            data["attributes"] = {k: v for k, v in data["attributes"].items() if k not in drop}
+
+        self._replace_descriptor(job_id, change)
 
     def update_task_attributes(self, task_id: str, attributes: Mapping[str, str]) -> None:
         self._change_task_attributes(task_id, lambda current: {**current, **attributes})

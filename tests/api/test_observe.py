@@ -208,12 +208,15 @@ def test_1000_concurrent_changes_arrive_in_order_and_end_in_the_final_state(mast
 
         def change(i: int) -> int:
             job_id = jobs[i % len(jobs)]
-            r = master.api("PUT", f"/api/v3/jobs/{job_id}/attributes", json={"attributes": {"n": str(i)}})
+            # A key of its own per change: a lost update would show as a missing key.
+            r = master.api("PUT", f"/api/v3/jobs/{job_id}/attributes", json={"attributes": {f"k{i}": "x"}})
             return r.status_code
 
         with ThreadPoolExecutor(max_workers=8) as pool:
             assert set(pool.map(change, range(1000))) == {200}
         final = {j: master.api("GET", f"/api/v3/jobs/{j}").json() for j in jobs}
+        for n, j in enumerate(jobs):
+            assert set(final[j]["jobDescriptor"]["attributes"]) == {f"k{i}" for i in range(n, 1000, 10)}
         want = {j: int(doc["version"]["timestamp"]) for j, doc in final.items()}
         seen: dict[str, list[int]] = {j: [] for j in jobs}
         last: dict[str, dict[str, Any]] = {}
