@@ -114,3 +114,84 @@ class JobUpdates(ManagerBase):
                 )
                 out.append((mapper.job_to_wire(job), [mapper.task_to_wire(t, job, tier) for t in tasks]))
             return seq, out
+
+    # ------------------------------------------------------------------------------------------ MoveTask
+    def move_task(self, source_id: str, target_id: str, task_id: str) -> None:
+        """Titus's MoveTask: a Started task of one service job becomes a task of another, compatible one;
+        the source's desired drops by one and the target's grows by one, in the same durable write, and the
+        task keeps running where it is (its agent learns the new job id on its next poll)."""
+        now = self.clock()
+        with self.lock:
+            if source_id == target_id:
+                raise Conflict("sourceJobId and targetJobId must differ")
+            source, target = self._updatable_job(source_id), self._updatable_job(target_id)
+            src, dst = source.descriptor.service, target.descriptor.service
+            if src is None or dst is None:
+                raise Conflict("tasks move only between service jobs")
+            task = self.tasks.get(task_id)
+            if task is None or task.job_id != source_id:
+                raise NotFound(f"task {task_id} is not an active task of job {source_id}")
+            if task.state != states.STARTED or task.kill_reason:
+                raise Conflict(f"only a Started task can move; {task_id} is {task.state}")
+            difference = incompatibility(source.descriptor, target.descriptor)
+            if difference:
+                raise Conflict(f"jobs {source_id} and {target_id} are not compatible: {difference}")
+            if src.capacity.desired - 1 < src.capacity.min:
+                raise Conflict(f"moving would take job {source_id} below its min ({src.capacity.min})")
+            if dst.capacity.desired + 1 > dst.capacity.max:
+                raise Conflict(f"moving would take job {target_id} above its max ({dst.capacity.max})")
+            if src.serviceJobProcesses.disableDecreaseDesired:
+                raise Conflict(f"job {source_id} disables decreasing desired (serviceJobProcesses)")
+            if dst.serviceJobProcesses.disableIncreaseDesired:
+                raise Conflict(f"job {target_id} disables increasing desired (serviceJobProcesses)")
+            shrunk, grown = src.capacity.to_json(), dst.capacity.to_json()
+            shrunk["desired"] -= 1
+            grown["desired"] += 1
+            self._set_service(source, capacity=shrunk)
+            self._set_service(target, capacity=grown)
+            self.index.forget(task.id)  # placed under the source job: placed again under the target below
+            del self.tasks_by_job[source_id][task.id]
+            self.tasks_by_job[target_id][task.id] = task
+            self._task_job[task.id] = target_id
+            task.job_id, task.moved_from = target_id, source_id
+            writes = [self._job_write(source), self._job_write(target), self._task_write(task)]
+            self._reconcile_job(source, now, writes)
+            self._reconcile_job(target, now, writes)
+            pending = self._queue(writes)
+            agent_id = task.agent_id
+        self._wait(pending)
+        with self.lock:  # the agent hears of the new job id only once it is durable
+            self._bump_agent(agent_id)
+
+
+#: What Titus ignores when it compares two jobs for MoveTask (JobManagementService.MoveTask).
+_IGNORED_FOR_MOVE = ("owner", "applicationName", "jobGroupInfo", "disruptionBudget", "service")
+_KEPT_ATTRIBUTE_PREFIXES = ("titus.", "titusParameter.")
+
+
+def incompatibility(a: JobDescriptor, b: JobDescriptor) -> str:
+    """The first top-level part in which two descriptors differ for MoveTask, or "" when compatible:
+    identical but for owner, application name, job group, disruption budget, the service spec, and
+    attributes (job and container) not prefixed `titus.` / `titusParameter.`."""
+
+    def key(d: JobDescriptor) -> dict[str, Any]:
+        data = d.to_json()
+        for name in _IGNORED_FOR_MOVE:
+            data.pop(name, None)
+        data["attributes"] = {
+            k: v for k, v in data["attributes"].items() if k.startswith(_KEPT_ATTRIBUTE_PREFIXES)
+        }
+        container = data["container"]
+        container["attributes"] = {
+            k: v for k, v in container["attributes"].items() if k.startswith(_KEPT_ATTRIBUTE_PREFIXES)
+        }
+        return data
+
+    ka, kb = key(a), key(b)
+    for name in sorted(set(ka) | set(kb)):
+        if ka.get(name) != kb.get(name):
+            if name == "container":
+                inner = sorted(n for n in set(ka[name]) | set(kb[name]) if ka[name].get(n) != kb[name].get(n))
+                return f"container.{inner[0]} differs"
+            return f"{name} differs"
+    return ""

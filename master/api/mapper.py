@@ -6,7 +6,7 @@ by name, 64-bit integers (`uint64` timestamps, versions, delays) as decimal stri
 field Titus lacks; what only we know rides where Titus leaves room for it:
 
 - `Task.taskContext` (a string map Titus documents for agent and task facts): `agent.id`, `task.index`,
-  `task.originalId`, `task.resubmitOf`, `task.resubmitNumber`, and ours `task.exitCode`,
+  `task.originalId`, `task.resubmitOf`, `task.resubmitNumber`, `task.movedFromJob`, and ours `task.exitCode`,
   `task.pendingReason` (why an Accepted task is not placed), `task.tier`, `task.capacityGroup`,
   `task.usage.cpuPct`, `task.usage.rssMB`, `task.usage.processes`.
 - `Task.logLocation.liveStream.url` / `ui.url`: this master's log route for the task.
@@ -72,6 +72,8 @@ def task_to_wire(task: Task, job: Job | None, tier: str | None = None) -> dict[s
         context["task.resubmitOf"] = task.resubmit_of
     if task.agent_id:
         context["agent.id"] = task.agent_id
+    if task.moved_from:
+        context["task.movedFromJob"] = task.moved_from
     if task.exit_code is not None:
         context[CTX_EXIT_CODE] = str(task.exit_code)
     if task.state == states.ACCEPTED and task.pending_reason:

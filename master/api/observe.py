@@ -61,6 +61,7 @@ class JobStream:
     clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
     _sent: dict[tuple[str, str], int] = field(default_factory=dict)
     _job_match: dict[str, bool] = field(default_factory=dict)
+    _task_jobs: dict[str, str] = field(default_factory=dict)  # the job each task was last sent under
     _keep_alives: int = 0
 
     def _note(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -118,6 +119,8 @@ class JobStream:
 
     def _remember(self, kind: str, wire: dict[str, Any]) -> None:
         self._sent[(kind, str(wire["id"]))] = int(wire["version"]["timestamp"])
+        if kind == "task":
+            self._task_jobs[str(wire["id"])] = str(wire["jobId"])
 
     def _frame(self, event: Event) -> Frame | None:
         if event.kind not in ("job", "task"):
@@ -137,12 +140,17 @@ class JobStream:
         if version != event.version or version <= self._sent.get(key, 0):
             return None  # a newer committed state has its own event, or this one was sent already
         self._sent[key] = version
-        if event.archived:
-            self._sent.pop(key, None)
         if event.kind == "job":
             message = {"jobUpdate": {"job": wire, "archived": event.archived}}
         else:
-            message = {"taskUpdate": {"task": wire, "movedFromAnotherJob": False, "archived": event.archived}}
+            before = self._task_jobs.get(event.entity_id)
+            self._task_jobs[event.entity_id] = str(wire["jobId"])
+            # Titus: true on the first event of a task under the job it was moved to.
+            moved = before is not None and before != wire["jobId"]
+            message = {"taskUpdate": {"task": wire, "movedFromAnotherJob": moved, "archived": event.archived}}
+        if event.archived:
+            self._sent.pop(key, None)
+            self._task_jobs.pop(event.entity_id, None)
         return Frame({**message, "timestamp": str(event.at_ms)}, event.seq)
 
     def _job_matches(self, job_id: str) -> bool:

@@ -23,6 +23,7 @@ from master.api.models import (
     LogUpload,
     ServiceJobProcesses,
     TaskAttributesUpdate,
+    TaskMoveRequest,
 )
 from master.core import states
 
@@ -55,6 +56,7 @@ def _schemas() -> dict[str, Any]:
         JobDisruptionBudget,
         JobAttributesUpdate,
         TaskAttributesUpdate,
+        TaskMoveRequest,
         AgentRegistration,
         AgentStatusReport,
         LogUpload,
@@ -312,6 +314,13 @@ def document() -> dict[str, Any]:
                 ],
                 "responses": {**_ok("Kill initiated"), **_errors(400, 401, 404, 409, 503)},
             },
+        },
+        "/api/v3/tasks/move": {
+            "post": {
+                "summary": "Move a Started task between two compatible service jobs",
+                "requestBody": _body("TaskMoveRequest"),
+                "responses": {**_ok("Moved"), **_errors(400, 401, 404, 409, 503)},
+            }
         },
         "/api/v3/tasks/{taskId}/attributes": {
             "put": {

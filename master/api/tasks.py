@@ -13,7 +13,7 @@ from master.api import mapper
 from master.api.app import manager, paginate, parse_body, query_bool
 from master.api.errors import bad_request
 from master.api.jobs import attribute_keys
-from master.api.models import TaskAttributesUpdate
+from master.api.models import TaskAttributesUpdate, TaskMoveRequest
 from master.core import states
 
 #: Titus always returns these, whatever `fields` asks for.
@@ -43,6 +43,17 @@ def list_tasks() -> dict[str, Any]:
         tasks = [t for t in tasks if t["id"] in task_ids]
     fields = mapper.parse_fields(request.args.getlist("fields"))
     return paginate([mapper.project(t, fields, _TASK_ALWAYS) for t in tasks])
+
+
+@bp.post("/move")
+def move_task() -> dict[str, Any]:
+    """MoveTask: a Started task from one service job to another, compatible one (TaskMoveRequest)."""
+    move = parse_body(TaskMoveRequest, "task move")
+    for name in ("sourceJobId", "targetJobId", "taskId"):
+        if not getattr(move, name):
+            raise bad_request(f"{name} is required", name, "field required")
+    manager().move_task(move.sourceJobId, move.targetJobId, move.taskId)
+    return {}
 
 
 @bp.get("/<task_id>")

@@ -91,6 +91,7 @@ class Task:
     pending_reason: str = ""
     migrating_to: str = ""  # drain: the replacement that must start before this task is stopped
     attributes: dict[str, str] = field(default_factory=dict)  # Titus's user-defined task attributes
+    moved_from: str = ""  # MoveTask: the job this task was moved from ("task.movedFromJob")
 
     @property
     def state(self) -> str:
@@ -120,6 +121,7 @@ class Task:
             "stderrTail": self.stderr_tail,
             "migratingTo": self.migrating_to,
             "attributes": self.attributes,
+            "movedFromJob": self.moved_from,
         }
 
     @staticmethod
@@ -148,4 +150,5 @@ class Task:
             version,
             migrating_to=r.get("migratingTo", ""),
             attributes=dict(r.get("attributes") or {}),
+            moved_from=str(r.get("movedFromJob") or ""),
         )

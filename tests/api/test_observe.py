@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.api import titus_proto as proto
-from tests.conftest import RunningMaster, batch_job, service_job
+from tests.conftest import RunningMaster, batch_job, service_job, wait_for
 
 Frame = tuple[int | None, dict[str, Any]]
 
@@ -233,5 +233,29 @@ def test_1000_concurrent_changes_arrive_in_order_and_end_in_the_final_state(mast
             assert seen[j] == sorted(set(seen[j])), f"job {j}: versions out of order or repeated"
             assert last[j] == final[j]  # the last update is exactly the job as it now is
         assert sum(len(v) for v in seen.values()) <= 1000  # no update without a change behind it
+    finally:
+        sub.close()
+
+
+def test_a_moved_task_is_flagged_on_its_first_update_under_the_target(master: RunningMaster) -> None:
+    from tests.api.test_titus_compat import Agent
+
+    agent = Agent(master)
+    source = _submit(master, service_job(desired=1, applicationName="src"))
+    target = _submit(master, service_job(desired=0, applicationName="dst"))
+    task_id = master.api("GET", "/api/v3/tasks", params={"jobIds": source}).json()["items"][0]["id"]
+    sub = Subscriber(master)
+    try:
+        sub.until(lambda m: "snapshotEnd" in m)
+        wait_for(lambda: task_id in agent.assigned(), what="the task placed")
+        agent.start([task_id])
+        sub.until(lambda m: "taskUpdate" in m and m["taskUpdate"]["task"]["status"]["state"] == "Started")
+        r = master.api("POST", "/api/v3/tasks/move",
+                       json={"sourceJobId": source, "targetJobId": target, "taskId": task_id})
+        assert r.status_code == 200, r.text
+        (_, moved), = [f for f in sub.until(lambda m: "taskUpdate" in m) if "taskUpdate" in f[1]]
+        assert moved["taskUpdate"]["movedFromAnotherJob"] is True
+        assert moved["taskUpdate"]["task"]["jobId"] == target
+        assert moved["taskUpdate"]["task"]["taskContext"]["task.movedFromJob"] == source
     finally:
         sub.close()

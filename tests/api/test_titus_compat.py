@@ -471,3 +471,38 @@ def test_fields_projection_and_filters(master: RunningMaster) -> None:
     assert ids(attributes="tier,team.note") == {other_id}
     assert ids(jobIds=f"{job_id},nope") == {job_id}
     assert ids(jobGroupStack="main", jobType="SERVICE") == {job_id}
+
+
+def test_move_task_between_compatible_service_jobs(master: RunningMaster) -> None:
+    agent = Agent(master)
+    source = _service(master, min=0, desired=2, max=5)
+    target_desc: Any = descriptor_message(service=True)
+    target_desc.applicationName = "compat-target"  # names, owner, budget and capacity may differ
+    target_desc.owner.teamEmail = "other@example.com"
+    target_desc.service.capacity.min, target_desc.service.capacity.desired = 0, 1
+    target = submit(master, target_desc)
+    wait_for(lambda: len(agent.assigned()) == 3, what="3 tasks placed")
+    moving, staying = (t["id"] for t in tasks_of(master, source))
+    agent.start([moving, staying])
+
+    r = master.api("POST", "/api/v3/tasks/move",
+                   json={"sourceJobId": source, "targetJobId": target, "taskId": moving})
+    empty(r)
+    task: Any = strict(master.api("GET", f"/api/v3/tasks/{moving}"), "Task")
+    assert (task.jobId, task.taskContext["task.movedFromJob"], task.status.state) == (target, source, 3)
+    assert _capacity(master, source)["desired"] == 1 and _capacity(master, target)["desired"] == 2
+    assert {t["id"] for t in tasks_of(master, target)} >= {moving}
+    assert moving in agent.assigned()  # still on its agent: nothing was stopped
+
+    other: Any = descriptor_message(service=True)
+    other.container.image.tag = "1.36"
+    incompatible = submit(master, other)
+    r = master.api("POST", "/api/v3/tasks/move",
+                   json={"sourceJobId": source, "targetJobId": incompatible, "taskId": staying})
+    assert r.status_code == 409 and "container.image differs" in r.json()["error"]
+    pending = next(t["id"] for t in tasks_of(master, target) if t["id"] != moving)
+    r = master.api("POST", "/api/v3/tasks/move", json={"sourceJobId": target, "targetJobId": source,
+                                                       "taskId": pending})
+    assert r.status_code == 409 and "Started" in r.json()["error"]
+    r = master.api("POST", "/api/v3/tasks/move", json={"sourceJobId": source, "taskId": staying})
+    assert r.status_code == 400 and r.json()["fields"][0]["path"] == "targetJobId"
