@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from master.api import mapper
-from master.api.models import JobDescriptor, JobDisruptionBudget, ServiceJobProcesses
+from master.api.models import STORED, JobDescriptor, JobDisruptionBudget, ServiceJobProcesses
 from master.core import states
 from master.core.entities import Job
 from master.manager_base import Conflict, ManagerBase, NotFound
@@ -40,7 +40,7 @@ class JobUpdates(ManagerBase):
                 raise Conflict(f"only service jobs have {service_only}")
             data = job.descriptor.to_json()
             change(data)
-            job.descriptor = JobDescriptor.model_validate(data)
+            job.descriptor = JobDescriptor.model_validate(data, context=STORED)
             pending = self._queue([self._job_write(job)])
         self._wait(pending)
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from master.api.models import (
+    STORED,
     ApplicationSla,
     JobDescriptor,
     TaskUpdate,
@@ -313,7 +314,7 @@ class ManagerBase:
     def _set_service(job: Job, **changes: Any) -> None:
         data = job.descriptor.to_json()
         data["service"].update(changes)
-        job.descriptor = JobDescriptor.model_validate(data)
+        job.descriptor = JobDescriptor.model_validate(data, context=STORED)
 
     def _new_task(
         self,

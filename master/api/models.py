@@ -20,6 +20,8 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StrictStr,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -77,6 +79,16 @@ Number = Annotated[float, BeforeValidator(_number)]
 Name = Annotated[StrictStr, Field(min_length=1, max_length=MAX_NAME_LEN)]
 Value = Annotated[StrictStr, Field(max_length=MAX_VALUE_LEN)]
 StringMap = Annotated[dict[Name, Value], Field(max_length=MAX_ATTRIBUTES)]
+
+
+#: Validation context of a descriptor read back from the store (or re-validated after an internal change):
+#: what was accepted once stays readable, so "not supported" refusals (newer than some stored jobs) and
+#: legacy spellings do not stop a master from loading its state.
+STORED = {"stored": True}
+
+
+def _stored(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get("stored"))
 
 
 def not_supported(path: str, what: str) -> ValueError:
@@ -181,9 +193,11 @@ class ContainerResources(Wire):
     staticIPAddressIDs: StaticIPAddressIDs | None = None
 
     @model_validator(mode="after")
-    def _shm_within_memory(self) -> ContainerResources:
+    def _shm_within_memory(self, info: ValidationInfo) -> ContainerResources:
         if self.shmSizeMB > self.memoryMB:
             raise ValueError("@shmSizeMB: shmSizeMB must not exceed memoryMB")
+        if _stored(info):
+            return self
         if self.efsMounts:
             raise not_supported("efsMounts", "this platform has no EFS; the task would run without the mount")
         if self.signedAddressAllocations:
@@ -231,8 +245,8 @@ class Constraints(Wire):
     expression: Value = ""  # Titus itself says "not supported yet"
 
     @model_validator(mode="after")
-    def _no_expression(self) -> Constraints:
-        if self.expression:
+    def _no_expression(self, info: ValidationInfo) -> Constraints:
+        if self.expression and not _stored(info):
             raise not_supported("expression", "constraint expressions (Titus does not support them either)")
         return self
 
@@ -278,7 +292,9 @@ class Container(Wire):
     volumeMounts: Annotated[list[VolumeMount], Field(max_length=32)] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _supported(self) -> Container:
+    def _supported(self, info: ValidationInfo) -> Container:
+        if _stored(info):
+            return self
         if self.experimental is not None:
             raise not_supported("experimental", "experimental features")
         if self.volumeMounts:
@@ -464,12 +480,30 @@ class HourlyTimeWindow(Wire):
     endHour: Annotated[StrictInt, BeforeValidator(_uint64), Field(ge=0, le=24)] = 0
 
 
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday")
+_WEEKENDS = ("Saturday", "Sunday")
+
+
 class TimeWindow(Wire):
     days: list[Literal["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]] = Field(
         default_factory=list
     )
     hourlyTimeWindows: list[HourlyTimeWindow] = Field(default_factory=list)
     timeZone: Value = ""
+
+    @field_validator("days", mode="before")
+    @classmethod
+    def _legacy_day_sets(cls, value: Any, info: ValidationInfo) -> Any:
+        """Stored budgets from before the wire followed Titus's Day enum may say Weekdays/Weekends/All."""
+        if not _stored(info) or not isinstance(value, list):
+            return value
+        sets = {"Weekdays": _WEEKDAYS, "Weekends": _WEEKENDS, "All": (*_WEEKDAYS, *_WEEKENDS)}
+        days: list[Any] = []
+        for day in value:
+            for d in sets.get(day, (day,)) if isinstance(day, str) else (day,):
+                if d not in days:
+                    days.append(d)
+        return days
 
 
 class ContainerHealthProvider(Wire):
@@ -508,8 +542,8 @@ class NetworkConfiguration(Wire):
     ] = "UnknownNetworkMode"
 
     @model_validator(mode="after")
-    def _supported(self) -> NetworkConfiguration:
-        if self.networkMode != "UnknownNetworkMode":
+    def _supported(self, info: ValidationInfo) -> NetworkConfiguration:
+        if self.networkMode != "UnknownNetworkMode" and not _stored(info):
             raise not_supported(
                 "networkMode", "network modes; leave it UnknownNetworkMode (the backend chooses)"
             )
@@ -536,12 +570,14 @@ class JobDescriptor(Wire):
     platformSidecars: Annotated[list[PlatformSidecar], Field(max_length=16)] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _exactly_one_spec(self) -> JobDescriptor:
+    def _exactly_one_spec(self, info: ValidationInfo) -> JobDescriptor:
         if (self.batch is None) == (self.service is None):
             raise ValueError("@batch|service: exactly one of batch or service is required")
         for key in self.attributes:
             if key.lower().startswith("titus"):
                 raise ValueError(f"@attributes.{key}: attribute names starting with 'titus' are reserved")
+        if _stored(info):
+            return self
         if self.extraContainers:
             raise not_supported("extraContainers", "a task runs one container here")
         if self.volumes:

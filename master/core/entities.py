@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from master.api.models import JobDescriptor
+from master.api.models import STORED, JobDescriptor
 from master.core import states
 from master.core.states import Status, StatusMachine
 
@@ -61,7 +61,7 @@ class Job:
         )
         return Job(
             record["id"],
-            JobDescriptor.model_validate(record["jobDescriptor"]),
+            JobDescriptor.model_validate(record["jobDescriptor"], context=STORED),
             machine,
             record["createdMs"],
             version,
