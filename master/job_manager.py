@@ -25,7 +25,7 @@ from master.core.agent import Agent
 from master.core.entities import Job, Task
 from master.core.states import Status, StatusMachine
 from master.group_admin import GroupAdmin
-from master.job_updates import JobUpdates
+from master.job_updates import JobUpdates, SchedulingResults
 from master.manager_base import (
     Conflict,
     ManagerBase,
@@ -59,7 +59,9 @@ __all__ = [
 log = logging.getLogger("titus.master")
 
 
-class JobManager(AgentChannel, Scheduling, TimerPass, GroupAdmin, BackendSeam, JobUpdates, ManagerBase):
+class JobManager(
+    AgentChannel, Scheduling, TimerPass, GroupAdmin, BackendSeam, JobUpdates, SchedulingResults, ManagerBase
+):
     """The leader's whole control surface; see the module docstring for where each part lives."""
 
     def submit(self, descriptor: JobDescriptor, idempotency_key: str | None = None) -> tuple[str, bool]:

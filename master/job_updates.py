@@ -14,7 +14,7 @@ from typing import Any
 from master.api import mapper
 from master.api.models import STORED, JobDescriptor, JobDisruptionBudget, ServiceJobProcesses
 from master.core import states
-from master.core.entities import Job
+from master.core.entities import Job, Task
 from master.manager_base import Conflict, ManagerBase, NotFound
 
 
@@ -195,3 +195,16 @@ def incompatibility(a: JobDescriptor, b: JobDescriptor) -> str:
                 return f"container.{inner[0]} differs"
             return f"{name} differs"
     return ""
+
+
+class SchedulingResults(ManagerBase):
+    def scheduling_result(self, task_id: str) -> dict[str, Any]:
+        """Titus's GetSchedulingResult: why a task waits (or that it was placed)."""
+        with self.lock:
+            task = self.tasks.get(task_id)
+            if task is not None:
+                return mapper.scheduling_result(task)
+        stored = self.store.get("task", task_id)
+        if stored is None:
+            raise NotFound(f"task {task_id} not found")
+        return mapper.scheduling_result(Task.from_record(stored.record, stored.version))

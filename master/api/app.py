@@ -43,7 +43,7 @@ def create_app(
 
     `metrics` (master/metrics.py) gets every request's route, status and duration and serves `/metrics`.
     """
-    from master.api import agents, jobs, management, openapi, tasks
+    from master.api import agents, jobs, management, openapi, scheduler, tasks
 
     app = Flask("titus-master")
     app.session_interface = _NoSessions()  # the API is stateless: no cookie session per request
@@ -143,6 +143,7 @@ def create_app(
     app.register_blueprint(agents.bp)
     app.register_blueprint(management.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(scheduler.bp)
     return app
 
 

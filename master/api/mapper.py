@@ -23,6 +23,7 @@ from typing import Any
 from master.core import states
 from master.core.entities import Job, Task
 from master.core.states import Status
+from master.scheduler.model import render_reason
 
 #: taskContext keys this master adds to Titus's own (`agent.*`, `task.index`, `task.originalId`, ...).
 CTX_EXIT_CODE = "task.exitCode"
@@ -146,3 +147,30 @@ def _copy(src: Any, dst: dict[str, Any], path: tuple[str, ...]) -> None:
     if not isinstance(sub, dict):
         sub = dst[head] = {}
     _copy(value, sub, rest)
+
+
+# ----------------------------------------------------------------------------------- scheduling result
+def scheduling_result(task: Task) -> dict[str, Any]:
+    """Titus's SchedulingResultEvent (titus_scheduler_api.proto) for a task: `success` once it was placed;
+    while it waits, `failures`, one per reason with the number of agents it excluded (the engine counts
+    each agent under the first rule that excluded it and keeps no agent ids, so `agentIdSamples` is empty).
+    A cause about the task itself (a capacity group's headroom, a retry delay) is a failure of 0 agents."""
+    if task.state != states.ACCEPTED:
+        placed = next((s for s in [*task.machine.history, task.machine.status] if s.state == states.LAUNCHED),
+                      None)
+        message = placed.reason_message if placed is not None else f"the task is {task.state}"
+        return {"success": {"message": message}}
+    failures: list[dict[str, Any]] = []
+    detail = task.pending_detail
+    if detail is not None:
+        if detail.task_reason:
+            failures.append({"reason": detail.task_reason, "failureCount": 0, "agentIdSamples": []})
+        ranked = sorted(detail.excluded.items(), key=lambda kv: (-kv[1], kv[0]))
+        failures += [{"reason": render_reason(reason, count), "failureCount": count, "agentIdSamples": []}
+                     for reason, count in ranked if count > 0]
+    elif task.pending_reason:
+        failures.append({"reason": task.pending_reason, "failureCount": 0, "agentIdSamples": []})
+    else:
+        failures.append({"reason": "not yet considered by the scheduler", "failureCount": 0,
+                         "agentIdSamples": []})
+    return {"failures": {"failures": failures}}

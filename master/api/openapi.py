@@ -351,6 +351,13 @@ def document() -> dict[str, Any]:
                 },
             }
         },
+        "/api/v3/scheduler/results/{taskId}": {
+            "get": {
+                "summary": "Titus's SchedulingResultEvent: why a task waits, or that it was placed",
+                "parameters": task_id,
+                "responses": {**_ok("The scheduling result"), **_errors(401, 404)},
+            }
+        },
         "/api/v3/agent/instances": {
             "get": {"summary": "Registered agents", "responses": {**_ok("Agents"), **_errors(401)}}
         },

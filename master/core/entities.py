@@ -11,6 +11,7 @@ from typing import Any
 from master.api.models import STORED, JobDescriptor
 from master.core import states
 from master.core.states import Status, StatusMachine
+from master.scheduler.model import PendingReason
 
 TAIL_LIMIT = 16_384  # bytes of each stream kept with a finished task, so logs outlive the agent
 
@@ -89,6 +90,8 @@ class Task:
     version: int = 0
     usage: dict[str, float] = field(default_factory=dict)
     pending_reason: str = ""
+    #: The engine's verdict behind pending_reason (agents excluded per reason), for the scheduling result.
+    pending_detail: PendingReason | None = field(default=None, repr=False, compare=False)
     migrating_to: str = ""  # drain: the replacement that must start before this task is stopped
     attributes: dict[str, str] = field(default_factory=dict)  # Titus's user-defined task attributes
     moved_from: str = ""  # MoveTask: the job this task was moved from ("task.movedFromJob")

@@ -506,3 +506,25 @@ def test_move_task_between_compatible_service_jobs(master: RunningMaster) -> Non
     assert r.status_code == 409 and "Started" in r.json()["error"]
     r = master.api("POST", "/api/v3/tasks/move", json={"sourceJobId": source, "taskId": staying})
     assert r.status_code == 400 and r.json()["fields"][0]["path"] == "targetJobId"
+
+
+def test_scheduling_result_says_why_a_task_waits_in_titus_shape(master: RunningMaster) -> None:
+    agent = Agent(master)
+    big: Any = descriptor_message()
+    big.container.resources.memoryMB = 100_000  # more than the agent's 65,536 MB
+    big.batch.size = 1
+    waiting = tasks_of(master, submit(master, big))[0]["id"]
+    placed = tasks_of(master, submit(master, descriptor_message()))[0]["id"]
+    wait_for(lambda: placed in agent.assigned(), what="the small task placed")
+
+    def failures() -> Any:
+        result: Any = strict(master.api("GET", f"/api/v3/scheduler/results/{waiting}"),
+                             "SchedulingResultEvent")
+        return result.failures.failures if result.WhichOneof("Status") == "failures" and \
+            result.failures.failures[0].failureCount else None
+
+    (failure,) = wait_for(failures, what="the engine's verdict on the big task")
+    assert (failure.reason, failure.failureCount) == ("insufficient memory on 1 agent", 1)
+    ok: Any = strict(master.api("GET", f"/api/v3/scheduler/results/{placed}"), "SchedulingResultEvent")
+    assert ok.WhichOneof("Status") == "success" and ok.success.message == f"placed on {agent.id}"
+    assert master.api("GET", "/api/v3/scheduler/results/no-such-task").status_code == 404

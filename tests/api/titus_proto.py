@@ -195,6 +195,13 @@ MESSAGES: dict[str, list[Field]] = {
     "JobUpdate": [("job", 1, "Job"), ("archived", 2, "bool")],
     "TaskUpdate": [("task", 1, "Task"), ("movedFromAnotherJob", 2, "bool"), ("archived", 3, "bool")],
     "SnapshotEnd": [],
+    # ------------------------------------------------------------------ titus_scheduler_api.proto
+    "SchedulingSuccess": [("message", 1, "string")],
+    "SchedulingFailure": [("reason", 1, "string"), ("failureCount", 2, "int32"),
+                          ("agentIdSamples", 3, "repeated string")],
+    "SchedulingFailures": [("failures", 1, "repeated SchedulingFailure")],
+    "SchedulingResultEvent": [("success", 1, "SchedulingSuccess", "Status"),
+                              ("failures", 2, "SchedulingFailures", "Status")],
     "JobChangeNotification": [("jobUpdate", 1, "JobUpdate", "Notification"),
                               ("taskUpdate", 2, "TaskUpdate", "Notification"),
                               ("snapshotEnd", 3, "SnapshotEnd", "Notification"),
