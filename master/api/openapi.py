@@ -15,11 +15,13 @@ from pydantic import BaseModel
 from master.api.models import (
     AgentRegistration,
     AgentStatusReport,
+    ApplicationSla,
     Capacity,
     CapacityUpdate,
     JobAttributesUpdate,
     JobDescriptor,
     JobDisruptionBudget,
+    LifecycleUpdate,
     LogUpload,
     ServiceJobProcesses,
     TaskAttributesUpdate,
@@ -57,6 +59,8 @@ def _schemas() -> dict[str, Any]:
         JobAttributesUpdate,
         TaskAttributesUpdate,
         TaskMoveRequest,
+        ApplicationSla,
+        LifecycleUpdate,
         AgentRegistration,
         AgentStatusReport,
         LogUpload,
@@ -361,6 +365,65 @@ def document() -> dict[str, Any]:
         "/api/v3/agent/instances": {
             "get": {"summary": "Registered agents", "responses": {**_ok("Agents"), **_errors(401)}}
         },
+        "/api/v3/management/applications": {
+            "get": {"summary": "Capacity groups (Titus's ApplicationSLAs)",
+                    "responses": {**_ok("Capacity groups", {"type": "array"}), **_errors(401)}},
+            "post": {"summary": "Create a capacity group", "requestBody": _body("ApplicationSla"),
+                     "responses": {**_ok("Created", None, "201"), **_errors(400, 401, 409, 503)}},
+        },
+        "/api/v3/management/applications/{name}": {
+            "get": {"summary": "One capacity group", "parameters": [_path_param("name")],
+                    "responses": {**_ok("The capacity group"), **_errors(401, 404)}},
+            "put": {"summary": "Replace a capacity group", "parameters": [_path_param("name")],
+                    "requestBody": _body("ApplicationSla"),
+                    "responses": {**_ok("Updated"), **_errors(400, 401, 404, 409, 503)}},
+            "delete": {"summary": "Delete a capacity group", "parameters": [_path_param("name")],
+                       "responses": {**_ok("Deleted"), **_errors(401, 404, 409, 503)}},
+        },
+        "/api/v3/agent/instanceGroups": {
+            "get": {"summary": "Agent pools", "responses": {**_ok("Instance groups"), **_errors(401)}},
+        },
+        "/api/v3/agent/instanceGroups/{groupId}": {
+            "get": {"summary": "One agent pool", "parameters": [_path_param("groupId")],
+                    "responses": {**_ok("The instance group"), **_errors(401, 404)}},
+        },
+        "/api/v3/agent/instanceGroups/{groupId}/lifecycle": {
+            "put": {"summary": "Set an agent pool's lifecycle", "parameters": [_path_param("groupId")],
+                    "requestBody": _body("LifecycleUpdate"),
+                    "responses": {**_ok("Updated"), **_errors(400, 401, 404, 409, 503)}},
+        },
+        "/api/v3/agent/instances/{agentId}/lifecycle": {
+            "put": {"summary": "Set one agent's lifecycle", "parameters": [_path_param("agentId")],
+                    "requestBody": _body("LifecycleUpdate"),
+                    "responses": {**_ok("Updated"), **_errors(400, 401, 404, 409, 503)}},
+        },
+        # The agent channel: the agent token, never the API token (the fuzz uses each where it belongs).
+        "/api/v3/agent/instances/register": {
+            "post": {"summary": "An agent registers (agent token)", "requestBody": _body("AgentRegistration"),
+                     "security": [{"agentBearer": []}],
+                     "responses": {**_ok("Session"), **_errors(400, 401, 409, 503)}},
+        },
+        "/api/v3/agent/instances/{agentId}/assignments": {
+            "get": {"summary": "An agent's desired set, long-polled (agent token)",
+                    "security": [{"agentBearer": []}],
+                    "parameters": [_path_param("agentId"),
+                                   _query("since", {"type": "integer", "minimum": -1}, "Last version seen"),
+                                   _query("session", {"type": "integer", "minimum": 0}, "Session epoch"),
+                                   _query("waitMs", {"type": "integer", "minimum": 0, "maximum": 60_000},
+                                          "Long-poll wait in ms (default 20000)")],
+                    "responses": {**_ok("Desired set"), **_errors(400, 401, 409, 503)}},
+        },
+        "/api/v3/agent/instances/{agentId}/status": {
+            "post": {"summary": "An agent's report (agent token)", "parameters": [_path_param("agentId")],
+                     "security": [{"agentBearer": []}], "requestBody": _body("AgentStatusReport"),
+                     "responses": {**_ok("Applied"), **_errors(400, 401, 404, 409, 503)}},
+        },
+        "/api/v3/agent/instances/{agentId}/logs/{taskId}": {
+            "post": {"summary": "An agent uploads a task's logs (agent token)",
+                     "parameters": [_path_param("agentId"), _path_param("taskId")],
+                     "security": [{"agentBearer": []}], "requestBody": _body("LogUpload"),
+                     "responses": {**_ok("Stored"), **_errors(400, 401, 404, 409, 503)}},
+        },
     }
     return {
         "openapi": "3.1.0",
@@ -374,7 +437,8 @@ def document() -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": _schemas(),
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                                "agentBearer": {"type": "http", "scheme": "bearer"}},
         },
     }
 
