@@ -198,7 +198,7 @@ def start_latency(jobs: int, port: int) -> dict[str, float]:
                     timeout=30,
                 ).json()["items"]
                 stamps = {
-                    s["state"]: s["timestamp"]
+                    s["state"]: int(s["timestamp"])  # a uint64: a string in proto3 JSON
                     for s in (tasks[0]["statusHistory"] + [tasks[0]["status"]] if tasks else [])
                 }
                 if "Started" in stamps:

@@ -164,15 +164,27 @@ def parse_job(doc: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]]) -> Job
     )
 
 
-def parse_task(doc: Mapping[str, Any]) -> PendingTask:
-    """One item of GET /api/v3/tasks?taskStates=Accepted; status.timestamp (ms) is when it was accepted."""
+def job_resources(job_docs: Sequence[Mapping[str, Any]]) -> dict[str, Resources]:
+    """Each job's per-task resources (Titus's Task carries none: they are the job's container's)."""
+    return {
+        str(d["id"]): parse_resources(
+            ((d.get("jobDescriptor") or {}).get("container") or {}).get("resources")
+        )
+        for d in job_docs
+    }
+
+
+def parse_task(doc: Mapping[str, Any], resources: Mapping[str, Resources]) -> PendingTask:
+    """One item of GET /api/v3/tasks?taskStates=Accepted; status.timestamp (ms, a uint64 string) is when it
+    was accepted; the master puts the tier and capacity group in taskContext."""
     status = doc.get("status") or {}
+    context = doc.get("taskContext") or {}
     return PendingTask(
         id=str(doc["id"]),
-        tier=Tier(doc.get("tier", "flex")),
-        resources=parse_resources(doc.get("resources")),
+        tier=Tier(context.get("task.tier", "flex")),
+        resources=resources.get(str(doc.get("jobId")), parse_resources(None)),
         pending_since=float(status.get("timestamp", 0)) / 1000.0,
-        capacity_group=str(doc.get("capacityGroup") or ""),
+        capacity_group=str(context.get("task.capacityGroup") or ""),
     )
 
 
@@ -223,10 +235,12 @@ class HttpClusterView:
 
     def snapshot(self) -> ClusterSnapshot:
         agent_docs = self._get("/api/v3/agent/instances").get("items", [])
-        pending = tuple(parse_task(d) for d in self._pending_pages())
+        pending_docs = list(self._pending_pages())
         groups = tuple(parse_capacity_group(d) for d in self._get("/api/v3/management/applications"))
         running_docs = list(self._pages("/api/v3/tasks", {"taskStates": ON_AGENT_STATES}))
         job_docs = list(self._pages("/api/v3/jobs", {}))
+        per_task = job_resources(job_docs)
+        pending = tuple(parse_task(d, per_task) for d in pending_docs)
         by_job: dict[str, list[Mapping[str, Any]]] = {}
         for t in running_docs:
             by_job.setdefault(str(t.get("jobId")), []).append(t)
@@ -235,7 +249,7 @@ class HttpClusterView:
             str(t["id"]): RunningTask(
                 str(t["id"]),
                 str(t.get("jobId")),
-                parse_resources(t.get("resources")),
+                per_task.get(str(t.get("jobId")), parse_resources(None)),
                 jobs[str(t.get("jobId"))].batch if str(t.get("jobId")) in jobs else False,
             )
             for t in running_docs

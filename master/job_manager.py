@@ -2,7 +2,7 @@
 
 `JobManager` is assembled from one class per responsibility, each in its own module:
 master/manager_base.py (state, write plumbing, shared transitions), agent_channel.py, scheduling.py,
-timer_pass.py, group_admin.py and backend_seam.py; the pure decisions they apply come from
+timer_pass.py, group_admin.py, job_updates.py and backend_seam.py; the pure decisions they apply come from
 master/reconcile.py, master/scheduler/ and master/core/, the derived state from master/state.py,
 master/snapshot.py and master/timers.py.
 """
@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from master.agent_channel import AgentChannel
+from master.api import mapper
 from master.api.models import (
     CapacityUpdate,
     JobDescriptor,
@@ -25,6 +26,7 @@ from master.core.agent import Agent
 from master.core.entities import Job, Task
 from master.core.states import Status, StatusMachine
 from master.group_admin import GroupAdmin
+from master.job_updates import JobUpdates, SchedulingResults
 from master.manager_base import (
     Conflict,
     ManagerBase,
@@ -59,7 +61,9 @@ __all__ = [
 log = logging.getLogger("titus.master")
 
 
-class JobManager(AgentChannel, Scheduling, TimerPass, GroupAdmin, BackendSeam, ManagerBase):
+class JobManager(
+    AgentChannel, Scheduling, TimerPass, GroupAdmin, BackendSeam, JobUpdates, SchedulingResults, ManagerBase
+):
     """The leader's whole control surface; see the module docstring for where each part lives."""
 
     def submit(self, descriptor: JobDescriptor, idempotency_key: str | None = None) -> tuple[str, bool]:
@@ -143,7 +147,9 @@ class JobManager(AgentChannel, Scheduling, TimerPass, GroupAdmin, BackendSeam, M
             pending = self._queue([self._job_write(job)])
         self._wait(pending)
 
-    def kill_task(self, task_id: str, shrink: bool) -> None:
+    def kill_task(self, task_id: str, shrink: bool, prevent_min_size_update: bool = False) -> None:
+        """Titus's KillTask. With `shrink`, desired drops by one; where that would go below min, min drops
+        too, unless `prevent_min_size_update` asks for a refusal instead."""
         now = self.clock()
         with self.lock:
             task = self.tasks.get(task_id)
@@ -160,9 +166,16 @@ class JobManager(AgentChannel, Scheduling, TimerPass, GroupAdmin, BackendSeam, M
                 if service is None:
                     raise Conflict("shrink applies to service jobs only")
                 cap = service.capacity
+                if service.serviceJobProcesses.disableDecreaseDesired:
+                    raise Conflict("this job disables decreasing desired (serviceJobProcesses)")
+                if cap.desired == 0:
+                    raise Conflict("the job's desired is already 0")
+                new_min = cap.min
                 if cap.desired - 1 < cap.min:
-                    raise Conflict(f"shrinking would take desired below min ({cap.min})")
-                self._set_service(job, capacity={"min": cap.min, "desired": cap.desired - 1, "max": cap.max})
+                    if prevent_min_size_update:
+                        raise Conflict(f"shrinking would take desired below min ({cap.min})")
+                    new_min = cap.min - 1
+                self._set_service(job, capacity={"min": new_min, "desired": cap.desired - 1, "max": cap.max})
                 writes.append(self._job_write(job))
                 task.replace = False
             elif job.descriptor.batch is not None:
@@ -185,11 +198,11 @@ class JobManager(AgentChannel, Scheduling, TimerPass, GroupAdmin, BackendSeam, M
         with self.lock:
             job = self.jobs.get(job_id) or (self.archived[job_id][0] if job_id in self.archived else None)
             if job is not None:
-                return job.to_wire()
+                return mapper.job_to_wire(job)
         stored = self.store.get("job", job_id)
         if stored is None:
             raise NotFound(f"job {job_id} not found")
-        return Job.from_record(stored.record, stored.version).to_wire()
+        return mapper.job_to_wire(Job.from_record(stored.record, stored.version))
 
     def list_jobs(self, include_finished: bool) -> list[Job]:
         with self.lock:
@@ -211,10 +224,8 @@ class JobManager(AgentChannel, Scheduling, TimerPass, GroupAdmin, BackendSeam, M
 
     def _task_wire(self, task: Task) -> dict[str, Any]:
         job = self._job_of(task)
-        wire = task.to_wire(job)
-        if job is not None:
-            wire["tier"] = self.tier_of_group(job.descriptor.capacityGroup)
-        return wire
+        tier = self.tier_of_group(job.descriptor.capacityGroup) if job is not None else None
+        return mapper.task_to_wire(task, job, tier)
 
     def _job_of(self, task: Task) -> Job | None:
         job = self.jobs.get(task.job_id)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from master.api.models import (
+    STORED,
     ApplicationSla,
     JobDescriptor,
     TaskUpdate,
@@ -35,7 +36,7 @@ from master.events import Change, EventLog, log_event
 from master.groups import DEFAULT_GROUP, CapacityGroup, InstanceGroup, default_group
 from master.reconcile import CreateTask, KillTask, reconcile, replacement_delay
 from master.resource_backend import NativeBackend, ResourceBackend
-from master.scheduler.model import Resources
+from master.scheduler.model import PendingReason, Resources
 from master.snapshot import SnapshotBuilder, job_resources
 from master.state import TaskIndex
 from master.store.base import JobStore, PendingWrite, StaleEpoch, StoreError, Write
@@ -154,7 +155,7 @@ class ManagerBase:
         self._delayed: dict[str, int] = {}
         self._full_pass = True
         # Shapes (resources, capacity group) the engine found unplaceable since capacity last changed.
-        self._infeasible: dict[tuple[Resources, str], str] = {}
+        self._infeasible: dict[tuple[Resources, str], tuple[str, PendingReason]] = {}
         self.capacity_groups: dict[str, CapacityGroup] = {DEFAULT_GROUP: default_group()}
         self.instance_groups: dict[str, InstanceGroup] = {}
         self._agent_lifecycles: dict[str, tuple[str, str, int]] = {}  # stored phase-outs, applied on register
@@ -322,7 +323,7 @@ class ManagerBase:
     def _set_service(job: Job, **changes: Any) -> None:
         data = job.descriptor.to_json()
         data["service"].update(changes)
-        job.descriptor = JobDescriptor.model_validate(data)
+        job.descriptor = JobDescriptor.model_validate(data, context=STORED)
 
     def _new_task(
         self,
@@ -347,6 +348,7 @@ class ManagerBase:
         task.not_before_ms = now + delay_ms
         if delay_ms:
             task.pending_reason = f"waiting {delay_ms} ms before retry {task.retries_done}"
+            task.pending_detail = None
         self.tasks[task.id] = task
         self.tasks_by_job[job.id][task.id] = task
         self._task_job[task.id] = job.id

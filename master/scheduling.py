@@ -73,7 +73,7 @@ class Scheduling(ManagerBase):
                     self.schedule_wanted.set()
                     continue
                 task.agent_id = a.agent_id
-                task.pending_reason = ""
+                task.pending_reason, task.pending_detail = "", None
                 task.machine.move(states.LAUNCHED, "normal", f"placed on {a.agent_id}", now)
                 writes.append(self._task_write(task))
                 touched.add(a.agent_id)
@@ -86,10 +86,10 @@ class Scheduling(ManagerBase):
             for task_id, why in reply.unplaced.items():
                 unplaced = self.tasks.get(task_id)
                 if unplaced is not None:
-                    unplaced.pending_reason = why.summary
+                    unplaced.pending_reason, unplaced.pending_detail = why.summary, why
                     shape = self._shape(unplaced)
                     if remember and shape is not None and why.task_reason is None:
-                        self._infeasible[shape] = why.summary
+                        self._infeasible[shape] = (unplaced.pending_reason, why)
             queued = self._queue(writes)
         self._wait(queued)
         with self.lock:
@@ -115,11 +115,11 @@ class Scheduling(ManagerBase):
         out = []
         for t in pending:
             shape = self._shape(t)
-            why = self._infeasible.get(shape) if shape is not None else None
-            if why is None:
+            known = self._infeasible.get(shape) if shape is not None else None
+            if known is None:
                 out.append(t)
             else:
-                t.pending_reason = why
+                t.pending_reason, t.pending_detail = known
         return out
 
     def _still_fits(self, task: Task, agent_id: str) -> bool:

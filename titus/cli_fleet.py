@@ -217,16 +217,22 @@ def capacity_group() -> None:
     """Capacity groups (Titus's ApplicationSLA): reservations per tier, and what they use."""
 
 
-def _with_use(group: dict[str, Any], tasks: list[dict[str, Any]]) -> dict[str, Any]:
+def _with_use(
+    group: dict[str, Any], tasks: list[dict[str, Any]], jobs: list[dict[str, Any]]
+) -> dict[str, Any]:
     """The reservation (instanceCount x resourceDimension) and the use (active tasks of the group's jobs
-    that hold resources on an agent)."""
+    that hold resources on an agent; a task's resources are its job's, as in Titus's Task)."""
+    resources = {
+        j["id"]: j.get("jobDescriptor", {}).get("container", {}).get("resources") for j in jobs
+    }
+    tasks = [{**t, "resources": resources.get(t["jobId"])} for t in tasks]
     dims = group.get("resourceDimension", {})
     count = int(group.get("instanceCount", 0))
     reserved = {k: dims.get(k, 0) * count for k in DIMENSIONS}
     placed = [
         t
         for t in tasks
-        if t.get("capacityGroup", "DEFAULT") == group["appName"]
+        if t.get("taskContext", {}).get("task.capacityGroup", "DEFAULT") == group["appName"]
         and t["status"]["state"] != "Accepted"
         and t.get("resources")
     ]
@@ -245,7 +251,8 @@ def capacity_group_list(url: str | None, token: str | None, as_json: bool) -> No
     client = make_client(url, token)
     groups = api_call(client.capacity_groups)
     tasks = api_call(lambda: client.tasks())
-    views = [_with_use(g, tasks) for g in groups]
+    jobs = api_call(lambda: client.jobs())
+    views = [_with_use(g, tasks, jobs) for g in groups]
     rows = [
         [
             g["appName"],
@@ -272,7 +279,11 @@ def capacity_group_list(url: str | None, token: str | None, as_json: bool) -> No
 def capacity_group_get(name: str, url: str | None, token: str | None, as_json: bool) -> None:
     """Show one capacity group: tier, reservation vs use."""
     client = make_client(url, token)
-    view = _with_use(api_call(lambda: client.capacity_group(name)), api_call(lambda: client.tasks()))
+    view = _with_use(
+        api_call(lambda: client.capacity_group(name)),
+        api_call(lambda: client.tasks()),
+        api_call(lambda: client.jobs()),
+    )
     lines = [
         f"capacity group {view['appName']}",
         f"  tier:        {view.get('tier', '')}",

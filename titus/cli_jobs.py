@@ -68,10 +68,11 @@ def task_reason(t: dict[str, Any]) -> str:
         parts.append(f"{code}: {message}")
     elif code or message:
         parts.append(code or message)
-    if t.get("exitCode") is not None and status["state"] == "Finished":
-        parts.append(f"exit {t['exitCode']}")
-    if t.get("pendingReason"):
-        parts.append(f"pending: {t['pendingReason']}")
+    ctx = t.get("taskContext", {})
+    if ctx.get("task.exitCode") is not None and status["state"] == "Finished":
+        parts.append(f"exit {ctx['task.exitCode']}")
+    if ctx.get("task.pendingReason"):
+        parts.append(f"pending: {ctx['task.pendingReason']}")
     return ", ".join(parts)
 
 
@@ -302,7 +303,7 @@ def _poll(what: str, timeout: float, step: Callable[[], tuple[bool, str]]) -> No
 
 
 def _first_pending(tasks: list[dict[str, Any]]) -> str:
-    reason = next((t["pendingReason"] for t in tasks if t.get("pendingReason")), "")
+    reason = next((p for t in tasks if (p := t.get("taskContext", {}).get("task.pendingReason"))), "")
     return f" (pending: {reason})" if reason else ""
 
 
@@ -406,13 +407,15 @@ def task_get(task_id: str, url: str | None, token: str | None, as_json: bool) ->
         lines.append(
             f"  replaces:   {ctx['task.resubmitOf']} (resubmit {ctx.get('task.resubmitNumber', '')})"
         )
-    res = t.get("resources")
+    # Titus's Task carries no resources: they are the job's (its container's).
+    job = api_call(lambda: client.job(t["jobId"]))
+    res = job.get("jobDescriptor", {}).get("container", {}).get("resources")
     if res:
         lines.append(
             f"  resources:  cpu {res.get('cpu')} memory {res.get('memoryMB')} MB disk "
             f"{res.get('diskMB')} MB network {res.get('networkMbps')} Mbps"
         )
-    usage = t.get("usage")
+    usage = {k.removeprefix("task.usage."): float(v) for k, v in ctx.items() if k.startswith("task.usage.")}
     if usage:
         lines.append(
             f"  usage:      cpu {usage.get('cpuPct', 0):.1f}% rss {usage.get('rssMB', 0):.1f} MB "

@@ -145,8 +145,10 @@ class TitusClient:
         self.call("DELETE", f"/api/v3/jobs/{job_id}")
 
     def scale(self, job_id: str, **capacity: int) -> dict[str, Any]:
-        result: dict[str, Any] = self.call("PUT", f"/api/v3/jobs/{job_id}/instances", json=capacity)
-        return result
+        """Sets only the bounds given (Titus's capacityAttributes; `/instances` sets all three), then
+        answers the job as it now is."""
+        self.call("PUT", f"/api/v3/jobs/{job_id}/capacityAttributes", json=capacity)
+        return self.job(job_id)
 
     def tasks(self, job_id: str | None = None, states: str | None = None) -> list[dict[str, Any]]:
         params = {}

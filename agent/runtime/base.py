@@ -32,7 +32,8 @@ class TaskSpec:
 
     @property
     def argv(self) -> list[str]:
-        return [*self.entry_point, *self.command]
+        """The job's own argv (entryPoint then command); Titus's [""] ("clear the image's") adds nothing."""
+        return [a for part in (self.entry_point, self.command) if part != ("",) for a in part]
 
     @property
     def image_name(self) -> str:

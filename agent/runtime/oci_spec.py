@@ -23,11 +23,19 @@ class SpecError(Exception):
     """The task cannot be expressed (nothing to run, bad user); message is user-facing."""
 
 
+_CLEARED = ("",)
+
+
 def task_argv(spec: TaskSpec, image: ImageConfig) -> list[str]:
+    """Titus's rules (titus_job_api.proto, Container.entryPoint/command): a job's entryPoint replaces the
+    image's ENTRYPOINT and drops its CMD; a job's command alone replaces only CMD; neither runs the image's
+    own. A single empty string ([""]) clears the image's value instead of replacing it."""
+    command = [] if spec.command == _CLEARED else list(spec.command)
     if spec.entry_point:
-        argv = [*spec.entry_point, *spec.command]
+        argv = [] if spec.entry_point == _CLEARED else list(spec.entry_point)
+        argv += command
     elif spec.command:
-        argv = [*image.entrypoint, *spec.command]
+        argv = [*image.entrypoint, *command]
     else:
         argv = [*image.entrypoint, *image.cmd]
     if not argv:

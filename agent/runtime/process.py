@@ -268,7 +268,9 @@ class ProcessRuntime:
         """Refuse what this runtime cannot honour, before anything is created. The process runtime runs
         the task on the host: it cannot run an image, so it accepts only the images named host images."""
         if not spec.argv:
-            raise LaunchError("nothing to run: entryPoint and command are both empty")
+            raise LaunchError(
+                "nothing to run: the process runtime has no image whose ENTRYPOINT/CMD could stand in for "
+                "an empty entryPoint and command; give one, or use the oci runtime")
         name = spec.image.split("@", 1)[0].rsplit(":", 1)[0] if spec.image else ""
         if spec.image and spec.image not in self.host_images and name not in self.host_images:
             raise LaunchError(

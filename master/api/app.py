@@ -43,7 +43,7 @@ def create_app(
 
     `metrics` (master/metrics.py) gets every request's route, status and duration and serves `/metrics`.
     """
-    from master.api import agents, jobs, management, openapi, tasks
+    from master.api import agents, jobs, management, openapi, scheduler, tasks
 
     app = Flask("titus-master")
     app.session_interface = _NoSessions()  # the API is stateless: no cookie session per request
@@ -145,6 +145,7 @@ def create_app(
     app.register_blueprint(openapi.bp)
     from master.api.eviction import bp as eviction_bp  # its own module: Titus's eviction API
     app.register_blueprint(eviction_bp)
+    app.register_blueprint(scheduler.bp)
     return app
 
 

@@ -16,9 +16,12 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     StrictBool,
     StrictInt,
     StrictStr,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -59,7 +62,10 @@ def _uint64(value: Any) -> Any:
     return value
 
 
-UInt64 = Annotated[StrictInt, BeforeValidator(_uint64)]
+#: A proto uint64: read from a JSON number or a decimal string, written as a string (proto3 JSON).
+UInt64 = Annotated[
+    StrictInt, BeforeValidator(_uint64), PlainSerializer(str, return_type=str, when_used="json")
+]
 
 
 def _number(value: Any) -> Any:
@@ -75,6 +81,22 @@ Value = Annotated[StrictStr, Field(max_length=MAX_VALUE_LEN)]
 StringMap = Annotated[dict[Name, Value], Field(max_length=MAX_ATTRIBUTES)]
 
 
+#: Validation context of a descriptor read back from the store (or re-validated after an internal change):
+#: what was accepted once stays readable, so "not supported" refusals (newer than some stored jobs) and
+#: legacy spellings do not stop a master from loading its state.
+STORED = {"stored": True}
+
+
+def _stored(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get("stored"))
+
+
+def not_supported(path: str, what: str) -> ValueError:
+    """A field Titus defines whose non-default value asks for a feature this platform lacks: refusing it is
+    honest, accepting it would run the task without what it asked for."""
+    return ValueError(f"@{path}: not supported: {what}")
+
+
 class Wire(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=False, frozen=True)
 
@@ -83,6 +105,26 @@ class Wire(BaseModel):
 
 
 # ------------------------------------------------------------------------------------------- container
+def _unset_if_empty(value: Any) -> Any:
+    """proto3 cannot tell an empty string from an unset one: a client printing defaults sends ""."""
+    return None if value == "" else value
+
+
+def _default_if_zero(default: int) -> Any:
+    """proto3 sends 0 for an unset uint32; Titus then applies its default, and so do we."""
+
+    def convert(value: Any) -> Any:
+        value = _uint64(value)
+        return default if value == 0 and not isinstance(value, bool) else value
+
+    return BeforeValidator(convert)
+
+
+UInt32 = Annotated[StrictInt, BeforeValidator(_uint64), Field(ge=0, le=2**32 - 1)]
+#: proto `bytes`: base64 text in proto3 JSON.
+Bytes = Annotated[StrictStr, Field(max_length=65_536)]
+
+
 class Owner(Wire):
     teamEmail: Annotated[StrictStr, Field(min_length=3, max_length=MAX_NAME_LEN, pattern=_EMAIL.pattern)]
 
@@ -94,30 +136,85 @@ class JobGroupInfo(Wire):
 
 
 class EfsMount(Wire):
-    efsId: Name
-    mountPoint: Name
-    mountPerm: Literal["RO", "WO", "RW"] = "RW"
+    efsId: StrictStr = ""
+    mountPoint: StrictStr = ""
+    mountPerm: Literal["RO", "WO", "RW"] = "RO"
     efsRelativeMountPoint: Value = ""
+
+
+class AddressLocation(Wire):
+    region: Value = ""
+    availabilityZone: Value = ""
+    subnetId: Value = ""
+
+
+class AddressAllocation(Wire):
+    addressLocation: AddressLocation | None = None
+    uuid: Value = ""
+    address: Value = ""
+    ipv6Address: Value = ""
+
+
+class SignedAddressAllocation(Wire):
+    addressAllocation: AddressAllocation | None = None
+    signedAddressAllocation: Bytes = ""
+    authoritativePublicKey: Bytes = ""
+    hostPublicKey: Bytes = ""
+    hostPublicKeySignature: Bytes = ""
+    message: Bytes = ""
+    messageSignature: Bytes = ""
+
+
+class StaticIPAddressIDs(Wire):
+    uuids: Annotated[list[Value], Field(max_length=64)] = Field(default_factory=list)
 
 
 class ContainerResources(Wire):
     cpu: Annotated[Number, Field(gt=0, le=MAX_CPU)]
-    memoryMB: Annotated[StrictInt, Field(gt=0, le=MAX_MEMORY_MB)]
-    diskMB: Annotated[StrictInt, Field(gt=0, le=MAX_DISK_MB)] = DEFAULT_DISK_MB
-    networkMbps: Annotated[StrictInt, Field(gt=0, le=MAX_NETWORK_MBPS)] = DEFAULT_NETWORK_MBPS
-    gpu: Annotated[StrictInt, Field(ge=0, le=MAX_GPU)] = 0
-    allocateIP: StrictBool = False
+    memoryMB: Annotated[StrictInt, BeforeValidator(_uint64), Field(gt=0, le=MAX_MEMORY_MB)]
+    diskMB: Annotated[
+        StrictInt, _default_if_zero(DEFAULT_DISK_MB), BeforeValidator(_uint64), Field(gt=0, le=MAX_DISK_MB)
+    ] = DEFAULT_DISK_MB
+    networkMbps: Annotated[
+        StrictInt,
+        _default_if_zero(DEFAULT_NETWORK_MBPS),
+        BeforeValidator(_uint64),
+        Field(gt=0, le=MAX_NETWORK_MBPS),
+    ] = DEFAULT_NETWORK_MBPS
+    gpu: Annotated[StrictInt, BeforeValidator(_uint64), Field(ge=0, le=MAX_GPU)] = 0
+    allocateIP: StrictBool = False  # deprecated in Titus ("IP always allocated"): accepted, no effect
     efsMounts: Annotated[list[EfsMount], Field(max_length=16)] = Field(default_factory=list)
-    shmSizeMB: Annotated[StrictInt, Field(ge=0, le=MAX_MEMORY_MB)] = 0
+    shmSizeMB: Annotated[StrictInt, BeforeValidator(_uint64), Field(ge=0, le=MAX_MEMORY_MB)] = 0
+    signedAddressAllocations: Annotated[list[SignedAddressAllocation], Field(max_length=16)] = Field(
+        default_factory=list
+    )
+    # oneof staticIPAddresses
+    pool: Value | None = None
+    staticIPAddressIDs: StaticIPAddressIDs | None = None
 
     @model_validator(mode="after")
-    def _shm_within_memory(self) -> ContainerResources:
+    def _shm_within_memory(self, info: ValidationInfo) -> ContainerResources:
         if self.shmSizeMB > self.memoryMB:
             raise ValueError("@shmSizeMB: shmSizeMB must not exceed memoryMB")
+        if _stored(info):
+            return self
+        if self.efsMounts:
+            raise not_supported("efsMounts", "this platform has no EFS; the task would run without the mount")
+        if self.signedAddressAllocations:
+            raise not_supported("signedAddressAllocations", "this platform has no Titus VPC IP service")
+        if self.pool is not None and self.staticIPAddressIDs is not None:
+            raise ValueError("@pool|staticIPAddressIDs: at most one of pool or staticIPAddressIDs")
+        if self.pool:
+            raise not_supported("pool", "static IP pools need the Titus VPC IP service")
+        if self.staticIPAddressIDs is not None and self.staticIPAddressIDs.uuids:
+            raise not_supported("staticIPAddressIDs", "static IPs need the Titus VPC IP service")
         return self
 
 
 class SecurityProfile(Wire):
+    """Accepted and stored, not enforced: every Titus client sends security groups and an IAM role, and a
+    task here gets neither (there is no VPC or instance-metadata proxy); see docs/ARCHITECTURE.md."""
+
     securityGroups: Annotated[list[Name], Field(max_length=6)] = Field(default_factory=list)
     iamRole: Value = ""
     attributes: StringMap = Field(default_factory=dict)
@@ -125,8 +222,12 @@ class SecurityProfile(Wire):
 
 class Image(Wire):
     name: Annotated[StrictStr, Field(min_length=1, max_length=255, pattern=_IMAGE_NAME.pattern)]
-    tag: Annotated[StrictStr, Field(pattern=_TAG.pattern)] | None = None
-    digest: Annotated[StrictStr, Field(pattern=_DIGEST.pattern)] | None = None
+    tag: Annotated[
+        Annotated[StrictStr, Field(pattern=_TAG.pattern)] | None, BeforeValidator(_unset_if_empty)
+    ] = None
+    digest: Annotated[
+        Annotated[StrictStr, Field(pattern=_DIGEST.pattern)] | None, BeforeValidator(_unset_if_empty)
+    ] = None
 
     @model_validator(mode="after")
     def _tag_xor_digest(self) -> Image:
@@ -141,20 +242,38 @@ class Image(Wire):
 
 class Constraints(Wire):
     constraints: Annotated[dict[Name, Value], Field(max_length=32)] = Field(default_factory=dict)
-    expression: Annotated[StrictStr, Field(max_length=0)] = ""  # Titus: "not supported yet"
+    expression: Value = ""  # Titus itself says "not supported yet"
+
+    @model_validator(mode="after")
+    def _no_expression(self, info: ValidationInfo) -> Constraints:
+        if self.expression and not _stored(info):
+            raise not_supported("expression", "constraint expressions (Titus does not support them either)")
+        return self
 
 
 class VolumeMount(Wire):
-    volumeName: Name
-    mountPath: Name
+    mountPath: StrictStr = ""
     mountPropagation: Literal[
         "MountPropagationNone", "MountPropagationHostToContainer", "MountPropagationBidirectional"
     ] = "MountPropagationNone"
+    volumeName: StrictStr = ""
     readOnly: StrictBool = False
     subPath: Value = ""
 
 
+class AnyMessage(BaseModel):
+    """google.protobuf.Any in proto3 JSON: an object with "@type" and the message's fields."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+    type_url: StrictStr = Field(alias="@type")
+
+
 Arg = Annotated[StrictStr, Field(max_length=MAX_ARG_LEN)]
+Argv = Annotated[list[Arg], Field(max_length=MAX_ARGS)]
+EnvMap = Annotated[
+    dict[Annotated[StrictStr, Field(pattern=_ENV_NAME.pattern, max_length=256)], Value],
+    Field(max_length=MAX_ENV),
+]
 
 
 class Container(Wire):
@@ -162,43 +281,87 @@ class Container(Wire):
     securityProfile: SecurityProfile = Field(default_factory=SecurityProfile)
     image: Image
     attributes: StringMap = Field(default_factory=dict)
-    entryPoint: Annotated[list[Arg], Field(max_length=MAX_ARGS)] = Field(default_factory=list)
-    command: Annotated[list[Arg], Field(max_length=MAX_ARGS)] = Field(default_factory=list)
-    env: Annotated[
-        dict[Annotated[StrictStr, Field(pattern=_ENV_NAME.pattern, max_length=256)], Value],
-        Field(max_length=MAX_ENV),
-    ] = Field(default_factory=dict)
+    # Both optional, as in Titus: empty means the image's own ENTRYPOINT / CMD (the OCI and Docker runtimes
+    # read them from the image config; the process runtime has no image and refuses a task with neither).
+    entryPoint: Argv = Field(default_factory=list)
+    command: Argv = Field(default_factory=list)
+    env: EnvMap = Field(default_factory=dict)
     softConstraints: Constraints = Field(default_factory=Constraints)
     hardConstraints: Constraints = Field(default_factory=Constraints)
+    experimental: AnyMessage | None = None
     volumeMounts: Annotated[list[VolumeMount], Field(max_length=32)] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _something_to_run(self) -> Container:
-        if not self.entryPoint and not self.command:
-            # Images always carry a default command in Docker; the process runtime has no image, so
-            # an explicit argv is required for it. We insist on one so a job means the same on both.
-            raise ValueError("@entryPoint|command: entryPoint or command is required")
+    def _supported(self, info: ValidationInfo) -> Container:
+        if _stored(info):
+            return self
+        if self.experimental is not None:
+            raise not_supported("experimental", "experimental features")
+        if self.volumeMounts:
+            raise not_supported("volumeMounts", "job volumes (the job's volumes field) are not implemented")
         return self
 
 
+class BasicImage(Wire):
+    name: StrictStr = ""
+    tag: StrictStr = ""
+    digest: StrictStr = ""
+
+
+class BasicContainer(Wire):
+    name: StrictStr = ""
+    image: BasicImage | None = None
+    entryPoint: Argv = Field(default_factory=list)
+    command: Argv = Field(default_factory=list)
+    env: dict[StrictStr, Value] = Field(default_factory=dict)
+    volumeMounts: Annotated[list[VolumeMount], Field(max_length=32)] = Field(default_factory=list)
+
+
+class SharedContainerVolumeSource(Wire):
+    sourceContainer: StrictStr = ""
+    sourcePath: StrictStr = ""
+
+
+class SaasVolumeSource(Wire):
+    SaaSVolumeID: StrictStr = ""
+
+
+class Volume(Wire):
+    name: StrictStr = ""
+    # oneof VolumeSource
+    sharedContainerVolumeSource: SharedContainerVolumeSource | None = None
+    SaaSVolumeSource: SaasVolumeSource | None = None
+
+
+class PlatformSidecar(Wire):
+    name: StrictStr = ""
+    channel: StrictStr = ""
+    arguments: dict[str, Any] | None = None  # google.protobuf.Struct: any JSON object
+
+
 # ------------------------------------------------------------------------------------------ job specs
+class _Empty(Wire):
+    """An empty proto message ({} in JSON)."""
+
 class ImmediateRetry(Wire):
-    retries: Annotated[StrictInt, Field(ge=0, le=MAX_RETRIES)] = 0
+    retries: Annotated[StrictInt, BeforeValidator(_uint64), Field(ge=0, le=MAX_RETRIES)] = 0
 
 
 class DelayedRetry(Wire):
     initialDelayMs: Annotated[UInt64, Field(ge=0, le=MAX_DELAY_MS)] = 0
-    delayMs: Annotated[UInt64, Field(ge=0, le=MAX_DELAY_MS)]
-    retries: Annotated[StrictInt, Field(ge=0, le=MAX_RETRIES)] = 0
+    delayMs: Annotated[UInt64, Field(ge=0, le=MAX_DELAY_MS)] = 0
+    retries: Annotated[StrictInt, BeforeValidator(_uint64), Field(ge=0, le=MAX_RETRIES)] = 0
 
 
 class ExponentialBackOffRetry(Wire):
-    initialDelayMs: Annotated[UInt64, Field(gt=0, le=MAX_DELAY_MS)]
-    maxDelayIntervalMs: Annotated[UInt64, Field(gt=0, le=MAX_DELAY_MS)]
-    retries: Annotated[StrictInt, Field(ge=0, le=MAX_RETRIES)] = 0
+    initialDelayMs: Annotated[UInt64, Field(ge=0, le=MAX_DELAY_MS)] = 0
+    maxDelayIntervalMs: Annotated[UInt64, Field(ge=0, le=MAX_DELAY_MS)] = 0
+    retries: Annotated[StrictInt, BeforeValidator(_uint64), Field(ge=0, le=MAX_RETRIES)] = 0
 
     @model_validator(mode="after")
     def _max_not_below_initial(self) -> ExponentialBackOffRetry:
+        if self.initialDelayMs <= 0:
+            raise ValueError("@initialDelayMs: initialDelayMs must be > 0")
         if self.maxDelayIntervalMs < self.initialDelayMs:
             raise ValueError("@maxDelayIntervalMs: maxDelayIntervalMs must be >= initialDelayMs")
         return self
@@ -224,16 +387,23 @@ DEFAULT_RETRY = RetryPolicy(immediate=ImmediateRetry(retries=0))
 
 
 class BatchJobSpec(Wire):
-    size: Annotated[StrictInt, Field(ge=1, le=MAX_BATCH_SIZE)]
-    runtimeLimitSec: Annotated[UInt64, Field(ge=1, le=MAX_RUNTIME_LIMIT_SEC)] = DEFAULT_RUNTIME_LIMIT_SEC
+    size: Annotated[StrictInt, BeforeValidator(_uint64), Field(ge=1, le=MAX_BATCH_SIZE)]
+    runtimeLimitSec: Annotated[
+        UInt64, _default_if_zero(DEFAULT_RUNTIME_LIMIT_SEC), Field(ge=1, le=MAX_RUNTIME_LIMIT_SEC)
+    ] = DEFAULT_RUNTIME_LIMIT_SEC
     retryPolicy: RetryPolicy = DEFAULT_RETRY
     retryOnRuntimeLimit: StrictBool = False
 
 
+CapacityBound = Annotated[StrictInt, BeforeValidator(_uint64), Field(ge=0, le=MAX_SERVICE_CAPACITY)]
+
+
 class Capacity(Wire):
-    min: Annotated[StrictInt, Field(ge=0, le=MAX_SERVICE_CAPACITY)] = 0
-    desired: Annotated[StrictInt, Field(ge=0, le=MAX_SERVICE_CAPACITY)]
-    max: Annotated[StrictInt, Field(ge=0, le=MAX_SERVICE_CAPACITY)]
+    """Titus's Capacity; every bound is a proto3 uint32, so an omitted one is 0."""
+
+    min: CapacityBound = 0
+    max: CapacityBound = 0
+    desired: CapacityBound = 0
 
     @model_validator(mode="after")
     def _ordered(self) -> Capacity:
@@ -243,8 +413,15 @@ class Capacity(Wire):
 
 
 class MigrationPolicy(Wire):
-    systemDefault: dict[str, Any] | None = None
-    selfManaged: dict[str, Any] | None = None
+    # oneof Policy: each is an empty message
+    systemDefault: _Empty | None = None
+    selfManaged: _Empty | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> MigrationPolicy:
+        if self.systemDefault is not None and self.selfManaged is not None:
+            raise ValueError("@systemDefault|selfManaged: at most one of systemDefault or selfManaged")
+        return self
 
 
 class ServiceJobProcesses(Wire):
@@ -253,7 +430,9 @@ class ServiceJobProcesses(Wire):
 
 
 class ServiceJobSpec(Wire):
-    capacity: Capacity
+    capacity: Capacity = Field(default_factory=Capacity)
+    # proto3's default is false; ours stays true (a job is enabled unless a client says otherwise), since
+    # "enabled" only gates automatic scaling here. docs/ARCHITECTURE.md notes the difference.
     enabled: StrictBool = True
     retryPolicy: RetryPolicy = RetryPolicy(
         exponentialBackOff=ExponentialBackOffRetry(
@@ -265,59 +444,66 @@ class ServiceJobSpec(Wire):
 
 
 # ---------------------------------------------------------------------------------- disruption budget
-class _Empty(Wire):
-    pass
-
 
 class SelfManagedBudget(Wire):
     relocationTimeMs: UInt64 = 0
 
 
 class AvailabilityPercentageLimit(Wire):
-    percentageOfHealthyContainers: Annotated[Number, Field(ge=0, le=100)]
+    percentageOfHealthyContainers: Annotated[Number, Field(ge=0, le=100)] = 0.0
 
 
 class UnhealthyTasksLimit(Wire):
-    limitOfUnhealthyContainers: Annotated[StrictInt, Field(ge=0)]
+    limitOfUnhealthyContainers: Annotated[StrictInt, BeforeValidator(_uint64), Field(ge=0)] = 0
 
 
 class RelocationLimit(Wire):
-    limit: Annotated[StrictInt, Field(ge=0)]
+    limit: Annotated[StrictInt, BeforeValidator(_uint64), Field(ge=0)] = 0
 
 
 class RatePercentagePerHour(Wire):
-    maxPercentageOfContainersRelocatedInHour: Annotated[Number, Field(ge=0, le=100)]
+    maxPercentageOfContainersRelocatedInHour: Annotated[Number, Field(ge=0, le=100)] = 0.0
 
 
 class RatePerInterval(Wire):
-    intervalMs: UInt64
-    limitPerInterval: Annotated[StrictInt, Field(ge=0)]
+    intervalMs: UInt64 = 0
+    limitPerInterval: Annotated[StrictInt, BeforeValidator(_uint64), Field(ge=0)] = 0
 
 
 class RatePercentagePerInterval(Wire):
-    intervalMs: UInt64
-    percentageLimitPerInterval: Annotated[Number, Field(ge=0, le=100)]
+    intervalMs: UInt64 = 0
+    percentageLimitPerInterval: Annotated[Number, Field(ge=0, le=100)] = 0.0
+
+
+class HourlyTimeWindow(Wire):
+    startHour: Annotated[StrictInt, BeforeValidator(_uint64), Field(ge=0, le=24)] = 0
+    endHour: Annotated[StrictInt, BeforeValidator(_uint64), Field(ge=0, le=24)] = 0
+
+
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday")
+_WEEKENDS = ("Saturday", "Sunday")
 
 
 class TimeWindow(Wire):
-    days: list[
-        Literal[
-            "Monday",
-            "Tuesday",
-            "Wednesday",
-            "Thursday",
-            "Friday",
-            "Saturday",
-            "Sunday",
-            "Weekdays",
-            "Weekends",
-            "All",
-        ]
-    ] = Field(default_factory=list)
-    hourlyTimeWindows: list[
-        dict[Literal["startHour", "endHour"], Annotated[StrictInt, Field(ge=0, le=24)]]
-    ] = Field(default_factory=list)
+    days: list[Literal["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]] = Field(
+        default_factory=list
+    )
+    hourlyTimeWindows: list[HourlyTimeWindow] = Field(default_factory=list)
     timeZone: Value = ""
+
+    @field_validator("days", mode="before")
+    @classmethod
+    def _legacy_day_sets(cls, value: Any, info: ValidationInfo) -> Any:
+        """Stored budgets from before the wire followed Titus's Day enum may say Weekdays/Weekends/All."""
+        if not _stored(info) or not isinstance(value, list):
+            return value
+        sets = {"Weekdays": _WEEKDAYS, "Weekends": _WEEKENDS, "All": (*_WEEKDAYS, *_WEEKENDS)}
+        days: list[Any] = []
+        for day in value:
+            for d in sets.get(day, (day,)) if isinstance(day, str) else (day,):
+                if d not in days:
+                    days.append(d)
+        return days
 
 
 class ContainerHealthProvider(Wire):
@@ -355,13 +541,23 @@ class NetworkConfiguration(Wire):
         "UnknownNetworkMode", "Ipv4Only", "Ipv6AndIpv4", "Ipv6AndIpv4Fallback", "Ipv6Only", "HighScale"
     ] = "UnknownNetworkMode"
 
+    @model_validator(mode="after")
+    def _supported(self, info: ValidationInfo) -> NetworkConfiguration:
+        if self.networkMode != "UnknownNetworkMode" and not _stored(info):
+            raise not_supported(
+                "networkMode", "network modes; leave it UnknownNetworkMode (the backend chooses)"
+            )
+        return self
+
 
 class JobDescriptor(Wire):
     owner: Owner
     applicationName: Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=_APP_NAME.pattern)]
-    capacityGroup: Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=_APP_NAME.pattern)] = (
-        DEFAULT_CAPACITY_GROUP
-    )
+    capacityGroup: Annotated[
+        StrictStr,
+        BeforeValidator(lambda v: DEFAULT_CAPACITY_GROUP if v == "" else v),
+        Field(min_length=1, max_length=64, pattern=_APP_NAME.pattern),
+    ] = DEFAULT_CAPACITY_GROUP
     jobGroupInfo: JobGroupInfo = Field(default_factory=JobGroupInfo)
     attributes: StringMap = Field(default_factory=dict)
     container: Container
@@ -369,14 +565,25 @@ class JobDescriptor(Wire):
     service: ServiceJobSpec | None = None
     disruptionBudget: JobDisruptionBudget | None = None
     networkConfiguration: NetworkConfiguration | None = None
+    extraContainers: Annotated[list[BasicContainer], Field(max_length=16)] = Field(default_factory=list)
+    volumes: Annotated[list[Volume], Field(max_length=32)] = Field(default_factory=list)
+    platformSidecars: Annotated[list[PlatformSidecar], Field(max_length=16)] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _exactly_one_spec(self) -> JobDescriptor:
+    def _exactly_one_spec(self, info: ValidationInfo) -> JobDescriptor:
         if (self.batch is None) == (self.service is None):
             raise ValueError("@batch|service: exactly one of batch or service is required")
         for key in self.attributes:
             if key.lower().startswith("titus"):
                 raise ValueError(f"@attributes.{key}: attribute names starting with 'titus' are reserved")
+        if _stored(info):
+            return self
+        if self.extraContainers:
+            raise not_supported("extraContainers", "a task runs one container here")
+        if self.volumes:
+            raise not_supported("volumes", "job volumes")
+        if self.platformSidecars:
+            raise not_supported("platformSidecars", "platform sidecars")
         return self
 
     @property
@@ -390,13 +597,51 @@ class JobDescriptor(Wire):
         return spec.retryPolicy
 
 
-class CapacityUpdate(Wire):
-    """Body of PUT /api/v3/jobs/{id}/instances; each bound is optional, as in Titus's
-    JobCapacityWithOptionalAttributes."""
+OptionalBound = Annotated[
+    StrictInt, BeforeValidator(_uint64), Field(ge=0, le=MAX_SERVICE_CAPACITY)
+] | None
 
-    min: Annotated[StrictInt, Field(ge=0, le=MAX_SERVICE_CAPACITY)] | None = None
-    desired: Annotated[StrictInt, Field(ge=0, le=MAX_SERVICE_CAPACITY)] | None = None
-    max: Annotated[StrictInt, Field(ge=0, le=MAX_SERVICE_CAPACITY)] | None = None
+
+class CapacityUpdate(Wire):
+    """Body of PUT /api/v3/jobs/{id}/capacityAttributes: Titus's JobCapacityWithOptionalAttributes (each
+    bound a UInt32Value, which proto3 JSON writes as a bare number); an absent bound is left as it is."""
+
+    min: OptionalBound = None
+    max: OptionalBound = None
+    desired: OptionalBound = None
+
+    @staticmethod
+    def of(capacity: Capacity) -> CapacityUpdate:
+        """PUT .../instances takes a whole Capacity; it sets every bound."""
+        return CapacityUpdate(min=capacity.min, max=capacity.max, desired=capacity.desired)
+
+
+# ------------------------------------------------------------------------------------ job operations
+AttributeKey = Annotated[StrictStr, Field(min_length=1, max_length=MAX_NAME_LEN)]
+
+
+class JobAttributesUpdate(Wire):
+    """Body of PUT /api/v3/jobs/{id}/attributes; jobId may be omitted or must match the path."""
+
+    jobId: StrictStr = ""
+    attributes: Annotated[dict[AttributeKey, Value], Field(max_length=MAX_ATTRIBUTES)] = Field(
+        default_factory=dict
+    )
+
+
+class TaskAttributesUpdate(Wire):
+    """Body of PUT /api/v3/tasks/{id}/attributes; taskId may be omitted or must match the path."""
+
+    taskId: StrictStr = ""
+    attributes: Annotated[dict[AttributeKey, Value], Field(max_length=MAX_ATTRIBUTES)] = Field(
+        default_factory=dict
+    )
+
+
+class TaskMoveRequest(Wire):
+    sourceJobId: StrictStr = ""
+    targetJobId: StrictStr = ""
+    taskId: StrictStr = ""
 
 
 # -------------------------------------------------------------------------------------- agent channel

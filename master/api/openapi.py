@@ -15,9 +15,17 @@ from pydantic import BaseModel
 from master.api.models import (
     AgentRegistration,
     AgentStatusReport,
+    ApplicationSla,
+    Capacity,
     CapacityUpdate,
+    JobAttributesUpdate,
     JobDescriptor,
+    JobDisruptionBudget,
+    LifecycleUpdate,
     LogUpload,
+    ServiceJobProcesses,
+    TaskAttributesUpdate,
+    TaskMoveRequest,
 )
 from master.core import states
 
@@ -44,7 +52,15 @@ def _schemas() -> dict[str, Any]:
     defs: dict[str, Any] = {}
     models: list[type[BaseModel]] = [
         JobDescriptor,
+        Capacity,
         CapacityUpdate,
+        ServiceJobProcesses,
+        JobDisruptionBudget,
+        JobAttributesUpdate,
+        TaskAttributesUpdate,
+        TaskMoveRequest,
+        ApplicationSla,
+        LifecycleUpdate,
         AgentRegistration,
         AgentStatusReport,
         LogUpload,
@@ -96,6 +112,28 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
 
+_FIELDS = _query("fields", {"type": "string"}, "Comma-separated (nested: a.b) fields to return")
+_KEYS = [
+    {
+        "name": "keys",
+        "in": "query",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1},
+        "description": "Comma-separated attribute names to delete",
+    }
+]
+_OBSERVE = [
+    _query("keepAliveMs", {"type": "integer", "minimum": 100, "maximum": 60_000},
+           "Idle time before a keepAliveResponse (default 10000)"),
+    {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"},
+     "description": "Resume after this event id (also ?since=)"},
+]
+_STREAM = {
+    "200": {
+        "description": "text/event-stream; each event's data is one JobChangeNotification (proto3 JSON)",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
 _PAGING = [
     _query("page", {"type": "integer", "minimum": 0, "maximum": 1_000_000}, "Page number, from 0"),
     _query("pageSize", {"type": "integer", "minimum": 1, "maximum": 1000}, "Items per page (default 100)"),
@@ -144,10 +182,34 @@ def document() -> dict[str, Any]:
                     _query("capacityGroup", {"type": "string"}, "Exact capacity group"),
                     _query("jobType", {"type": "string", "enum": ["BATCH", "SERVICE"]}, "Job type"),
                     _query("owner", {"type": "string"}, "Owner team email"),
+                    _query("jobIds", {"type": "string"}, "Comma-separated job ids"),
+                    _query("imageName", {"type": "string"}, "Exact image name"),
+                    _query("imageTag", {"type": "string"}, "Exact image tag"),
+                    _query("jobGroupStack", {"type": "string"}, "Exact jobGroupInfo.stack"),
+                    _query("jobGroupDetail", {"type": "string"}, "Exact jobGroupInfo.detail"),
+                    _query("jobGroupSequence", {"type": "string"}, "Exact jobGroupInfo.sequence"),
+                    _query("attributes", {"type": "string"}, "key or key:value, comma separated"),
+                    _query("attributes.op", {"type": "string", "enum": ["and", "or"]}, "How keys combine"),
+                    _FIELDS,
                     *_PAGING,
                 ],
                 "responses": {**_ok("A page of jobs"), **_errors(400, 401)},
             },
+        },
+        "/api/v3/jobs/observe": {
+            "get": {
+                "summary": "ObserveJobs: server-sent events of Titus JobChangeNotifications (never ends)",
+                "parameters": [*_OBSERVE, _query("jobIds", {"type": "string"}, "Comma-separated job ids"),
+                               _query("applicationName", {"type": "string"}, "Exact application name")],
+                "responses": {**_STREAM, **_errors(400, 401)},
+            }
+        },
+        "/api/v3/jobs/{jobId}/observe": {
+            "get": {
+                "summary": "ObserveJob: one job's JobChangeNotifications, until it is Finished",
+                "parameters": [*job_id, *_OBSERVE],
+                "responses": {**_STREAM, **_errors(400, 401, 404)},
+            }
         },
         "/api/v3/jobs/{jobId}": {
             "get": {
@@ -163,11 +225,48 @@ def document() -> dict[str, Any]:
         },
         "/api/v3/jobs/{jobId}/instances": {
             "put": {
-                "summary": "Change a service job's capacity",
+                "summary": "Set a service job's whole capacity (an omitted bound is 0)",
+                "parameters": job_id,
+                "requestBody": _body("Capacity"),
+                "responses": {**_ok("Updated"), **_errors(400, 401, 404, 409, 503)},
+            }
+        },
+        "/api/v3/jobs/{jobId}/capacityAttributes": {
+            "put": {
+                "summary": "Change only the given bounds of a service job's capacity",
                 "parameters": job_id,
                 "requestBody": _body("CapacityUpdate"),
-                "responses": {**_ok("The updated job"), **_errors(400, 401, 404, 409, 503)},
+                "responses": {**_ok("Updated"), **_errors(400, 401, 404, 409, 503)},
             }
+        },
+        "/api/v3/jobs/{jobId}/jobprocesses": {
+            "put": {
+                "summary": "Set a service job's disableIncreaseDesired / disableDecreaseDesired",
+                "parameters": job_id,
+                "requestBody": _body("ServiceJobProcesses"),
+                "responses": {**_ok("Updated"), **_errors(400, 401, 404, 409, 503)},
+            }
+        },
+        "/api/v3/jobs/{jobId}/disruptionBudget": {
+            "put": {
+                "summary": "Replace a job's disruption budget",
+                "parameters": job_id,
+                "requestBody": _body("JobDisruptionBudget"),
+                "responses": {**_ok("Updated"), **_errors(400, 401, 404, 409, 503)},
+            }
+        },
+        "/api/v3/jobs/{jobId}/attributes": {
+            "put": {
+                "summary": "Add or replace job attributes",
+                "parameters": job_id,
+                "requestBody": _body("JobAttributesUpdate"),
+                "responses": {**_ok("Updated"), **_errors(400, 401, 404, 409, 503)},
+            },
+            "delete": {
+                "summary": "Delete job attributes",
+                "parameters": [*job_id, *_KEYS],
+                "responses": {**_ok("Deleted"), **_errors(400, 401, 404, 409, 503)},
+            },
         },
         "/api/v3/jobs/{jobId}/enable": {
             "post": {
@@ -189,6 +288,8 @@ def document() -> dict[str, Any]:
                 "parameters": [
                     _query("jobIds", {"type": "string"}, "Comma-separated job ids"),
                     _query("taskStates", {"type": "string"}, "Comma-separated task states"),
+                    _query("taskIds", {"type": "string"}, "Comma-separated task ids"),
+                    _FIELDS,
                     *_PAGING,
                 ],
                 "responses": {**_ok("A page of tasks"), **_errors(400, 401)},
@@ -209,8 +310,33 @@ def document() -> dict[str, Any]:
                         {"type": "string", "enum": ["true", "false"]},
                         "Also decrement the service job's desired count",
                     ),
+                    _query(
+                        "preventMinSizeUpdate",
+                        {"type": "string", "enum": ["true", "false"]},
+                        "With shrink: refuse rather than lower min",
+                    ),
                 ],
                 "responses": {**_ok("Kill initiated"), **_errors(400, 401, 404, 409, 503)},
+            },
+        },
+        "/api/v3/tasks/move": {
+            "post": {
+                "summary": "Move a Started task between two compatible service jobs",
+                "requestBody": _body("TaskMoveRequest"),
+                "responses": {**_ok("Moved"), **_errors(400, 401, 404, 409, 503)},
+            }
+        },
+        "/api/v3/tasks/{taskId}/attributes": {
+            "put": {
+                "summary": "Add or replace task attributes",
+                "parameters": task_id,
+                "requestBody": _body("TaskAttributesUpdate"),
+                "responses": {**_ok("Updated"), **_errors(400, 401, 404, 409, 503)},
+            },
+            "delete": {
+                "summary": "Delete task attributes",
+                "parameters": [*task_id, *_KEYS],
+                "responses": {**_ok("Deleted"), **_errors(400, 401, 404, 409, 503)},
             },
         },
         "/api/v3/tasks/{taskId}/logs": {
@@ -235,8 +361,74 @@ def document() -> dict[str, Any]:
                 },
             }
         },
+        "/api/v3/scheduler/results/{taskId}": {
+            "get": {
+                "summary": "Titus's SchedulingResultEvent: why a task waits, or that it was placed",
+                "parameters": task_id,
+                "responses": {**_ok("The scheduling result"), **_errors(401, 404)},
+            }
+        },
         "/api/v3/agent/instances": {
             "get": {"summary": "Registered agents", "responses": {**_ok("Agents"), **_errors(401)}}
+        },
+        "/api/v3/management/applications": {
+            "get": {"summary": "Capacity groups (Titus's ApplicationSLAs)",
+                    "responses": {**_ok("Capacity groups", {"type": "array"}), **_errors(401)}},
+            "post": {"summary": "Create a capacity group", "requestBody": _body("ApplicationSla"),
+                     "responses": {**_ok("Created", None, "201"), **_errors(400, 401, 409, 503)}},
+        },
+        "/api/v3/management/applications/{name}": {
+            "get": {"summary": "One capacity group", "parameters": [_path_param("name")],
+                    "responses": {**_ok("The capacity group"), **_errors(401, 404)}},
+            "put": {"summary": "Replace a capacity group", "parameters": [_path_param("name")],
+                    "requestBody": _body("ApplicationSla"),
+                    "responses": {**_ok("Updated"), **_errors(400, 401, 404, 409, 503)}},
+            "delete": {"summary": "Delete a capacity group", "parameters": [_path_param("name")],
+                       "responses": {**_ok("Deleted"), **_errors(401, 404, 409, 503)}},
+        },
+        "/api/v3/agent/instanceGroups": {
+            "get": {"summary": "Agent pools", "responses": {**_ok("Instance groups"), **_errors(401)}},
+        },
+        "/api/v3/agent/instanceGroups/{groupId}": {
+            "get": {"summary": "One agent pool", "parameters": [_path_param("groupId")],
+                    "responses": {**_ok("The instance group"), **_errors(401, 404)}},
+        },
+        "/api/v3/agent/instanceGroups/{groupId}/lifecycle": {
+            "put": {"summary": "Set an agent pool's lifecycle", "parameters": [_path_param("groupId")],
+                    "requestBody": _body("LifecycleUpdate"),
+                    "responses": {**_ok("Updated"), **_errors(400, 401, 404, 409, 503)}},
+        },
+        "/api/v3/agent/instances/{agentId}/lifecycle": {
+            "put": {"summary": "Set one agent's lifecycle", "parameters": [_path_param("agentId")],
+                    "requestBody": _body("LifecycleUpdate"),
+                    "responses": {**_ok("Updated"), **_errors(400, 401, 404, 409, 503)}},
+        },
+        # The agent channel: the agent token, never the API token (the fuzz uses each where it belongs).
+        "/api/v3/agent/instances/register": {
+            "post": {"summary": "An agent registers (agent token)", "requestBody": _body("AgentRegistration"),
+                     "security": [{"agentBearer": []}],
+                     "responses": {**_ok("Session"), **_errors(400, 401, 409, 503)}},
+        },
+        "/api/v3/agent/instances/{agentId}/assignments": {
+            "get": {"summary": "An agent's desired set, long-polled (agent token)",
+                    "security": [{"agentBearer": []}],
+                    "parameters": [_path_param("agentId"),
+                                   _query("since", {"type": "integer", "minimum": -1}, "Last version seen"),
+                                   _query("session", {"type": "integer", "minimum": 0}, "Session epoch"),
+                                   _query("waitMs", {"type": "integer", "minimum": 0, "maximum": 60_000},
+                                          "Long-poll wait in ms (default 20000)")],
+                    "responses": {**_ok("Desired set"), **_errors(400, 401, 409, 503)}},
+        },
+        "/api/v3/agent/instances/{agentId}/status": {
+            "post": {"summary": "An agent's report (agent token)", "parameters": [_path_param("agentId")],
+                     "security": [{"agentBearer": []}], "requestBody": _body("AgentStatusReport"),
+                     "responses": {**_ok("Applied"), **_errors(400, 401, 404, 409, 503)}},
+        },
+        "/api/v3/agent/instances/{agentId}/logs/{taskId}": {
+            "post": {"summary": "An agent uploads a task's logs (agent token)",
+                     "parameters": [_path_param("agentId"), _path_param("taskId")],
+                     "security": [{"agentBearer": []}], "requestBody": _body("LogUpload"),
+                     "responses": {**_ok("Stored"), **_errors(400, 401, 404, 409, 503)}},
         },
     }
     paths.update(_eviction_paths())
@@ -252,7 +444,8 @@ def document() -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": _schemas(),
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                                "agentBearer": {"type": "http", "scheme": "bearer"}},
         },
     }
 

@@ -8,6 +8,7 @@ the leader never bounce a request between them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Protocol
 
 import requests
@@ -18,8 +19,9 @@ from master.api.errors import error_response
 FORWARDED_HEADER = "X-Titus-Forwarded-By"
 ROLE_HEADER = "X-Titus-Master-Role"
 
-_REQUEST_HEADERS = ("Authorization", "Content-Type", "Accept", "Idempotency-Key")
-_RESPONSE_HEADERS = ("Content-Type", "Retry-After", "WWW-Authenticate", "Location", ROLE_HEADER)
+_REQUEST_HEADERS = ("Authorization", "Content-Type", "Accept", "Idempotency-Key", "Last-Event-ID")
+_RESPONSE_HEADERS = ("Content-Type", "Retry-After", "WWW-Authenticate", "Location", "Cache-Control",
+                     ROLE_HEADER)
 # Longer than the longest agent long poll (60 s) plus the leader's own handling.
 _READ_TIMEOUT_S = 75.0
 _CONNECT_TIMEOUT_S = 2.0
@@ -69,14 +71,30 @@ class Forwarder:
     def _forward(self, leader: str) -> Response:
         headers = {h: request.headers[h] for h in _REQUEST_HEADERS if h in request.headers}
         headers[FORWARDED_HEADER] = self.routing.own_url
+        # The job event streams never end: relay them as they come instead of reading them whole.
+        stream = request.method == "GET" and request.path.endswith("/observe")
         try:
             upstream = self.http.request(
                 request.method, leader.rstrip("/") + request.full_path.rstrip("?"), headers=headers,
-                data=request.get_data(), timeout=(_CONNECT_TIMEOUT_S, _READ_TIMEOUT_S), allow_redirects=False)
+                data=request.get_data(), timeout=(_CONNECT_TIMEOUT_S, _READ_TIMEOUT_S), allow_redirects=False,
+                stream=stream)
         except requests.RequestException as exc:
             return unavailable(f"the leader at {leader} did not answer: {type(exc).__name__}")
-        resp = Response(upstream.content, status=upstream.status_code)
+        if stream and upstream.status_code == 200:
+            resp = Response(_relay(upstream), status=200, direct_passthrough=True)
+        else:
+            resp = Response(upstream.content, status=upstream.status_code)
         for name in _RESPONSE_HEADERS:
             if name in upstream.headers:
                 resp.headers[name] = upstream.headers[name]
         return resp
+
+
+def _relay(upstream: requests.Response) -> Iterator[bytes]:
+    """The leader's stream, chunk by chunk as it arrives; it ends when either side goes away."""
+    try:
+        yield from upstream.iter_content(chunk_size=None)
+    except requests.RequestException:
+        return
+    finally:
+        upstream.close()

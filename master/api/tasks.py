@@ -1,4 +1,7 @@
-"""/api/v3/tasks: query and kill tasks, read their logs."""
+"""/api/v3/tasks: Titus's task operations over REST (find, kill, attributes), plus the task's logs.
+
+Answers are Titus's Task / TaskQueryResult (master/api/mapper.py) or google.protobuf.Empty (`{}`).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +9,15 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
-from master.api.app import manager, paginate, query_bool, query_int
+from master.api import mapper
+from master.api.app import manager, paginate, parse_body, query_bool, query_int
 from master.api.errors import bad_request
+from master.api.jobs import attribute_keys
+from master.api.models import TaskAttributesUpdate, TaskMoveRequest
 from master.core import states
+
+#: Titus always returns these, whatever `fields` asks for.
+_TASK_ALWAYS = ("id", "jobId")
 
 bp = Blueprint("tasks", __name__, url_prefix="/api/v3/tasks")
 
@@ -28,7 +37,23 @@ def list_tasks() -> dict[str, Any]:
         if unknown:
             raise bad_request(f"unknown task state(s): {', '.join(sorted(unknown))}", "taskStates",
                               f"must be among {', '.join(states.TASK_STATES)}")
-    return paginate(manager().list_tasks(_csv("jobIds"), task_states))
+    tasks = manager().list_tasks(_csv("jobIds"), task_states)
+    task_ids = _csv("taskIds")
+    if task_ids is not None:
+        tasks = [t for t in tasks if t["id"] in task_ids]
+    fields = mapper.parse_fields(request.args.getlist("fields"))
+    return paginate([mapper.project(t, fields, _TASK_ALWAYS) for t in tasks])
+
+
+@bp.post("/move")
+def move_task() -> dict[str, Any]:
+    """MoveTask: a Started task from one service job to another, compatible one (TaskMoveRequest)."""
+    move = parse_body(TaskMoveRequest, "task move")
+    for name in ("sourceJobId", "targetJobId", "taskId"):
+        if not getattr(move, name):
+            raise bad_request(f"{name} is required", name, "field required")
+    manager().move_task(move.sourceJobId, move.targetJobId, move.taskId)
+    return {}
 
 
 @bp.get("/<task_id>")
@@ -38,7 +63,28 @@ def get_task(task_id: str) -> dict[str, Any]:
 
 @bp.delete("/<task_id>")
 def kill_task(task_id: str) -> dict[str, Any]:
-    manager().kill_task(task_id, shrink=query_bool("shrink", False))
+    manager().kill_task(
+        task_id,
+        shrink=query_bool("shrink", False),
+        prevent_min_size_update=query_bool("preventMinSizeUpdate", False),
+    )
+    return {}
+
+
+@bp.put("/<task_id>/attributes")
+def update_task_attributes(task_id: str) -> dict[str, Any]:
+    update = parse_body(TaskAttributesUpdate, "task attributes")
+    if update.taskId and update.taskId != task_id:
+        raise bad_request("taskId in the body differs from the path", "taskId", "must match the path")
+    if not update.attributes:
+        raise bad_request("attributes must not be empty", "attributes", "no attributes to update")
+    manager().update_task_attributes(task_id, update.attributes)
+    return {}
+
+
+@bp.delete("/<task_id>/attributes")
+def delete_task_attributes(task_id: str) -> dict[str, Any]:
+    manager().delete_task_attributes(task_id, attribute_keys())
     return {}
 
 

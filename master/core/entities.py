@@ -1,13 +1,17 @@
-"""Jobs and tasks as the master holds them: plain data with a versioned record form for the store."""
+"""Jobs and tasks as the master holds them: plain data with a versioned record form for the store.
+
+Their wire form (Titus's `Job` and `Task` messages) is master/api/mapper.py's business, not theirs.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from master.api.models import JobDescriptor
+from master.api.models import STORED, JobDescriptor
 from master.core import states
 from master.core.states import Status, StatusMachine
+from master.scheduler.model import PendingReason
 
 TAIL_LIMIT = 16_384  # bytes of each stream kept with a finished task, so logs outlive the agent
 
@@ -58,21 +62,12 @@ class Job:
         )
         return Job(
             record["id"],
-            JobDescriptor.model_validate(record["jobDescriptor"]),
+            JobDescriptor.model_validate(record["jobDescriptor"], context=STORED),
             machine,
             record["createdMs"],
             version,
             record.get("idempotencyKey"),
         )
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "jobDescriptor": self.descriptor_json(),
-            "status": self.machine.status.to_json(),
-            "statusHistory": [s.to_json() for s in self.machine.history],
-            "version": {"currentVersion": self.version},
-        }
 
 
 @dataclass
@@ -95,9 +90,13 @@ class Task:
     version: int = 0
     usage: dict[str, float] = field(default_factory=dict)
     pending_reason: str = ""
+    #: The engine's verdict behind pending_reason (agents excluded per reason), for the scheduling result.
+    pending_detail: PendingReason | None = field(default=None, repr=False, compare=False)
     migrating_to: str = ""  # drain: the replacement that must start before this task is stopped
     evicted_ms: int | None = None  # when the eviction service allowed stopping it (rebuilds the history)
     predecessor_evicted_ms: int | None = None  # the same, for the task this one replaces
+    attributes: dict[str, str] = field(default_factory=dict)  # Titus's user-defined task attributes
+    moved_from: str = ""  # MoveTask: the job this task was moved from ("task.movedFromJob")
 
     @property
     def state(self) -> str:
@@ -128,6 +127,8 @@ class Task:
             "migratingTo": self.migrating_to,
             "evictedMs": self.evicted_ms,
             "predecessorEvictedMs": self.predecessor_evicted_ms,
+            "attributes": self.attributes,
+            "movedFromJob": self.moved_from,
         }
 
     @staticmethod
@@ -157,33 +158,6 @@ class Task:
             migrating_to=r.get("migratingTo", ""),
             evicted_ms=r.get("evictedMs"),
             predecessor_evicted_ms=r.get("predecessorEvictedMs"),
+            attributes=dict(r.get("attributes") or {}),
+            moved_from=str(r.get("movedFromJob") or ""),
         )
-
-    def to_wire(self, job: Job | None) -> dict[str, Any]:
-        context: dict[str, str] = {
-            "task.index": str(self.index),
-            "task.originalId": self.original_id or self.id,
-            "task.resubmitNumber": str(self.retries_done),
-        }
-        if self.resubmit_of:
-            context["task.resubmitOf"] = self.resubmit_of
-        if self.agent_id:
-            context["agent.id"] = self.agent_id
-        wire: dict[str, Any] = {
-            "id": self.id,
-            "jobId": self.job_id,
-            "taskContext": context,
-            "status": self.machine.status.to_json(),
-            "statusHistory": [s.to_json() for s in self.machine.history],
-            "version": {"currentVersion": self.version},
-        }
-        if self.exit_code is not None:
-            wire["exitCode"] = self.exit_code
-        if self.usage:
-            wire["usage"] = self.usage
-        if self.state == states.ACCEPTED and self.pending_reason:
-            wire["pendingReason"] = self.pending_reason
-        if job is not None:
-            wire["resources"] = job.descriptor.container.resources.to_json()
-            wire["capacityGroup"] = job.descriptor.capacityGroup
-        return wire

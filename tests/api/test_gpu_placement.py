@@ -61,6 +61,6 @@ def test_gpu_job_beyond_the_agents_gpus_says_why(master: RunningMaster) -> None:
 
     def reason() -> str:
         tasks = master.api("GET", "/api/v3/tasks", params={"jobIds": job_id}).json()["items"]
-        return str(tasks[0].get("pendingReason", "")) if tasks else ""
+        return tasks[0]["taskContext"].get("task.pendingReason", "") if tasks else ""
 
     assert wait_for(reason, what="a pending reason") == "insufficient gpus on 1 agent"

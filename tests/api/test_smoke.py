@@ -11,7 +11,9 @@ def test_submit_and_get(master: RunningMaster) -> None:
     assert len(tasks) == 2
     assert {t["status"]["state"] for t in tasks} == {"Accepted"}
     pending = wait_for(
-        lambda: master.api("GET", f"/api/v3/tasks/{tasks[0]['id']}").json().get("pendingReason"),
+        lambda: master.api("GET", f"/api/v3/tasks/{tasks[0]['id']}").json()["taskContext"].get(
+            "task.pendingReason"
+        ),
         what="a pending reason",
     )
     assert pending == "no Active agents in the flex tier"

@@ -38,7 +38,8 @@ def create_fake_master(state: dict[str, Any], token: str) -> Flask:
 
     @app.get("/api/v3/jobs")
     def jobs() -> ResponseReturnValue:
-        return _page(state.get("jobs", []))
+        implied = {t["jobId"] for t in state.get("tasks", []) + state.get("running", [])}
+        return _page(state.get("jobs") or [job_doc(j) for j in sorted(implied)])
 
     def _page(everything: list[Any]) -> ResponseReturnValue:
         size = int(request.args["pageSize"])
@@ -73,11 +74,23 @@ def agent_doc(
 
 
 def task_doc(task_id: str, tier: str, accepted_ms: int, cpu: float = 8) -> dict[str, Any]:
+    """A pending task in Titus's shape; its job (whose container says the cpu) is job_doc(its jobId)."""
     return {
         "id": task_id,
-        "jobId": "job-1",
-        "status": {"state": "Accepted", "timestamp": accepted_ms},
-        "resources": {"cpu": cpu, "memoryMB": 1024, "diskMB": 100, "networkMbps": 10},
-        "tier": tier,
-        "capacityGroup": "default",
+        "jobId": f"job-{cpu:g}cpu",
+        "status": {"state": "Accepted", "timestamp": str(accepted_ms)},
+        "taskContext": {"task.tier": tier, "task.capacityGroup": "default"},
+    }
+
+
+def job_doc(job_id: str) -> dict[str, Any]:
+    """The job of task_doc's tasks: a batch job whose container asks the cpu its id names."""
+    cpu = float(job_id.removeprefix("job-").removesuffix("cpu"))
+    return {
+        "id": job_id,
+        "jobDescriptor": {
+            "batch": {"size": 1},
+            "container": {"resources": {"cpu": cpu, "memoryMB": 1024, "diskMB": 100, "networkMbps": 10}},
+        },
+        "status": {"state": "Accepted"},
     }

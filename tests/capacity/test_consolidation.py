@@ -14,6 +14,8 @@ from tests.capacity.builders import M5, NOW, group, inputs
 
 GENEROUS = {"availabilityPercentageLimit": {"percentageOfHealthyContainers": 50}, "rateUnlimited": {}}
 
+ALL_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
 
 def loaded(n: int, *tasks: tuple[str, str, float, bool], lifecycle: Lifecycle = Lifecycle.ACTIVE) -> Agent:
     """Agent n of flex-a running (task id, job id, cpu, batch) tasks."""
@@ -105,7 +107,7 @@ def test_batch_tasks_are_waited_for_never_moved() -> None:
                 "rateUnlimited": {},
                 "timeWindows": [
                     {
-                        "days": ["All"],
+                        "days": list(ALL_DAYS),
                         "hourlyTimeWindows": [
                             {"startHour": (int(NOW // 3600) + 2) % 24, "endHour": (int(NOW // 3600) + 3) % 24}
                         ],

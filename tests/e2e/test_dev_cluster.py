@@ -129,7 +129,7 @@ def test_batch_job_of_three_finishes_normally(dev: DevCluster) -> None:
     finished = dev.tasks(job_id, "Finished")
     assert len(finished) == 3
     assert {t["status"]["reasonCode"] for t in finished} == {"normal"}
-    assert {t["exitCode"] for t in finished} == {0}
+    assert {t["taskContext"]["task.exitCode"] for t in finished} == {"0"}
     history = [s["state"] for s in finished[0]["statusHistory"]] + [finished[0]["status"]["state"]]
     assert history == ["Accepted", "Launched", "StartInitiated", "Started", "Finished"]
     logs = dev.api("GET", f"/api/v3/tasks/{finished[0]['id']}/logs").text
@@ -161,7 +161,7 @@ def test_service_job_lifecycle(dev: DevCluster) -> None:
     assert replacement["taskContext"]["task.resubmitOf"] == victim
     assert dev.api("GET", f"/api/v3/tasks/{victim}").json()["status"]["reasonCode"] == "killed"
 
-    r = dev.api("PUT", f"/api/v3/jobs/{job_id}/instances", json={"desired": 3})
+    r = dev.api("PUT", f"/api/v3/jobs/{job_id}/capacityAttributes", json={"desired": 3})
     assert r.status_code == 200, r.text
     wait_for(lambda: len(dev.started(job_id)) == 3, what="3 Started tasks after scaling up")
     assert len(task_cgroups(dev) & {t["id"] for t in dev.started(job_id)}) == 3
@@ -238,7 +238,8 @@ def test_limits_are_enforced_by_the_kernel(dev: DevCluster) -> None:
     assert oom["status"]["reasonCode"] == "failed"
     assert "out of memory" in oom["status"]["reasonMessage"]
 
-    (bomb_task,) = wait_for(lambda: [t for t in dev.started(bomb_job) if t.get("usage", {}).get("processes")],
+    (bomb_task,) = wait_for(lambda: [t for t in dev.started(bomb_job)
+                                     if int(t["taskContext"].get("task.usage.processes", "0"))],
                             what="the fork bomb to report usage")
     pids_dir = CGROUP_ROOT / "pids" / "titus" / dev_agent_id(dev.data_dir) / bomb_task["id"]
     pids_max = int((pids_dir / "pids.max").read_text())

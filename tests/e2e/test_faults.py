@@ -142,7 +142,7 @@ def test_agent_restart_adopts_running_tasks_and_reports_missed_exits(
         return done[0] if done else None
 
     ended = wait_for(batch_done, what="the missed exit to be reported")
-    assert (ended["status"]["reasonCode"], ended["exitCode"]) == ("failed", 3)
+    assert (ended["status"]["reasonCode"], ended["taskContext"]["task.exitCode"]) == ("failed", "3")
     now_running = started(master.url, service)
     assert {t["id"] for t in now_running} == {t["id"] for t in running}
     assert {t: pids[t] for t in live_tasks(a.agent_id)} == {t["id"]: pids[t["id"]] for t in running}

@@ -105,12 +105,12 @@ def test_phased_out_group_gets_nothing_and_pending_reason_shows(
 
     def reason() -> Any:
         tasks = cluster.api("GET", "/api/v3/tasks", params={"jobIds": job_id}).json()["items"]
-        return tasks and tasks[0].get("pendingReason")
+        return tasks and tasks[0]["taskContext"].get("task.pendingReason")
 
     text = wait_for(reason, what="a pending reason")
     assert "1 agent PhasedOut" in text and "in another tier" in text
     task_id = cluster.api("GET", "/api/v3/tasks", params={"jobIds": job_id}).json()["items"][0]["id"]
-    assert cluster.api("GET", f"/api/v3/tasks/{task_id}").json()["pendingReason"] == text
+    assert cluster.api("GET", f"/api/v3/tasks/{task_id}").json()["taskContext"]["task.pendingReason"] == text
 
     env = {**os.environ, "TITUS_URL": cluster.url, "TITUS_API_TOKEN": API_TOKEN}
     cli = subprocess.run(
@@ -129,5 +129,7 @@ def test_phased_out_group_gets_nothing_and_pending_reason_shows(
     wait_for(lambda: _started_on(cluster, job_id) == ["e2e-flex-1"], what="placement once Active again")
     big_task = cluster.api("GET", "/api/v3/tasks", params={"jobIds": big_id}).json()["items"][0]
     assert "insufficient memory on 1 agent" in wait_for(
-        lambda: cluster.api("GET", f"/api/v3/tasks/{big_task['id']}").json().get("pendingReason")
+        lambda: cluster.api("GET", f"/api/v3/tasks/{big_task['id']}").json()["taskContext"].get(
+            "task.pendingReason"
+        )
     )

@@ -65,6 +65,17 @@ def test_one_leader_and_the_standbys_forward_reads_and_writes(cluster: HaCluster
     direct = requests.get(leader.url + f"/api/v3/jobs/{job_id}", headers=AUTH, timeout=10)
     assert direct.json() == got.json()
 
+    # The job event stream is relayed as it comes, not read whole (it never ends).
+    with requests.get(standbys[0].url + "/api/v3/jobs/observe", headers=AUTH, stream=True,
+                      params={"keepAliveMs": "200"}, timeout=10) as stream:
+        assert stream.status_code == 200 and stream.headers["Content-Type"].startswith("text/event-stream")
+        seen: list[str] = []
+        for line in stream.iter_lines(decode_unicode=True):
+            seen.append(line)
+            if "snapshotEnd" in line:
+                break
+        assert any(job_id in line for line in seen), seen
+
     # The standby authenticates like the leader, and never forwards a request twice.
     assert requests.get(standbys[0].url + "/api/v3/jobs", timeout=10).status_code == 401
     bounced = requests.get(standbys[0].url + "/api/v3/jobs",

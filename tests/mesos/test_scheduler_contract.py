@@ -136,7 +136,7 @@ def test_updates_move_the_task_and_are_acknowledged(mesos_master: RunningMaster,
     mesos.send(update_event(task_id, "agent-1", "TASK_FINISHED", "exited with code 0", data=data))
     wait_for(lambda: task_state(mesos_master, task_id) == ("Finished", "normal"), what="Finished normal")
     task = mesos_master.api("GET", f"/api/v3/tasks/{task_id}").json()
-    assert task["exitCode"] == 0
+    assert task["taskContext"]["task.exitCode"] == "0"
     assert mesos_master.api("GET", f"/api/v3/tasks/{task_id}/logs").text == "hello\n"
     wait_for(lambda: job_state(mesos_master, job_id) == "Finished", what="job Finished")
     assert len(mesos.of_type("ACKNOWLEDGE")) >= 4
@@ -157,13 +157,14 @@ def test_a_task_that_fits_no_offer_stays_pending_and_the_offer_is_declined_after
     mesos.wait_call("DECLINE", lambda c: c["decline"]["offer_ids"] == [{"value": "o-small"}])
     task = one_task(mesos_master, job_id)
     assert task["status"]["state"] == "Accepted"
-    assert "insufficient cpu" in task["pendingReason"]
+    assert "insufficient cpu" in task["taskContext"]["task.pendingReason"]
 
 
 def test_a_rescinded_offer_is_never_used(mesos_master: RunningMaster, mesos: MesosEmulator) -> None:
     job_id = submit(mesos_master, batch_job(container={"resources": {"cpu": 3, "memoryMB": 64}}))
     mesos.send(offers_event(offer("o-a", "agent-1", cpus=2), offer("o-b", "agent-2", cpus=2)))
-    wait_for(lambda: "insufficient cpu" in one_task(mesos_master, job_id).get("pendingReason", ""),
+    wait_for(lambda: "insufficient cpu"
+             in one_task(mesos_master, job_id)["taskContext"].get("task.pendingReason", ""),
              what="pending for cpu")
     mesos.send({"type": "RESCIND", "rescind": {"offer_id": {"value": "o-a"}}})
     wait_for(lambda: agent(mesos_master, "agent-1")["resources"]["cpu"] == 0,

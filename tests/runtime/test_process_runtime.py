@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from agent.runtime import mounts
-from agent.runtime.base import TaskSpec
+from agent.runtime.base import LaunchError, TaskSpec
 from agent.runtime.process import ProcessRuntime, supervisor_running, wait_for_supervisor
 from tests.runtime.conftest import CGROUP_ROOT
 from tests.runtime.contract import wait_exit, wait_for
@@ -232,3 +232,17 @@ def test_a_dead_spawner_is_replaced_on_the_next_start(runtime: ProcessRuntime) -
     assert wait_exit(runtime, first.task_id).reason == "normal"
     for spec in (first, second):
         runtime.cleanup(spec.task_id)
+
+
+@pytest.mark.parametrize(("entry_point", "command"), [((), ()), (("",), ()), ((), ("",))],
+                         ids=["neither", "entrypoint-cleared", "command-cleared"])
+def test_a_task_with_nothing_to_run_is_refused_before_anything_is_created(
+    runtime: ProcessRuntime, agent_id: str, entry_point: tuple[str, ...], command: tuple[str, ...]
+) -> None:
+    """Titus lets a job leave entryPoint and command empty (the image's own run); this runtime has no image,
+    so it says so instead of inventing a default."""
+    spec = TaskSpec(task_id=f"task-{uuid.uuid4().hex[:12]}", job_id="job-proc", image="host",
+                    entry_point=entry_point, command=command)
+    with pytest.raises(LaunchError, match="no image whose ENTRYPOINT/CMD"):
+        runtime.start(spec)
+    assert not _cg("memory", agent_id, spec.task_id).exists()

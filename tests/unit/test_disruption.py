@@ -32,6 +32,10 @@ from master.core.disruption import (
 
 NOW = datetime(2026, 3, 2, 10, 30, tzinfo=UTC).timestamp()  # a Monday
 
+WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"]
+WEEKENDS = ["Saturday", "Sunday"]
+ALL_DAYS = (*WEEKDAYS, *WEEKENDS)  # Titus's Day enum has only the seven days
+
 
 def tasks(started: int = 10, unhealthy: int = 1, launched: int = 0) -> tuple[TaskHealth, ...]:
     out = [
@@ -83,8 +87,8 @@ RATES: dict[str, tuple[dict[str, Any], int | None]] = {
 }
 WINDOWS: dict[str, tuple[list[dict[str, Any]], bool]] = {
     "noWindow": ([], True),
-    "weekdays9to17": ([{"days": ["Weekdays"], "hourlyTimeWindows": [{"startHour": 9, "endHour": 17}]}], True),
-    "weekendsOnly": ([{"days": ["Weekends"]}], False),
+    "weekdays9to17": ([{"days": WEEKDAYS, "hourlyTimeWindows": [{"startHour": 9, "endHour": 17}]}], True),
+    "weekendsOnly": ([{"days": WEEKENDS}], False),
 }
 
 
@@ -270,13 +274,13 @@ def test_other_jobs_history_does_not_count() -> None:
         ),
         pytest.param([{"days": ["Tuesday"]}], NOW, False, id="other-day"),
         pytest.param(
-            [{"days": ["All"], "hourlyTimeWindows": [{"startHour": 22, "endHour": 6}]}],
+            [{"days": list(ALL_DAYS), "hourlyTimeWindows": [{"startHour": 22, "endHour": 6}]}],
             NOW - 6 * 3600,
             True,
             id="overnight-wraps-at-04:30",
         ),
         pytest.param(
-            [{"days": ["All"], "hourlyTimeWindows": [{"startHour": 22, "endHour": 6}]}],
+            [{"days": list(ALL_DAYS), "hourlyTimeWindows": [{"startHour": 22, "endHour": 6}]}],
             NOW,
             False,
             id="overnight-not-at-10:30",
@@ -307,8 +311,8 @@ def test_other_jobs_history_does_not_count() -> None:
             True,
             id="timezone-shifts-the-day",
         ),
-        pytest.param([{"days": ["Weekends"]}, {"days": ["Monday"]}], NOW, True, id="any-window-suffices"),
-        pytest.param([{"days": ["Weekdays"], "timeZone": "Mars/Olympus"}], NOW, False, id="unknown-timezone"),
+        pytest.param([{"days": WEEKENDS}, {"days": ["Monday"]}], NOW, True, id="any-window-suffices"),
+        pytest.param([{"days": WEEKDAYS, "timeZone": "Mars/Olympus"}], NOW, False, id="unknown-timezone"),
     ],
 )
 def test_time_windows(windows: list[dict[str, Any]], at: float, inside: bool) -> None:

@@ -149,16 +149,19 @@ def test_service_keeps_desired_and_replaces_killed_tasks(jm: JobManager) -> None
     assert killed["status"]["reasonCode"] == "killed"
 
 
-def test_kill_with_shrink_lowers_desired_and_respects_min(jm: JobManager) -> None:
+def test_kill_with_shrink_lowers_desired_and_min_unless_prevented(jm: JobManager) -> None:
+    """Titus's KillTask: shrink lowers desired; below min it lowers min too, unless preventMinSizeUpdate."""
     session = register(jm)
     job_id = submit(jm, service_job(desired=2, service={"capacity": {"min": 1, "desired": 2, "max": 3}}))
     ids = run_all(jm, session, job_id)
     jm.kill_task(ids[0], shrink=True)
     report(jm, session, upd(ids[0], "Finished", "killed"))
     assert [t["id"] for t in active(jm, job_id)] == [ids[1]]
-    assert jm.get_job(job_id)["jobDescriptor"]["service"]["capacity"]["desired"] == 1
-    with pytest.raises(Conflict):
-        jm.kill_task(ids[1], shrink=True)
+    assert jm.get_job(job_id)["jobDescriptor"]["service"]["capacity"] == {"min": 1, "max": 3, "desired": 1}
+    with pytest.raises(Conflict, match="below min"):
+        jm.kill_task(ids[1], shrink=True, prevent_min_size_update=True)
+    jm.kill_task(ids[1], shrink=True)
+    assert jm.get_job(job_id)["jobDescriptor"]["service"]["capacity"] == {"min": 0, "max": 3, "desired": 0}
 
 
 def test_scale_up_and_down(jm: JobManager) -> None:
@@ -195,7 +198,7 @@ def test_never_overcommits_an_agent(jm: JobManager) -> None:
     placed = [t for t in active(jm, job_id) if t["status"]["state"] == "Launched"]
     assert len(placed) == 3  # memory binds first: 3 x 300 <= 1024 < 4 x 300
     pending = next(t for t in active(jm, job_id) if t["status"]["state"] == "Accepted")
-    assert pending["pendingReason"] == "insufficient memory on 1 agent"
+    assert pending["taskContext"]["task.pendingReason"] == "insufficient memory on 1 agent"
 
 
 def test_runtime_limit_kills_the_task(jm: JobManager, clock: Clock) -> None:
@@ -306,7 +309,7 @@ def test_critical_jobs_land_on_critical_agents_only(jm: JobManager) -> None:
     jm.schedule_once()
     assert {t["taskContext"]["agent.id"] for t in active(jm, crit)} == {"crit-1"}
     assert {t["taskContext"]["agent.id"] for t in active(jm, flex)} == {"flex-1"}
-    assert all(t["tier"] == "critical" for t in active(jm, crit))
+    assert all(t["taskContext"]["task.tier"] == "critical" for t in active(jm, crit))
 
 
 def test_phased_out_group_gets_no_new_tasks_and_says_so(jm: JobManager) -> None:
@@ -315,7 +318,7 @@ def test_phased_out_group_gets_no_new_tasks_and_says_so(jm: JobManager) -> None:
     job_id = submit(jm, service_job(desired=1))
     assert jm.schedule_once() == 0
     (task,) = active(jm, job_id)
-    assert task["pendingReason"] == "no Active agents in the flex tier; 1 agent PhasedOut"
+    assert task["taskContext"]["task.pendingReason"] == "no Active agents in the flex tier; 1 agent PhasedOut"
     register_in(jm, "a2", "flex", "asg-new")
     jm.schedule_once()
     assert jm.get_task(task["id"])["taskContext"]["agent.id"] == "a2"
@@ -403,7 +406,7 @@ def test_tasks_that_exited_while_the_agent_was_down_keep_their_real_status(jm: J
     assert jm.get_task(done)["status"]["state"] == "Started"  # not lost: its end is on its way
     report(jm, s2, upd(done, "Finished", "failed", 3))
     finished = jm.get_task(done)
-    assert (finished["status"]["reasonCode"], finished["exitCode"]) == ("failed", 3)
+    assert (finished["status"]["reasonCode"], finished["taskContext"]["task.exitCode"]) == ("failed", "3")
     assert jm.get_task(running)["status"]["state"] == "Started"
 
 

@@ -212,12 +212,12 @@ def test_unplaceable_shapes_skip_the_engine_until_capacity_changes(
     first = submit(jm, big)
     jm.schedule_once()
     assert calls == [1]
-    reason = jm.list_tasks({first}, None)[0]["pendingReason"]
+    reason = jm.list_tasks({first}, None)[0]["taskContext"]["task.pendingReason"]
     assert reason == "insufficient cpu on 1 agent"
     second = submit(jm, big)
     jm.schedule_once()
     assert calls == [1], "same shape, nothing changed: no engine pass"
-    assert jm.list_tasks({second}, None)[0]["pendingReason"] == reason
+    assert jm.list_tasks({second}, None)[0]["taskContext"]["task.pendingReason"] == reason
     fits = submit(jm, batch_job())  # another shape still goes to the engine, and is placed
     jm.schedule_once()
     assert calls == [1, 1]

@@ -1,0 +1,69 @@
+"""The job event stream (master/api/observe.py) against a real JobManager: what a subscriber that fell out
+of the event log, or never had a place in it, gets instead of silence."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from itertools import islice
+from pathlib import Path
+
+import pytest
+
+from master.api.models import JobDescriptor
+from master.api.observe import Frame, JobStream
+from master.events import EventLog
+from master.job_manager import JobManager, Settings
+from master.store.sqlite import SqliteJobStore
+from tests.conftest import service_job
+
+
+@pytest.fixture
+def jm(tmp_path: Path) -> Iterator[JobManager]:
+    clock = iter(range(1_000_000, 10**9, 10)).__next__
+    m = JobManager(SqliteJobStore(tmp_path / "titus.db", "NORMAL"), clock, Settings())
+    m.events = EventLog(clock, capacity=4)  # a tiny log, so falling behind it is cheap to arrange
+    m.start()
+    yield m
+    m.store.close()
+
+
+def _kinds(frames: list[Frame]) -> list[str]:
+    return [next(iter(f.message.keys() - {"timestamp"})) for f in frames]
+
+
+def _everything(job_id: str, descriptor: dict[str, object]) -> bool:
+    return True
+
+
+def test_a_subscriber_behind_the_log_gets_a_fresh_snapshot(jm: JobManager) -> None:
+    job_id, _ = jm.submit(JobDescriptor.model_validate(service_job(desired=2)))
+    for n in range(5):
+        jm.update_job_attributes(job_id, {"n": str(n)})
+    assert jm.events.last_seq > 5  # the first events are out of the 4-event log
+    frames = list(islice(JobStream(jm, _everything, since=1, keep_alive_ms=100), 4))
+    assert _kinds(frames) == ["jobUpdate", "taskUpdate", "taskUpdate", "snapshotEnd"]
+    assert frames[0].message["jobUpdate"]["job"]["jobDescriptor"]["attributes"] == {"n": "4"}
+    assert frames[-1].seq == jm.events.last_seq
+
+
+def test_a_subscriber_within_the_log_gets_only_what_followed(jm: JobManager) -> None:
+    job_id, _ = jm.submit(JobDescriptor.model_validate(service_job(desired=0)))
+    since = jm.events.last_seq
+    jm.update_job_attributes(job_id, {"a": "1"})
+    (frame,) = islice(JobStream(jm, _everything, since=since, keep_alive_ms=100), 1)
+    assert frame.seq == since + 1
+    assert frame.message["jobUpdate"]["job"]["jobDescriptor"]["attributes"] == {"a": "1"}
+    (idle,) = islice(JobStream(jm, _everything, since=jm.events.last_seq, keep_alive_ms=100), 1)
+    assert "keepAliveResponse" in idle.message and idle.seq is None
+
+
+def test_a_subscriber_that_falls_behind_while_streaming_resynchronises(jm: JobManager) -> None:
+    job_id, _ = jm.submit(JobDescriptor.model_validate(service_job(desired=0)))
+    stream = iter(JobStream(jm, _everything, since=jm.events.last_seq, keep_alive_ms=100))
+    jm.update_job_attributes(job_id, {"a": "1"})
+    assert next(stream).message["jobUpdate"]["job"]["jobDescriptor"]["attributes"] == {"a": "1"}
+    for n in range(6):  # more than the log keeps, before the subscriber reads again
+        jm.update_job_attributes(job_id, {"a": str(n)})
+    again = list(islice(stream, 2))
+    assert _kinds(again) == ["jobUpdate", "snapshotEnd"]
+    assert again[0].message["jobUpdate"]["job"]["jobDescriptor"]["attributes"] == {"a": "5"}
