@@ -41,7 +41,7 @@ class AgentConfig:
     kill_tasks_on_exit: bool = False
     log_tail_bytes: int = 16_384
     pids_limit: int = 1024  # per task; Titus's job spec has no pids field, so the host sets one
-    self_fence: bool = True  # see agent/fence.py
+    self_fence: bool = False  # every task self-fences, not only those of jobs that ask (agent/fence.py)
     min_available_memory_mb: int = 256  # below this much available host memory, take no new work
     scan_interval_s: float = 2.0  # how often to look for tasks in our layout that we do not know
 
@@ -53,6 +53,7 @@ class LocalTask:
     finished: ExitStatus | None = None
     killing: bool = False
     starting: bool = False
+    self_fence: bool = False  # its job opted in: it may not run past the lease (agent/fence.py)
 
 
 class Agent:
@@ -62,10 +63,11 @@ class Agent:
         self.runtime = runtime
         self.client = client
         self.host_stats = host_stats  # callable returning a dict of host figures, or None
-        self.data_dir = data_dir  # holds the lease and the fenced-task markers; None: no self-fencing
+        self.data_dir = data_dir  # holds the lease and the fencing markers; None: no self-fencing
         self.runtime_name = runtime_name
-        self.lease = fence.Lease(data_dir) if data_dir is not None and config.self_fence else None
-        # Monotonic time until which we may start tasks: the lease. Infinite without self-fencing.
+        # The lease is kept whenever there is a data dir; only self-fencing tasks are bound by it.
+        self.lease = fence.Lease(data_dir) if data_dir is not None else None
+        # Monotonic time until which we may start self-fencing tasks. Infinite without a lease.
         self.lease_deadline = 0.0 if self.lease is not None else math.inf
         self.heartbeat_timeout_s = 15.0
         self.register_lock = threading.Lock()
@@ -108,6 +110,7 @@ class Agent:
         if self.config.kill_tasks_on_exit:
             with self.lock:
                 ids = [tid for tid, t in self.tasks.items() if t.finished is None]
+
             for task_id in ids:
                 self.runtime.kill(task_id, 2.0)
             deadline = time.monotonic() + 5
@@ -165,7 +168,8 @@ class Agent:
             self.lease.renew(deadline, fence.kill_grace_s(self.heartbeat_timeout_s), silence)
 
     def _ensure_watchdog(self) -> None:
-        if self.lease is not None and self.data_dir is not None:
+        """A watchdog runs while some task here self-fences (its marker outlives agent restarts)."""
+        if self.lease is not None and self.data_dir is not None and fence.guarded(self.data_dir):
             try:
                 fence.ensure_watchdog(self.data_dir, self.config.agent_id, self.runtime_name)
             except OSError as exc:
@@ -211,10 +215,14 @@ class Agent:
                 if local is None:
                     if self.stopping.is_set() or task_id in self.done:
                         continue  # a task id runs at most once on this agent
-                    if now > self.lease_deadline:
+                    fencing = bool(d.get("selfFence")) or self.config.self_fence
+                    if fencing and (now > self.lease_deadline or self.data_dir is None):
                         continue  # fenced: the master may be replacing our work right now
                     spec = _spec(d, self.config.pids_limit)
-                    self.tasks[task_id] = LocalTask(spec=spec, starting=True)
+                    if fencing and self.data_dir is not None:
+                        fence.guard(self.data_dir, task_id)  # before it starts: the watchdog must know
+                        self._ensure_watchdog()
+                    self.tasks[task_id] = LocalTask(spec=spec, starting=True, self_fence=fencing)
                     self._queue(task_id, "StartInitiated", "normal", "", None)
                     self.launcher.submit(self._launch, spec)
             self.last_wanted = set(wanted)
@@ -242,7 +250,9 @@ class Agent:
 
     def _launch(self, spec: TaskSpec) -> None:
         try:
-            if time.monotonic() > self.lease_deadline:
+            with self.lock:
+                fencing = self.tasks[spec.task_id].self_fence
+            if fencing and time.monotonic() > self.lease_deadline:
                 raise LaunchError("the agent lost contact with the master before the task could start")
             self.runtime.start(spec)
         except LaunchError as exc:
@@ -371,6 +381,7 @@ class Agent:
                         self.done.popitem(last=False)
                     if self.data_dir is not None:
                         fence.forget_fenced(self.data_dir, u["taskId"])
+                        fence.unguard(self.data_dir, u["taskId"])
 
     def _tail(self, task_id: str, stream: str) -> str:
         try:

@@ -18,7 +18,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from master.api.models import (
@@ -29,6 +29,7 @@ from master.api.models import (
 from master.core import states
 from master.core.agent import Agent
 from master.core.entities import TAIL_LIMIT, Job, Task
+from master.core.fault_policy import Defaults
 from master.core.states import IllegalTransition, Status, StatusMachine
 from master.events import Change, EventLog, log_event
 from master.groups import DEFAULT_GROUP, CapacityGroup, InstanceGroup, default_group
@@ -99,6 +100,9 @@ class Settings:
     archive_memory_jobs: int = 10_000
     finished_tasks_per_job: int = 200
     log_wait_s: float = 5.0
+    # How long a task whose agent went silent stays Disconnected before it is replaced, unless its job
+    # says otherwise (master/core/fault_policy.py): service a few minutes, batch for ever.
+    disconnect_defaults: Defaults = field(default_factory=Defaults)
 
 
 # One conversion of a job's resources, GPUs included (they used to be dropped here and at registration).
@@ -352,6 +356,13 @@ class ManagerBase:
         task.kill_reason = reason
         if task.state == states.ACCEPTED:
             task.machine.move(states.FINISHED, reason, message, now)
+            self._finished(task, now, writes)
+        elif task.state == states.DISCONNECTED:
+            # Nobody can confirm the kill now; the task ends here, and should its agent come back still
+            # running it, registration makes it a stale task, killed at once (master/reconcile.py).
+            task.machine.move(
+                states.FINISHED, reason, f"{message}; its agent {task.agent_id} is disconnected", now
+            )
             self._finished(task, now, writes)
         elif task.state in states.TASK_ON_AGENT and task.state != states.KILL_INITIATED:
             task.machine.move(states.KILL_INITIATED, reason, message, now)

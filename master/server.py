@@ -13,6 +13,7 @@ from typing import Any
 from waitress.server import create_server
 
 from master.api.app import ApiConfig, create_app
+from master.core.fault_policy import Defaults
 from master.job_manager import JobManager, Settings
 from master.leader import AlwaysLeader, LeaderElection
 from master.metrics import MasterMetrics
@@ -34,6 +35,9 @@ class MasterConfig:
     agent_token: str = ""
     threads: int = 64
     heartbeat_timeout_ms: int = 15_000
+    # Default disconnected timeouts (master/core/fault_policy.py), in ms; None: wait for the agent for ever.
+    service_disconnected_timeout_ms: int | None = 300_000
+    batch_disconnected_timeout_ms: int | None = None
     # store="cassandra": keyword arguments of master.store.cassandra.CassandraSettings (hosts, keyspace, ...)
     cassandra: dict[str, Any] = field(default_factory=dict)
     # "native" (our agents register) or "mesos" (resources come from Mesos offers)
@@ -147,7 +151,12 @@ class MasterServer:
         self.config = config
         self.store = build_store(config)
         self.manager = JobManager(
-            self.store, clock, Settings(heartbeat_timeout_ms=config.heartbeat_timeout_ms)
+            self.store, clock, Settings(
+                heartbeat_timeout_ms=config.heartbeat_timeout_ms,
+                disconnect_defaults=Defaults(
+                    config.service_disconnected_timeout_ms, config.batch_disconnected_timeout_ms
+                ),
+            )
         )
         self.manager.backend = build_backend(config, self.manager)
         self.loops = Loops(self.manager)

@@ -95,6 +95,8 @@ def _master_config(values: dict[str, str], port: int | None = None, data_dir: Pa
         api_token=values.get("TITUS_API_TOKEN", ""),
         agent_token=values.get("TITUS_AGENT_TOKEN", ""),
         heartbeat_timeout_ms=get_int(values, "TITUS_HEARTBEAT_TIMEOUT_MS", 15_000),
+        service_disconnected_timeout_ms=_timeout_ms(values, "TITUS_SERVICE_DISCONNECTED_TIMEOUT_S", "300"),
+        batch_disconnected_timeout_ms=_timeout_ms(values, "TITUS_BATCH_DISCONNECTED_TIMEOUT_S", "never"),
         cassandra=_cassandra_options(values) if store == "cassandra" else {},
         zk_hosts=values.get("TITUS_ZK", ""),
         zk_session_timeout_s=get_float(values, "TITUS_ZK_SESSION_TIMEOUT_S", 10.0),
@@ -103,6 +105,16 @@ def _master_config(values: dict[str, str], port: int | None = None, data_dir: Pa
         backend=backend,
         mesos=_mesos_options(values) if backend == "mesos" else {},
     )
+
+
+def _timeout_ms(values: dict[str, str], name: str, default: str) -> int | None:
+    """Seconds, or `never`, as milliseconds or None (the default disconnected timeouts)."""
+    raw = values.get(name, default).strip()
+    if raw == "never":
+        return None
+    if not raw.isdigit():
+        raise ConfigError(f"{name} must be a whole number of seconds or 'never', not {raw!r}")
+    return int(raw) * 1000
 
 
 def _mesos_options(values: dict[str, str]) -> dict[str, Any]:

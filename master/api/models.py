@@ -22,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from master.core.fault_policy import attribute_errors
+
 # ---------------------------------------------------------------------------------------------- limits
 MAX_CPU = 64.0
 MAX_MEMORY_MB = 262_144
@@ -178,6 +180,8 @@ class Container(Wire):
             # Images always carry a default command in Docker; the process runtime has no image, so
             # an explicit argv is required for it. We insist on one so a job means the same on both.
             raise ValueError("@entryPoint|command: entryPoint or command is required")
+        for name, reason in attribute_errors(self.attributes):
+            raise ValueError(f"@attributes.{name}: {reason}")
         return self
 
 

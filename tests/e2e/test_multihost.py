@@ -40,6 +40,9 @@ pytestmark = [
 
 HEARTBEAT_MS = 3_000
 HALF_CORE = {"resources": {"cpu": 0.5, "memoryMB": 16, "diskMB": 10, "networkMbps": 1}}
+# Jobs that must never run twice opt into self-fencing (master/core/fault_policy.py): their tasks are
+# replaced as soon as their agent is lost, because its watchdog stops them first.
+FENCING_HALF_CORE = {**HALF_CORE, "attributes": {"titusParameter.agent.selfFence": "true"}}
 
 
 def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -160,9 +163,9 @@ def test_agents_reach_the_master_only_through_their_namespaces(cluster: NetClust
     assert cluster.net.agent_ip(0) in out and "192.0.2." not in out
 
 
-def test_kill_9_of_an_agent_moves_its_service_tasks_within_timeout_plus_5s(cluster: NetCluster) -> None:
+def test_kill_9_of_an_agent_moves_its_self_fencing_tasks_within_timeout_plus_5s(cluster: NetCluster) -> None:
     url = cluster.master.url
-    job_id = submit(url, service_job(desired=4, container=HALF_CORE))  # 2 per agent: two agents busy
+    job_id = submit(url, service_job(desired=4, container=FENCING_HALF_CORE))  # 2 per agent: two busy
     wait_for(lambda: len(started(url, job_id)) == 4, timeout=30, what="4 tasks running")
     victim_id, victims = next(iter(cluster.holders(job_id).items()))
     victim = cluster.agents[cluster.index_of(victim_id)]
@@ -191,9 +194,9 @@ def test_kill_9_of_an_agent_moves_its_service_tasks_within_timeout_plus_5s(clust
     wait_for(lambda: not tasks_of(url, job_id), what="the job's tasks gone")
 
 
-def test_partition_and_heal_never_runs_a_task_index_twice(cluster: NetCluster) -> None:
+def test_partition_and_heal_never_runs_a_self_fencing_task_index_twice(cluster: NetCluster) -> None:
     url = cluster.master.url
-    job_id = submit(url, service_job(desired=4, container=HALF_CORE))
+    job_id = submit(url, service_job(desired=4, container=FENCING_HALF_CORE))
     wait_for(lambda: len(started(url, job_id)) == 4, timeout=30, what="4 tasks running")
     cut_id, cut_tasks = next(iter(cluster.holders(job_id).items()))
     cut = cluster.index_of(cut_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from agent.agent import Agent, AgentConfig
@@ -98,17 +99,28 @@ def test_a_task_that_vanishes_before_its_kill_ends_instead_of_failing_the_loop()
     assert agent.tasks["ghost"].finished.reason == "crashed"
 
 
-def test_no_task_starts_while_the_lease_is_out(tmp_path: Any) -> None:
+def test_no_self_fencing_task_starts_while_the_lease_is_out_and_others_do(tmp_path: Any) -> None:
     runtime, client = FakeRuntime([], {}), FakeClient()
     agent = Agent(AgentConfig("a1", 1, 1024, 0, 0), runtime, client, data_dir=tmp_path)
-    agent.lease_deadline = 10.0
-    spec = {"taskId": "t", "jobId": "j", "image": "i", "entryPoint": [], "command": ["true"], "env": {},
-            "resources": {"cpu": 1, "memoryMB": 64}, "kill": False}
-    agent.converge([spec], now=11.0)
-    assert "t" not in agent.tasks
-    agent.converge([spec], now=9.0)
-    assert "t" in agent.tasks
+    watchdog_wanted: list[bool] = []
+    agent._ensure_watchdog = lambda: watchdog_wanted.append(True)  # type: ignore[method-assign]
+    agent.lease_deadline = time.monotonic() + 60  # the launch checks the real clock again
+
+    def spec(task_id: str, self_fence: bool) -> dict[str, Any]:
+        return {"taskId": task_id, "jobId": "j", "image": "i", "entryPoint": [], "command": ["true"],
+                "env": {}, "resources": {"cpu": 1, "memoryMB": 64}, "kill": False, "selfFence": self_fence}
+
+    agent.converge([spec("fencing", True), spec("plain", False)], now=agent.lease_deadline + 1)
+    assert "fencing" not in agent.tasks  # the master may be replacing it right now
+    assert "plain" in agent.tasks  # the default: cut off from the masters, work goes on
+    assert not (tmp_path / "selffence" / "plain").exists()
+    agent.converge([spec("fencing", True), spec("plain", False)], now=time.monotonic())
+    assert "fencing" in agent.tasks
+    # Marked before it starts, with a watchdog asked for, so the watchdog guards it even if we crash.
+    assert (tmp_path / "selffence" / "fencing").exists()
+    assert watchdog_wanted
     agent.launcher.shutdown(wait=True)
+    assert runtime.running == {"fencing", "plain"}
 
 
 def test_agent_metrics_count_reports_and_tasks_by_phase() -> None:

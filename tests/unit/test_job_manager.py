@@ -210,24 +210,120 @@ def test_runtime_limit_kills_the_task(jm: JobManager, clock: Clock) -> None:
     assert jm.get_task(tid)["status"]["reasonCode"] == "runtimeLimitExceeded"
 
 
-def test_lost_agent_tasks_are_replaced_and_its_session_is_void(jm: JobManager, clock: Clock) -> None:
+def disconnect_after(seconds: int | str, **overrides: Any) -> dict[str, Any]:
+    """Container attributes of a job that waits `seconds` for a silent agent (master/core/fault_policy.py)."""
+    return {"attributes": {"titusParameter.disconnectedTimeoutSec": str(seconds), **overrides}}
+
+
+def test_silent_agent_tasks_are_disconnected_then_replaced_after_the_jobs_timeout(
+        jm: JobManager, clock: Clock) -> None:
     s1 = register(jm, "a1")
-    job_id = submit(jm, service_job(desired=1))
+    job_id = submit(jm, service_job(desired=1, container=disconnect_after(60)))
     (tid,) = run_all(jm, s1, job_id)
     s2 = register(jm, "a2")
     clock.advance(4_000)
     report(jm, s2, agent_id="a2")
     clock.advance(2_000)
     jm.tick()
-    assert jm.get_task(tid)["status"]["reasonCode"] == "lost"
+    status = jm.get_task(tid)["status"]
+    assert (status["state"], status["reasonCode"]) == ("Disconnected", "disconnected")
+    assert "no heartbeat from agent a1" in status["reasonMessage"]
+    assert jm.schedule_once() == 0  # it keeps its slot: nothing replaces it yet
+    assert [t["id"] for t in active(jm, job_id)] == [tid]
+    with pytest.raises(StaleSession):
+        report(jm, s1, upd(tid, "Started"))
+    clock.advance(59_000)
+    report(jm, s2, agent_id="a2")
+    jm.tick()
+    assert jm.get_task(tid)["status"]["state"] == "Disconnected"  # 59 s of a 60 s timeout
+    clock.advance(1_000)
+    report(jm, s2, agent_id="a2")
+    jm.tick()
+    status = jm.get_task(tid)["status"]
+    assert (status["state"], status["reasonCode"]) == ("Finished", "lost")
+    assert "stayed disconnected for 60 s" in status["reasonMessage"]
     jm.schedule_once()
     (replacement,) = active(jm, job_id)
     assert replacement["taskContext"]["agent.id"] == "a2"
-    with pytest.raises(StaleSession):
-        report(jm, s1, upd(tid, "Started"))
     desired = jm.desired_set("a1", register(jm, "a1", running=[tid]), -1, 0)
-    # The stale task is not wanted: the agent is told to kill it at once.
+    # The replaced task is not wanted: the returning agent is told to kill it at once.
     assert desired["tasks"] == [{"taskId": tid, "kill": True, "killGraceMs": 0, "stale": True}]
+
+
+def test_agent_back_before_the_timeout_gets_its_tasks_back_in_their_real_state(
+        jm: JobManager, clock: Clock) -> None:
+    s1 = register(jm, "a1")
+    service = submit(jm, service_job(desired=2))
+    batch = submit(jm, batch_job(size=2, command=["/bin/sleep", "60"]))
+    kept, gone = run_all(jm, s1, service)
+    ended, running = run_all(jm, s1, batch)
+    clock.advance(5_001)
+    jm.tick()
+    assert {jm.get_task(t)["status"]["state"] for t in (kept, gone, ended, running)} == {"Disconnected"}
+    clock.advance(120_000)  # well inside the service default (5 min); batch waits for ever
+    jm.tick()
+    assert jm.schedule_once() == 0
+    back = register(jm, "a1", running=[kept, running], exited=[ended])
+    assert jm.get_task(kept)["status"]["state"] == "Started"
+    assert jm.get_task(running)["status"]["state"] == "Started"
+    assert jm.get_task(ended)["status"]["state"] == "Started"  # its real end is in the next report
+    lost = jm.get_task(gone)["status"]
+    assert (lost["state"], lost["reasonCode"]) == ("Finished", "lost")
+    assert lost["reasonMessage"] == "the agent reconnected without it"
+    report(jm, back, upd(ended, "Finished", "failed", 3))
+    assert (jm.get_task(ended)["status"]["reasonCode"], jm.get_task(ended)["exitCode"]) == ("failed", 3)
+    # Only the task it came back without is replaced.
+    assert len([t for t in active(jm, service) if t["status"]["state"] == "Accepted"]) == 1
+
+
+def test_batch_tasks_wait_for_their_agent_for_ever_by_default(jm: JobManager, clock: Clock) -> None:
+    s1 = register(jm, "a1")
+    job_id = submit(jm, batch_job(size=1, command=["/bin/sleep", "60"]))
+    (tid,) = run_all(jm, s1, job_id)
+    clock.advance(5_001)
+    jm.tick()
+    clock.advance(7 * 24 * 3600 * 1000)
+    jm.tick()
+    assert jm.get_task(tid)["status"]["state"] == "Disconnected"
+    assert [t["id"] for t in active(jm, job_id)] == [tid]
+
+
+def test_a_self_fencing_job_is_replaced_as_soon_as_its_agent_is_lost(jm: JobManager, clock: Clock) -> None:
+    s1 = register(jm, "a1")
+    job_id = submit(jm, service_job(
+        desired=1, container={"attributes": {"titusParameter.agent.selfFence": "true"}}))
+    (tid,) = run_all(jm, s1, job_id)
+    assert jm.desired_set("a1", s1, -1, 0)["tasks"][0]["selfFence"] is True
+    clock.advance(5_001)
+    jm.tick()
+    status = jm.get_task(tid)["status"]
+    assert (status["state"], status["reasonCode"]) == ("Finished", "lost")
+    assert status["reasonMessage"].endswith("the job self-fences")
+    assert [t["status"]["state"] for t in active(jm, job_id)] == ["Accepted"]
+
+
+def test_killing_a_disconnected_task_ends_it_and_its_agent_kills_it_on_return(
+        jm: JobManager, clock: Clock) -> None:
+    s1 = register(jm, "a1")
+    job_id = submit(jm, batch_job(size=1, command=["/bin/sleep", "60"]))
+    (tid,) = run_all(jm, s1, job_id)
+    clock.advance(5_001)
+    jm.tick()
+    jm.kill_task(tid, shrink=False)
+    status = jm.get_task(tid)["status"]
+    assert (status["state"], status["reasonCode"]) == ("Finished", "killed")
+    assert "is disconnected" in status["reasonMessage"]
+    back = register(jm, "a1", running=[tid])
+    assert jm.desired_set("a1", back, -1, 0)["tasks"] == [
+        {"taskId": tid, "kill": True, "killGraceMs": 0, "stale": True}]
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "1.5", str(31 * 24 * 3600)])
+def test_a_bad_disconnected_timeout_is_refused_at_the_edge(jm: JobManager, value: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"titusParameter\.disconnectedTimeoutSec"):
+        JobDescriptor.model_validate(service_job(container=disconnect_after(value)))
 
 
 def test_master_restart_keeps_jobs_and_adopts_running_tasks(db: Path, clock: Clock) -> None:
@@ -375,10 +471,10 @@ def agent_view(jm: JobManager, agent_id: str) -> dict[str, Any]:
 
 def test_returning_lost_agent_kills_stale_tasks_before_it_gets_work(jm: JobManager, clock: Clock) -> None:
     s1 = register(jm, "a1")
-    job_id = submit(jm, service_job(desired=1))
+    job_id = submit(jm, service_job(desired=1, container=disconnect_after(0)))
     (old,) = run_all(jm, s1, job_id)
     clock.advance(5_001)
-    jm.tick()  # a1 is lost: the task is replaced, and there is no agent to run the replacement
+    jm.tick()  # a1 is silent and the job waits 0 s: the task is replaced, with no agent to run it
     assert jm.get_task(old)["status"]["reasonCode"] == "lost"
     back = register(jm, "a1", running=[old])
     assert agent_view(jm, "a1")["staleTaskIds"] == [old]
@@ -426,11 +522,12 @@ def test_registration_adopts_a_task_whose_started_report_was_lost(jm: JobManager
     assert jm.get_task(tid)["status"]["state"] == "Started"
 
 
-def test_agent_that_never_returns_after_a_master_restart_is_lost(db: Path, clock: Clock) -> None:
+def test_agent_that_never_returns_after_a_master_restart_is_disconnected_then_lost(
+        db: Path, clock: Clock) -> None:
     first = JobManager(SqliteJobStore(db, "NORMAL"), clock, Settings(heartbeat_timeout_ms=5_000))
     first.start()
     s = register(first, "a1")
-    job_id = submit(first, service_job(desired=1))
+    job_id = submit(first, service_job(desired=1, container=disconnect_after(30)))
     (tid,) = run_all(first, s, job_id)
     first.store.close()
 
@@ -444,6 +541,17 @@ def test_agent_that_never_returns_after_a_master_restart_is_lost(db: Path, clock
     second.tick()
     assert second.get_task(tid)["status"]["state"] == "Started"  # it still has time to register
     clock.advance(1_001)
+    other = register(second, "other")
+    report(second, other, agent_id="other")
+    second.tick()
+    assert second.get_task(tid)["status"]["state"] == "Disconnected"
+    second.store.close()
+    # The Disconnected state and its clock survive another restart.
+    third = JobManager(SqliteJobStore(db, "NORMAL"), clock, Settings(heartbeat_timeout_ms=5_000))
+    third.start()
+    second = third
+    assert second.get_task(tid)["status"]["state"] == "Disconnected"
+    clock.advance(30_000)
     report(second, register(second, "other"), agent_id="other")
     second.tick()
     assert second.get_task(tid)["status"]["reasonCode"] == "lost"
