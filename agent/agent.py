@@ -54,6 +54,9 @@ class LocalTask:
     killing: bool = False
     starting: bool = False
     self_fence: bool = False  # its job opted in: it may not run past the lease (agent/fence.py)
+    # Why the agent itself stopped it (reason code, message), reported instead of the runtime's "killed":
+    # only a user's kill is `killed` (docs/ARCHITECTURE.md, reasons table).
+    stopped_by_agent: tuple[str, str] | None = None
 
 
 class Agent:
@@ -110,7 +113,9 @@ class Agent:
         if self.config.kill_tasks_on_exit:
             with self.lock:
                 ids = [tid for tid, t in self.tasks.items() if t.finished is None]
-
+                for task_id in ids:
+                    self.tasks[task_id].stopped_by_agent = (
+                        "transientSystemError", "the agent shut down and stopped its tasks")
             for task_id in ids:
                 self.runtime.kill(task_id, 2.0)
             deadline = time.monotonic() + 5
@@ -267,7 +272,8 @@ class Agent:
             with self.lock:
                 local = self.tasks[spec.task_id]
                 local.starting = False
-                local.finished = ExitStatus(None, "crashed", f"agent could not start the task: {exc}")
+                local.finished = ExitStatus(None, "localSystemError",  # the agent's fault, not the task's
+                                            f"agent could not start the task: {exc}")
             self.wake_reporter.set()
             return
         with self.lock:
@@ -344,6 +350,9 @@ class Agent:
                     fenced = fence.fenced_message(self.data_dir, task_id) if self.data_dir else None
                     if fenced is not None:
                         reason, message = "lost", f"{fenced}; {st.message}"
+                    elif local.stopped_by_agent is not None:
+                        reason, why = local.stopped_by_agent
+                        message = f"{why}; {st.message}"
                     self._queue(task_id, "Finished", reason, message, st.exit_code,
                                 stdoutTail=self._tail(task_id, "stdout"),
                                 stderrTail=self._tail(task_id, "stderr"))

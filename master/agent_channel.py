@@ -130,7 +130,7 @@ class AgentChannel(ManagerBase):
                         # The task identity the agent puts in the task's environment (README).
                         "index": task.index,
                         "originalId": task.original_id or task.id,
-                        "resubmitNumber": task.retries_done,
+                        "resubmitNumber": task.resubmit_number,
                         # The job opted into self-fencing (master/core/fault_policy.py, agent/fence.py).
                         "selfFence": job_fault_policy(job, self.settings.disconnect_defaults).self_fence,
                     }

@@ -33,7 +33,7 @@ from master.core.fault_policy import Defaults
 from master.core.states import IllegalTransition, Status, StatusMachine
 from master.events import Change, EventLog, log_event
 from master.groups import DEFAULT_GROUP, CapacityGroup, InstanceGroup, default_group
-from master.reconcile import CreateTask, KillTask, reconcile, replacement_delay
+from master.reconcile import CreateTask, KillTask, platform_caused, reconcile, replacement_delay
 from master.resource_backend import NativeBackend, ResourceBackend
 from master.scheduler.model import Resources
 from master.snapshot import SnapshotBuilder, job_resources
@@ -335,7 +335,9 @@ class ManagerBase:
             StatusMachine(states.TASK_TRANSITIONS, Status(states.ACCEPTED, "normal", "", now)),
         )
         if replaces is not None:
-            task.retries_done = replaces.retries_done + 1
+            platform = platform_caused(replaces)
+            task.retries_done = replaces.retries_done + (0 if platform else 1)
+            task.system_retries = replaces.system_retries + (1 if platform else 0)
             task.original_id = replaces.original_id or replaces.id
             task.resubmit_of = replaces.id
         task.not_before_ms = now + delay_ms

@@ -92,11 +92,19 @@ def reconcile(job: Job, tasks: Sequence[Task]) -> list[Action]:
     return []
 
 
+def platform_caused(task: Task) -> bool:
+    """The task ended for the platform's reasons, not its own or its user's: its successor does not use
+    the retry budget (it counts in `system_retries`)."""
+    return task.machine.status.reason_code in states.PLATFORM_REASONS
+
+
 def replacement_delay(job: Job, task: Task) -> int | None:
     """For a task that just finished: milliseconds until its successor may be placed, or None for none."""
     if job.state != states.JOB_ACCEPTED or not task.replace:
         return None
     reason = task.machine.status.reason_code
+    if reason in states.PLATFORM_REASONS:
+        return 0  # not the task's fault: back at once, whatever the retry policy and budget say
     policy = job.descriptor.retry_policy
     if job.descriptor.service is not None:
         if reason == states.REASON_SCALED_DOWN:

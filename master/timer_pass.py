@@ -44,7 +44,8 @@ class TimerPass(ManagerBase):
             ):
                 continue
             replacement = self._new_task(job, task.index, now, writes, replaces=task)
-            replacement.retries_done = task.retries_done
+            replacement.retries_done = task.retries_done  # a move is the platform's, not a retry
+            replacement.system_retries = task.system_retries + 1
             task.migrating_to = replacement.id
             writes.append(self._task_write(task))
             moving_jobs.add(job.id)

@@ -96,6 +96,14 @@ class Task:
     usage: dict[str, float] = field(default_factory=dict)
     pending_reason: str = ""
     migrating_to: str = ""  # drain: the replacement that must start before this task is stopped
+    # Resubmits caused by the platform (lost, transientSystemError, localSystemError): they do not count
+    # against the user's retry budget, which `retries_done` is (master/core/states.py PLATFORM_REASONS).
+    system_retries: int = 0
+
+    @property
+    def resubmit_number(self) -> int:
+        """Every resubmit in this task's chain, the user's and the platform's (Titus's resubmitNumber)."""
+        return self.retries_done + self.system_retries
 
     @property
     def state(self) -> str:
@@ -124,6 +132,7 @@ class Task:
             "stdoutTail": self.stdout_tail,
             "stderrTail": self.stderr_tail,
             "migratingTo": self.migrating_to,
+            "systemRetries": self.system_retries,
         }
 
     @staticmethod
@@ -151,13 +160,15 @@ class Task:
             r["stderrTail"],
             version,
             migrating_to=r.get("migratingTo", ""),
+            system_retries=r.get("systemRetries", 0),
         )
 
     def to_wire(self, job: Job | None) -> dict[str, Any]:
         context: dict[str, str] = {
             "task.index": str(self.index),
             "task.originalId": self.original_id or self.id,
-            "task.resubmitNumber": str(self.retries_done),
+            "task.resubmitNumber": str(self.resubmit_number),
+            "task.systemResubmitNumber": str(self.system_retries),
         }
         if self.resubmit_of:
             context["task.resubmitOf"] = self.resubmit_of

@@ -73,10 +73,14 @@ REASON_LOCAL_ERROR: Final = "localSystemError"
 REASON_TRANSIENT: Final = "transientSystemError"
 REASON_DISCONNECTED: Final = "disconnected"  # ours: the reason of the Disconnected state itself
 
-#: Finished reasons that count as a failure for retry purposes.
-RETRYABLE_REASONS: Final = frozenset(
-    {REASON_FAILED, REASON_LOST, REASON_CRASHED, REASON_STUCK, REASON_LOCAL_ERROR, REASON_INVALID}
-)
+#: Ends the platform caused, not the task or its user: the agent or its host went away (lost), the platform
+#: stopped the task on purpose (transientSystemError: agent or `titus dev` shutdown), or the agent failed
+#: to run it (localSystemError). Always retried, at once, without using the user's retry budget
+#: (docs/ARCHITECTURE.md has the full table).
+PLATFORM_REASONS: Final = frozenset({REASON_LOST, REASON_TRANSIENT, REASON_LOCAL_ERROR})
+
+#: Finished reasons that count as a failure for retry purposes (the user's budget decides).
+RETRYABLE_REASONS: Final = frozenset({REASON_FAILED, REASON_CRASHED, REASON_STUCK, REASON_INVALID})
 
 # -------------------------------------------------------------------------------------------- job states
 JOB_ACCEPTED: Final = "Accepted"

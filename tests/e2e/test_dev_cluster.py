@@ -271,10 +271,9 @@ def test_acknowledged_job_survives_kill_9(tmp_path: Path) -> None:
     data_dir, port = tmp_path / "titus", free_port()
     cluster = start_dev(data_dir, port)
     acknowledged = [cluster.submit(service_job(desired=1)) for _ in range(3)]
-    # titus dev's agent kills its tasks when titus dev dies (no orphans), so the batch job needs retries
-    # to carry on: the lost tasks are retried, the job stays Accepted.
-    retrying = batch_job(size=2, command=["/bin/sleep", "60"])
-    retrying["batch"]["retryPolicy"] = {"immediate": {"retries": 5}}
+    # titus dev's agent kills its tasks when titus dev dies (no orphans). That is the platform's doing,
+    # not the task's: the tasks are retried although the job allows no retry, and the job stays Accepted.
+    retrying = batch_job(size=2, command=["/bin/sleep", "60"])  # retries: 0
     last = cluster.api("POST", "/api/v3/jobs", json=retrying)
     assert last.status_code == 202
     os.kill(cluster.proc.pid, signal.SIGKILL)  # right after the 202: no chance to flush anything more
@@ -290,6 +289,27 @@ def test_acknowledged_job_survives_kill_9(tmp_path: Path) -> None:
         for job_id in acknowledged[:3]:
             wait_for(lambda j=job_id: len(restarted.started(j)) == 1, what="the service task running again")
         wait_for(lambda: len(restarted.started(acknowledged[3])) == 2, what="both batch tasks running")
+    finally:
+        stop_dev(restarted)
+
+
+def test_a_dev_shutdown_is_a_platform_end_retried_without_the_retry_budget(tmp_path: Path) -> None:
+    data_dir, port = tmp_path / "titus", free_port()
+    cluster = start_dev(data_dir, port)
+    job_id = cluster.submit(batch_job(size=1, command=["/bin/sleep", "600"]))  # retries: 0
+    (first,) = wait_for(lambda: cluster.started(job_id), what="the batch task running")
+    stop_dev(cluster, signal.SIGTERM)
+    restarted = start_dev(data_dir, port)
+    try:
+        ended = restarted.api("GET", f"/api/v3/tasks/{first['id']}").json()
+        assert ended["status"]["state"] == "Finished"
+        # Not "killed": the user asked for nothing. Which platform code depends on whether the agent's
+        # last report reached the master before it stopped (transientSystemError) or not (lost).
+        assert ended["status"]["reasonCode"] in ("transientSystemError", "lost"), ended["status"]
+        (retry,) = wait_for(lambda: restarted.started(job_id), what="the retry running")
+        assert retry["taskContext"]["task.resubmitOf"] == first["id"]
+        assert retry["taskContext"]["task.systemResubmitNumber"] == "1"
+        assert restarted.api("GET", f"/api/v3/jobs/{job_id}").json()["status"]["state"] == "Accepted"
     finally:
         stop_dev(restarted)
 

@@ -123,6 +123,22 @@ def test_no_self_fencing_task_starts_while_the_lease_is_out_and_others_do(tmp_pa
     assert runtime.running == {"fencing", "plain"}
 
 
+def test_tasks_the_agent_stops_when_it_shuts_down_end_with_a_platform_reason() -> None:
+    class EndsOnKill(FakeRuntime):
+        def kill(self, task_id: str, grace_s: float) -> None:
+            super().kill(task_id, grace_s)
+            self.ended[task_id] = ExitStatus(None, "killed", "killed on request; killed by SIGTERM")
+
+    runtime, client = EndsOnKill(["t"], {}), FakeClient()
+    agent = Agent(AgentConfig("a1", 1, 1024, 0, 0, kill_tasks_on_exit=True), runtime, client)
+    agent.start()
+    agent.stop()
+    (update,) = client.reports[-1]["updates"]
+    assert (update["taskId"], update["state"]) == ("t", "Finished")
+    assert update["reasonCode"] == "transientSystemError"  # not "killed": only a user's kill is
+    assert update["reasonMessage"].startswith("the agent shut down and stopped its tasks")
+
+
 def test_agent_metrics_count_reports_and_tasks_by_phase() -> None:
     from prometheus_client.parser import text_string_to_metric_families
 

@@ -512,6 +512,36 @@ def test_agent_restart_without_a_task_marks_it_lost_and_replaces_it(jm: JobManag
     assert replacement["taskContext"]["task.resubmitOf"] == gone
 
 
+def test_a_platform_end_is_retried_without_using_the_retry_budget(jm: JobManager) -> None:
+    s1 = register(jm)
+    job_id = submit(jm, batch_job(size=1, command=["/bin/sleep", "5"]))  # retries: 0
+    (gone,) = run_all(jm, s1, job_id)
+    s2 = register(jm, running=[])  # the agent came back without it
+    assert jm.get_task(gone)["status"]["reasonCode"] == "lost"
+    (retry,) = run_all(jm, s2, job_id)
+    context = jm.get_task(retry)["taskContext"]
+    assert context["task.resubmitOf"] == gone
+    assert (context["task.resubmitNumber"], context["task.systemResubmitNumber"]) == ("1", "1")
+    report(jm, s2, upd(retry, "Finished", "transientSystemError"))  # e.g. the agent shut down
+    (third,) = run_all(jm, s2, job_id)
+    assert jm.get_task(third)["taskContext"]["task.systemResubmitNumber"] == "2"
+    report(jm, s2, upd(third, "Finished", "failed", 1))  # the task's own failure: the budget (0) decides
+    job = jm.get_job(job_id)
+    assert (job["status"]["state"], job["status"]["reasonCode"]) == ("Finished", "failed")
+
+
+def test_only_a_users_kill_is_killed(jm: JobManager) -> None:
+    s1 = register(jm)
+    job_id = submit(jm, batch_job(size=2, command=["/bin/sleep", "5"]))
+    mine, theirs = run_all(jm, s1, job_id)
+    jm.kill_task(mine, shrink=False)
+    report(jm, s1, upd(mine, "Finished", "killed"))
+    report(jm, s1, upd(theirs, "Finished", "transientSystemError"))
+    assert jm.get_task(mine)["status"]["reasonCode"] == "killed"
+    assert jm.get_task(theirs)["status"]["reasonCode"] == "transientSystemError"
+    assert len([t for t in active(jm, job_id) if t["status"]["state"] == "Accepted"]) == 1  # only theirs
+
+
 def test_registration_adopts_a_task_whose_started_report_was_lost(jm: JobManager) -> None:
     session = register(jm)
     job_id = submit(jm, service_job(desired=1))

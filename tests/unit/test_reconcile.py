@@ -19,6 +19,7 @@ from master.reconcile import (
     Move,
     disconnected_expired,
     on_agent_silent,
+    platform_caused,
     reconcile,
     reconcile_agent,
     replacement_delay,
@@ -125,6 +126,19 @@ RETRIES: list[tuple[str, Job, Task, int | None]] = [
      task("a", states.FINISHED, "scaledDown"), None),
     ("nothing is replaced in a job being killed", job(service_job(), states.JOB_KILL_INITIATED),
      task("a", states.FINISHED, "failed"), None),
+    # Platform reasons: retried at once, whatever the policy and the budget say.
+    ("a lost batch task is retried with no budget", job(batch_job()), task("a", states.FINISHED, "lost"), 0),
+    ("a transientSystemError batch task is retried with its budget used up",
+     job(batch_retrying({"delayed": {"initialDelayMs": 900, "delayMs": 900, "retries": 1}})),
+     task("a", states.FINISHED, "transientSystemError", retries_done=1), 0),
+    ("a localSystemError batch task is retried", job(batch_job()),
+     task("a", states.FINISHED, "localSystemError"), 0),
+    ("a lost service task is replaced without backoff", job(service_job()),
+     task("a", states.FINISHED, "lost", retries_done=9), 0),
+    ("a crashed batch task uses the budget (the task's own crash)", job(batch_job()),
+     task("a", states.FINISHED, "crashed"), None),
+    ("a platform end of a task that must not be replaced stays final", job(batch_job()),
+     task("a", states.FINISHED, "lost", replace=False), None),
 ]
 
 
@@ -250,3 +264,11 @@ def test_scale_down_gives_up_disconnected_tasks_before_healthy_ones() -> None:
     spec = service_job(desired=1)
     actions = reconcile(job(spec), [task("healthy", states.STARTED, at=5), disconnected("away", at=1)])
     assert actions == [KillTask("away", states.REASON_SCALED_DOWN, "job scaled down", replace=False)]
+
+
+@pytest.mark.parametrize(("reason", "platform"), [
+    ("lost", True), ("transientSystemError", True), ("localSystemError", True), ("killed", False),
+    ("failed", False), ("crashed", False), ("stuckInState", False), ("runtimeLimitExceeded", False),
+    ("normal", False)])
+def test_only_platform_reasons_spare_the_retry_budget(reason: str, platform: bool) -> None:
+    assert platform_caused(task("a", states.FINISHED, reason)) is platform
