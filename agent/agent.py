@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -24,6 +25,8 @@ from agent.master_client import MasterClient, MasterUnavailable, SessionExpired
 from agent.runtime.base import ExitStatus, LaunchError, Runtime, TaskSpec
 
 log = logging.getLogger("titus.agent")
+
+CLUSTER_FILE = "cluster-id"  # in the data dir: the cluster this agent joined
 
 
 @dataclass
@@ -87,6 +90,7 @@ class Agent:
         self.unknown_since: dict[str, float] = {}
         self.launcher = ThreadPoolExecutor(max_workers=16, thread_name_prefix="launch")
         self.threads: list[threading.Thread] = []
+        self.cluster_refusal = ""  # set while the only master that answers is of another cluster
         self.reports_sent = 0  # reports the master accepted (agent/metrics.py)
         self.last_report_at = 0.0  # time.monotonic() of the last one
 
@@ -150,6 +154,16 @@ class Agent:
                                   if t.finished is not None and t.reported != "Finished"]
                     sent = time.monotonic()
                     reply = self.client.register(self.config, running, exited)
+                    refusal = self._cluster_refusal(str(reply.get("clusterId", "")))
+                    if refusal:
+                        # Not our cluster's master: take no orders (no kills, no work) and keep trying,
+                        # the right master (or another URL of the list) may answer next time.
+                        log.error("%s", refusal)
+                        self.cluster_refusal = refusal
+                        self.client.next_master()
+                        self.stopping.wait(5.0)
+                        continue
+                    self.cluster_refusal = ""
                     self.heartbeat_timeout_s = int(reply.get("heartbeatTimeoutMs", 15_000)) / 1000
                     self.client.timeout_s = max(1.0, min(10.0, self.heartbeat_timeout_s / 2))
                     self._renew_lease(sent)
@@ -160,6 +174,33 @@ class Agent:
                 except MasterUnavailable as exc:
                     log.warning("cannot register yet: %s", exc)
                     self.stopping.wait(0.5)
+
+    def _cluster_refusal(self, cluster_id: str) -> str:
+        """Why the agent must not obey a master of `cluster_id`, or "" if it may (DESIGN.md #10).
+
+        The first cluster the agent joins is remembered in its data dir (`cluster-id`); any other is
+        refused, so a master started on an empty or foreign store can never order this host's tasks
+        killed."""
+        if self.data_dir is None:
+            return ""
+        path = self.data_dir / CLUSTER_FILE
+        try:
+            joined = path.read_text().strip()
+        except FileNotFoundError:
+            joined = ""
+        if not joined:
+            if cluster_id:
+                tmp = path.with_name(f"{CLUSTER_FILE}.tmp")
+                tmp.write_text(cluster_id + "\n")
+                os.replace(tmp, path)
+                log.info("joined cluster %s (remembered in %s)", cluster_id, path)
+            return ""
+        if cluster_id == joined:
+            return ""
+        return (f"the master at {self.client.base} belongs to cluster {cluster_id or '(none)'}, but this "
+                f"agent joined cluster {joined} (remembered in {path}): refusing its orders; the tasks here "
+                f"keep running. If the cluster was rebuilt on purpose, stop this agent, remove {path} "
+                f"(and the tasks it still runs), and start it again")
 
     def _renew_lease(self, sent: float) -> None:
         """The master heard from us no earlier than `sent`: it will not call us lost before

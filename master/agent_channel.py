@@ -91,6 +91,8 @@ class AgentChannel(ManagerBase):
             "sessionEpoch": session,
             "heartbeatIntervalMs": 1000,
             "heartbeatTimeoutMs": self.settings.heartbeat_timeout_ms,
+            # The agent remembers the cluster it joined and refuses orders from any other (agent/cluster.py).
+            "clusterId": self.cluster_id,
         }
 
     def _agent_session(self, agent_id: str, session: int) -> Agent:

@@ -130,7 +130,8 @@ class HaCluster:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TITUS_")}
         env.update({"TITUS_API_TOKEN": API_TOKEN, "TITUS_AGENT_TOKEN": AGENT_TOKEN,
                     "TITUS_ZK_ROOT": self.zk_root, "TITUS_LOG_LEVEL": "INFO", "PYTHONPATH": str(REPO_ROOT),
-                    "TITUS_HEARTBEAT_TIMEOUT_MS": str(self.heartbeat_timeout_ms)})
+                    "TITUS_HEARTBEAT_TIMEOUT_MS": str(self.heartbeat_timeout_ms),
+                    "TITUS_INIT_CLUSTER": "true"})  # a fresh store: the first leader names the cluster
         env.update(self.store_env)
         return env
 

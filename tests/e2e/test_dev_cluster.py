@@ -314,6 +314,50 @@ def test_a_dev_shutdown_is_a_platform_end_retried_without_the_retry_budget(tmp_p
         stop_dev(restarted)
 
 
+def test_a_crashed_agent_is_restarted_and_adopts_its_tasks_while_the_master_serves(tmp_path: Path) -> None:
+    import psutil
+
+    cluster = start_dev(tmp_path / "titus", free_port())
+    try:
+        job_id = cluster.submit(service_job(desired=2))
+        before = wait_for(lambda: len(s := cluster.started(job_id)) == 2 and s, what="2 Started tasks")
+        (agent,) = [p for p in psutil.Process(cluster.proc.pid).children()
+                    if "agent" in p.cmdline()]
+        killed_at = int(time.time() * 1000)
+        agent.kill()  # kill -9 of the agent alone
+        agent.wait(timeout=10)
+        assert cluster.api("GET", "/api/v3/jobs").status_code == 200  # the master goes on serving
+        wait_for(lambda: [p for p in psutil.Process(cluster.proc.pid).children()
+                          if "agent" in p.cmdline() and p.pid != agent.pid], what="a new agent process")
+        assert cluster.proc.poll() is None
+        # The new agent adopts the same tasks: nothing is replaced, nothing ended.
+        wait_for(lambda: any(a["state"] == "Registered" and a["registeredAt"] >= killed_at
+                             for a in cluster.api("GET", "/api/v3/agent/instances").json()["items"]),
+                 what="the new agent registered")
+        after = wait_for(lambda: len(s := cluster.started(job_id)) == 2 and s, what="2 Started tasks again")
+        assert {t["id"] for t in after} == {t["id"] for t in before}
+        assert cluster.tasks(job_id, "Finished") == []
+    finally:
+        stop_dev(cluster)
+
+
+def test_a_dev_dir_whose_store_went_missing_is_refused_not_recreated(tmp_path: Path) -> None:
+    data_dir = tmp_path / "titus"
+    cluster = start_dev(data_dir, free_port())
+    stop_dev(cluster)
+    for name in ("titus.db", "titus.db-wal", "titus.db-shm"):
+        (data_dir / "master" / name).unlink(missing_ok=True)
+    env = {**os.environ}
+    env.pop("TITUS_API_TOKEN", None)
+    result = subprocess.run([sys.executable, "-m", "titus.cli", "dev", "--port", str(free_port()),
+                             "--data-dir", str(data_dir)], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 4, result.stderr
+    assert "is empty or missing" in result.stderr and str(data_dir) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert _agents_of(tmp_path) == [], "no agent may start under a master that refused its store"
+
+
 def test_ctrl_c_leaves_no_orphans(tmp_path: Path) -> None:
     cluster = start_dev(tmp_path / "titus", free_port())
     job_id = cluster.submit(service_job(desired=3))

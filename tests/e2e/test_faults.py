@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -355,3 +356,55 @@ def test_task_the_restarted_agent_does_not_know_is_lost_and_replaced(
     assert kept["id"] in {t["id"] for t in now}
     replacement = next(t for t in now if t["id"] != kept["id"])
     assert replacement["taskContext"]["task.resubmitOf"] == gone["id"]
+
+
+def _master_cli(data_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TITUS_API_TOKEN": "t" * 32, "TITUS_AGENT_TOKEN": "a" * 32,
+           "PYTHONPATH": str(Path(__file__).parents[2])}
+    env.pop("TITUS_INIT_CLUSTER", None)
+    return subprocess.run([sys.executable, "-m", "titus.cli", "master", "--port", str(free_port()),
+                           "--data-dir", str(data_dir), *extra], env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_a_master_on_an_empty_or_damaged_store_refuses_with_a_documented_exit_code(tmp_path: Path) -> None:
+    empty = _master_cli(tmp_path / "empty")
+    assert empty.returncode == 4, empty.stderr
+    assert str(tmp_path / "empty") in empty.stderr and "--init-cluster" in empty.stderr
+    assert "Traceback" not in empty.stderr
+    damaged_dir = tmp_path / "damaged"
+    damaged_dir.mkdir(mode=0o700)
+    (damaged_dir / "titus.db").write_bytes(b"\x00garbage, not SQLite\x00" * 4096)
+    damaged = _master_cli(damaged_dir)
+    assert damaged.returncode == 5, damaged.stderr
+    assert str(damaged_dir / "titus.db") in damaged.stderr and "damaged" in damaged.stderr
+    assert "Traceback" not in damaged.stderr and "standby" not in damaged.stderr
+
+
+def test_an_agent_refuses_the_orders_of_a_master_of_another_cluster(
+        cluster: tuple[MasterProc, Callable[..., AgentProc]], tmp_path: Path) -> None:
+    master, agent = cluster
+    a = agent("a")
+    wait_for(lambda: registered(master.url, a.agent_id), what="agent registered")
+    job_id = submit(master.url, service_job(desired=3, container=SMALL))
+    before = wait_for(lambda: len(s := started(master.url, job_id)) == 3 and s, what="3 Started tasks")
+    pids = live_tasks(a.agent_id)
+    master.kill9()
+    # The operator points a master at the wrong (empty) data dir and tells it to make a new cluster.
+    stranger = MasterProc(tmp_path / "stranger", master.port, heartbeat_timeout_ms=HEARTBEAT_MS).start()
+    try:
+        deadline = time.monotonic() + 3 * HEARTBEAT_MS / 1000
+        while time.monotonic() < deadline:
+            assert live_tasks(a.agent_id) == pids, "the agent obeyed a master of another cluster"
+            time.sleep(0.5)
+        # The stranger did try: to it, everything the agent runs is stale, to be killed at once.
+        view = agents(stranger.url).get(a.agent_id)
+        assert view is not None and set(view["staleTaskIds"]) == {t["id"] for t in before}
+        log = (a.data_dir.parent / f"{a.agent_id}.log").read_text()
+        assert "refusing its orders" in log
+    finally:
+        stranger.kill9()
+    master.start()  # the right store again: the agent comes back with everything still running
+    after = wait_for(lambda: len(s := started(master.url, job_id)) == 3 and s, what="3 Started again")
+    assert {t["id"] for t in after} == {t["id"] for t in before}
+    assert live_tasks(a.agent_id) == pids

@@ -8,6 +8,7 @@ from typing import Any
 from agent.agent import Agent, AgentConfig
 from agent.master_client import MasterClient
 from agent.runtime.base import ExitStatus, TaskSpec, Usage
+from tests.conftest import wait_for
 
 
 class FakeRuntime:
@@ -51,11 +52,13 @@ class FakeClient(MasterClient):
         super().__init__("http://127.0.0.1:1", "token")
         self.registrations: list[tuple[list[str], list[str]]] = []
         self.reports: list[dict[str, Any]] = []
+        self.cluster_id = "cluster-a"
+        self.session = 7
 
     def register(self, config: AgentConfig, running: list[str],
                  exited: list[str] | None = None) -> dict[str, Any]:
         self.registrations.append((sorted(running), sorted(exited or [])))
-        return {"sessionEpoch": 7, "heartbeatTimeoutMs": 3000}
+        return {"sessionEpoch": self.session, "heartbeatTimeoutMs": 3000, "clusterId": self.cluster_id}
 
     def report(self, agent_id: str, body: dict[str, Any]) -> None:
         self.reports.append(body)
@@ -155,3 +158,27 @@ def test_agent_metrics_count_reports_and_tasks_by_phase() -> None:
     assert samples[("titus_agent_reports_total", ())] == 2
     assert samples[("titus_agent_tasks", (("phase", "running"),))] == 1
     assert samples[("titus_agent_last_report_age_seconds", ())] < 60
+
+
+def test_the_agent_remembers_its_cluster_and_refuses_a_master_of_another(tmp_path: Any) -> None:
+    import threading
+
+    runtime, client = FakeRuntime(["mine"], {}), FakeClient()
+    agent = Agent(AgentConfig("a1", 1, 1024, 0, 0), runtime, client, data_dir=tmp_path)
+    agent.register()
+    assert agent.session == 7
+    assert (tmp_path / "cluster-id").read_text().strip() == "cluster-a"
+
+    client.cluster_id, client.session = "cluster-b", 8  # a master started on an empty or foreign store
+    again = threading.Thread(target=agent.register, args=(7,))
+    again.start()
+    wait_for(lambda: agent.cluster_refusal, timeout=5, what="the refusal")
+    assert "belongs to cluster cluster-b" in agent.cluster_refusal
+    assert "joined cluster cluster-a" in agent.cluster_refusal
+    assert (tmp_path / "cluster-id").read_text().strip() == "cluster-a"  # not overwritten
+    # Its session is not taken: the desired-set poll (the only way orders arrive) cannot start with it.
+    assert again.is_alive() and agent.session == 7
+    client.cluster_id, client.session = "cluster-a", 9  # our cluster's master is back
+    again.join(timeout=10)
+    assert not again.is_alive() and agent.session == 9 and agent.cluster_refusal == ""
+    assert runtime.killed == []

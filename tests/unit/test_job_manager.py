@@ -5,6 +5,7 @@ The agent side is played by calls on the manager's agent channel, so each test i
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,9 @@ import pytest
 
 from master.api.models import AgentRegistration, AgentStatusReport, CapacityUpdate, JobDescriptor
 from master.job_manager import Conflict, JobManager, NotLeader, Settings, StaleSession
+from master.store.base import StoreError
 from master.store.sqlite import SqliteJobStore
-from tests.conftest import batch_job, service_job
+from tests.conftest import batch_job, service_job, wait_for
 
 
 class Clock:
@@ -41,7 +43,7 @@ def db(tmp_path: Path) -> Path:
 @pytest.fixture
 def jm(db: Path, clock: Clock) -> Iterator[JobManager]:
     m = JobManager(SqliteJobStore(db, "NORMAL"), clock, Settings(heartbeat_timeout_ms=5_000))
-    m.start()
+    m.start(init_cluster=True)
     yield m
     m.store.close()
 
@@ -328,7 +330,7 @@ def test_a_bad_disconnected_timeout_is_refused_at_the_edge(jm: JobManager, value
 
 def test_master_restart_keeps_jobs_and_adopts_running_tasks(db: Path, clock: Clock) -> None:
     first = JobManager(SqliteJobStore(db, "NORMAL"), clock)
-    first.start()
+    first.start(init_cluster=True)
     session = register(first)
     job_id = submit(first, service_job(desired=2))
     ids = run_all(first, session, job_id)
@@ -345,7 +347,7 @@ def test_master_restart_keeps_jobs_and_adopts_running_tasks(db: Path, clock: Clo
 
 def test_deposed_leader_is_fenced(db: Path, clock: Clock) -> None:
     old = JobManager(SqliteJobStore(db, "NORMAL"), clock)
-    old.start()
+    old.start(init_cluster=True)
     new = JobManager(SqliteJobStore(db, "NORMAL"), clock)
     new.start()
     with pytest.raises(NotLeader):
@@ -362,6 +364,74 @@ def test_idempotency_key_returns_the_same_job(jm: JobManager) -> None:
     again, created_again = jm.submit(d, "key-1")
     assert (again, created, created_again) == (first, True, False)
     assert jm.submit(d, "key-2")[0] != first
+
+
+def test_an_idempotency_key_reused_with_another_body_is_a_conflict_naming_it(jm: JobManager) -> None:
+    first, _ = jm.submit(JobDescriptor.model_validate(batch_job(size=1)), "key-1")
+    with pytest.raises(Conflict, match=r"Idempotency-Key 'key-1' was already used for job .* different body"):
+        jm.submit(JobDescriptor.model_validate(batch_job(size=2)), "key-1")
+    assert jm.submit(JobDescriptor.model_validate(batch_job(size=1)), "key-1") == (first, False)
+
+
+class GatedStore:
+    """Our JobStore with every write held until the test opens the gate (or fails it)."""
+
+    def __init__(self, inner: SqliteJobStore) -> None:
+        self.inner = inner
+        self.gate = threading.Event()
+        self.fail = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def begin_apply(self, epoch: int, writes: Any) -> Any:
+        pending = self.inner.begin_apply(epoch, writes)
+        store = self
+
+        class Held:
+            def wait(self) -> None:
+                store.gate.wait(10)
+                pending.wait()
+                if store.fail:
+                    raise StoreError("disk full (test)")
+
+        return Held()
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["durable", "write-fails"])
+def test_a_retry_with_the_same_key_waits_for_the_first_submissions_durability(
+        db: Path, clock: Clock, fails: bool) -> None:
+    store = GatedStore(SqliteJobStore(db, "NORMAL"))
+    jm = JobManager(store, clock)  # type: ignore[arg-type]
+    store.gate.set()
+    jm.start(init_cluster=True)
+    store.gate.clear()
+    store.fail = fails
+    d = JobDescriptor.model_validate(batch_job())
+    results: dict[str, Any] = {}
+
+    def call(name: str) -> None:
+        try:
+            results[name] = jm.submit(d, "key-1")
+        except NotLeader as exc:
+            results[name] = exc
+
+    first = threading.Thread(target=call, args=("first",))
+    first.start()
+    wait_for(lambda: "key-1" in jm._idempotent_in_flight, what="the first write queued")
+    retry = threading.Thread(target=call, args=("retry",))
+    retry.start()
+    retry.join(0.5)
+    assert retry.is_alive() and results == {}, "the retry answered before the first job was durable"
+    store.gate.set()
+    first.join(10)
+    retry.join(10)
+    if fails:
+        assert isinstance(results["first"], NotLeader) and isinstance(results["retry"], NotLeader)
+    else:
+        job_id = results["first"][0]
+        assert results == {"first": (job_id, True), "retry": (job_id, False)}
+    store.inner.close()
 
 
 def register_in(jm: JobManager, agent_id: str, tier: str, group: str, cpu: float = 4) -> int:
@@ -442,7 +512,7 @@ def test_drain_moves_service_tasks_without_dropping_below_desired(jm: JobManager
 
 def test_capacity_groups_persist_and_guard_deletion(db: Path, clock: Clock) -> None:
     first = JobManager(SqliteJobStore(db, "NORMAL"), clock)
-    first.start()
+    first.start(init_cluster=True)
     critical_group(first)
     submit(first, service_job(desired=0, capacityGroup="payments"))
     with pytest.raises(Conflict):
@@ -555,7 +625,7 @@ def test_registration_adopts_a_task_whose_started_report_was_lost(jm: JobManager
 def test_agent_that_never_returns_after_a_master_restart_is_disconnected_then_lost(
         db: Path, clock: Clock) -> None:
     first = JobManager(SqliteJobStore(db, "NORMAL"), clock, Settings(heartbeat_timeout_ms=5_000))
-    first.start()
+    first.start(init_cluster=True)
     s = register(first, "a1")
     job_id = submit(first, service_job(desired=1, container=disconnect_after(30)))
     (tid,) = run_all(first, s, job_id)
@@ -663,3 +733,29 @@ def test_stuck_launch_ends_with_a_reason(jm: JobManager, clock: Clock) -> None:
     jm.tick()
     task = jm.get_task(tid)
     assert (task["status"]["state"], task["status"]["reasonCode"]) == ("Finished", "stuckInState")
+
+
+def test_finished_jobs_and_tasks_stay_listed_after_a_restart(db: Path, clock: Clock) -> None:
+    first = JobManager(SqliteJobStore(db, "NORMAL"), clock)
+    first.start(init_cluster=True)
+    s = register(first)
+    done = submit(first, batch_job(size=2, command=["/bin/true"]))
+    for tid in run_all(first, s, done):
+        report(first, s, upd(tid, "Finished", "normal", 0))
+    service = submit(first, service_job(desired=1))
+    (old,) = run_all(first, s, service)
+    report(first, s, upd(old, "Finished", "failed", 1))  # a finished task of a job still running
+    assert first.get_job(done)["status"]["state"] == "Finished"
+    first.store.close()
+
+    second = JobManager(SqliteJobStore(db, "NORMAL"), clock)
+    second.start()
+    assert second.archive_loaded.wait(10)
+    assert done in {j.id for j in second.list_jobs(include_finished=True)}
+    assert done not in {j.id for j in second.list_jobs(include_finished=False)}
+    finished = second.list_tasks(None, {"Finished"})
+    assert {t["jobId"] for t in finished if t["jobId"] == done} == {done}
+    assert len([t for t in finished if t["jobId"] == done]) == 2
+    assert old in {t["id"] for t in second.list_tasks({service}, {"Finished"})}
+    assert {t["status"]["state"] for t in second.list_tasks({service}, None)} <= {"Accepted"}
+    second.store.close()
