@@ -223,6 +223,36 @@ def test_partition_and_heal_never_runs_a_self_fencing_task_index_twice(cluster: 
     wait_for(lambda: not tasks_of(url, job_id), what="the job's tasks gone")
 
 
+def test_partition_and_heal_keeps_a_default_jobs_tasks_running_disconnected_then_back(
+        cluster: NetCluster) -> None:
+    url = cluster.master.url
+    job_id = submit(url, service_job(desired=2, container=HALF_CORE))  # no self-fencing: the default
+    wait_for(lambda: len(started(url, job_id)) == 2, timeout=30, what="2 tasks running")
+    cut_id, cut_tasks = next(iter(cluster.holders(job_id).items()))
+    cut = cluster.index_of(cut_id)
+    ids = {t["id"] for t in cut_tasks}
+    pids = {t: p for t, p in live_tasks(cut_id).items() if t in ids}
+    with InvariantChecker(url, [a.agent_id for a in cluster.agents], [job_id]) as checker:
+        cluster.net.partition(cut)
+        try:
+            wait_for(lambda: {t["id"] for t in tasks_of(url, job_id, "Disconnected")} == ids,
+                     timeout=HEARTBEAT_MS / 1000 + 10, what="the cut-off agent's tasks Disconnected")
+            assert agents(url)[cut_id]["state"] == "Lost"
+            time.sleep(2 * HEARTBEAT_MS / 1000)  # well past the heartbeat timeout: still not replaced
+            assert len(tasks_of(url, job_id)) == 2
+            assert {t: p for t, p in live_tasks(cut_id).items() if t in ids} == pids  # never stopped
+        finally:
+            cluster.net.heal(cut)
+        wait_for(lambda: {t["id"] for t in started(url, job_id)} >= ids, timeout=30,
+                 what="the healed agent's tasks Started again")
+        wait_for(lambda: checker.samples > 20, what="checker samples after healing")
+    assert checker.violations == []
+    assert tasks_of(url, job_id, "Finished") == []
+    assert {t: p for t, p in live_tasks(cut_id).items() if t in ids} == pids
+    cluster.master.api("DELETE", f"/api/v3/jobs/{job_id}")
+    wait_for(lambda: not tasks_of(url, job_id), what="the job's tasks gone")
+
+
 def test_cleanup_leaves_nothing_behind() -> None:
     net = build_net(1, "x")
     assert net.namespaces[0] in sh("ip", "netns", "list").stdout
