@@ -171,6 +171,17 @@ class HaCluster:
             self._supervisor = threading.Thread(target=self._supervise_loop, daemon=True)
             self._supervisor.start()
 
+    def pause_supervision(self) -> None:
+        """Stop restarting masters that exit (an outage on purpose)."""
+        self._supervise.clear()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=5)
+
+    def resume_supervision(self) -> None:
+        self._supervise.set()
+        self._supervisor = threading.Thread(target=self._supervise_loop, daemon=True)
+        self._supervisor.start()
+
     def _supervise_loop(self) -> None:
         while self._supervise.is_set():
             with self._lock:
