@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import logging
 import math
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -29,6 +30,7 @@ log = logging.getLogger("titus.agent")
 
 MAX_LOG_READS = 64  # log reads answered at once (each a thread; a follow waits in one)
 MAX_LOG_CHUNK = 1 << 20  # bytes per answer, as the master's route caps it
+CLUSTER_FILE = "cluster-id"  # in the data dir: the cluster this agent joined
 
 
 @dataclass
@@ -47,7 +49,7 @@ class AgentConfig:
     log_tail_bytes: int = 16_384
     log_max_bytes: int = 64 << 20  # disk bound of one task's stdout + stderr (TITUS_TASK_LOG_MAX_MB); rotated
     pids_limit: int = 1024  # per task; Titus's job spec has no pids field, so the host sets one
-    self_fence: bool = True  # see agent/fence.py
+    self_fence: bool = False  # every task self-fences, not only those of jobs that ask (agent/fence.py)
     min_available_memory_mb: int = 256  # below this much available host memory, take no new work
     scan_interval_s: float = 2.0  # how often to look for tasks in our layout that we do not know
 
@@ -59,6 +61,10 @@ class LocalTask:
     finished: ExitStatus | None = None
     killing: bool = False
     starting: bool = False
+    self_fence: bool = False  # its job opted in: it may not run past the lease (agent/fence.py)
+    # Why the agent itself stopped it (reason code, message), reported instead of the runtime's "killed":
+    # only a user's kill is `killed` (docs/ARCHITECTURE.md, reasons table).
+    stopped_by_agent: tuple[str, str] | None = None
 
 
 class Agent:
@@ -68,10 +74,11 @@ class Agent:
         self.runtime = runtime
         self.client = client
         self.host_stats = host_stats  # callable returning a dict of host figures, or None
-        self.data_dir = data_dir  # holds the lease and the fenced-task markers; None: no self-fencing
+        self.data_dir = data_dir  # holds the lease and the fencing markers; None: no self-fencing
         self.runtime_name = runtime_name
-        self.lease = fence.Lease(data_dir) if data_dir is not None and config.self_fence else None
-        # Monotonic time until which we may start tasks: the lease. Infinite without self-fencing.
+        # The lease is kept whenever there is a data dir; only self-fencing tasks are bound by it.
+        self.lease = fence.Lease(data_dir) if data_dir is not None else None
+        # Monotonic time until which we may start self-fencing tasks. Infinite without a lease.
         self.lease_deadline = 0.0 if self.lease is not None else math.inf
         self.heartbeat_timeout_s = 15.0
         self.register_lock = threading.Lock()
@@ -90,6 +97,7 @@ class Agent:
         self.unknown_since: dict[str, float] = {}
         self.launcher = ThreadPoolExecutor(max_workers=16, thread_name_prefix="launch")
         self.threads: list[threading.Thread] = []
+        self.cluster_refusal = ""  # set while the only master that answers is of another cluster
         self.reports_sent = 0  # reports the master accepted (agent/metrics.py)
         self.last_report_at = 0.0  # time.monotonic() of the last one
 
@@ -116,6 +124,9 @@ class Agent:
         if self.config.kill_tasks_on_exit:
             with self.lock:
                 ids = [tid for tid, t in self.tasks.items() if t.finished is None]
+                for task_id in ids:
+                    self.tasks[task_id].stopped_by_agent = (
+                        "transientSystemError", "the agent shut down and stopped its tasks")
             for task_id in ids:
                 self.runtime.kill(task_id, 2.0)
             deadline = time.monotonic() + 5
@@ -150,6 +161,16 @@ class Agent:
                                   if t.finished is not None and t.reported != "Finished"]
                     sent = time.monotonic()
                     reply = self.client.register(self.config, running, exited)
+                    refusal = self._cluster_refusal(str(reply.get("clusterId", "")))
+                    if refusal:
+                        # Not our cluster's master: take no orders (no kills, no work) and keep trying,
+                        # the right master (or another URL of the list) may answer next time.
+                        log.error("%s", refusal)
+                        self.cluster_refusal = refusal
+                        self.client.next_master()
+                        self.stopping.wait(5.0)
+                        continue
+                    self.cluster_refusal = ""
                     self.heartbeat_timeout_s = int(reply.get("heartbeatTimeoutMs", 15_000)) / 1000
                     self.client.timeout_s = max(1.0, min(10.0, self.heartbeat_timeout_s / 2))
                     self._renew_lease(sent)
@@ -160,6 +181,33 @@ class Agent:
                 except MasterUnavailable as exc:
                     log.warning("cannot register yet: %s", exc)
                     self.stopping.wait(0.5)
+
+    def _cluster_refusal(self, cluster_id: str) -> str:
+        """Why the agent must not obey a master of `cluster_id`, or "" if it may (DESIGN.md #10).
+
+        The first cluster the agent joins is remembered in its data dir (`cluster-id`); any other is
+        refused, so a master started on an empty or foreign store can never order this host's tasks
+        killed."""
+        if self.data_dir is None:
+            return ""
+        path = self.data_dir / CLUSTER_FILE
+        try:
+            joined = path.read_text().strip()
+        except FileNotFoundError:
+            joined = ""
+        if not joined:
+            if cluster_id:
+                tmp = path.with_name(f"{CLUSTER_FILE}.tmp")
+                tmp.write_text(cluster_id + "\n")
+                os.replace(tmp, path)
+                log.info("joined cluster %s (remembered in %s)", cluster_id, path)
+            return ""
+        if cluster_id == joined:
+            return ""
+        return (f"the master at {self.client.base} belongs to cluster {cluster_id or '(none)'}, but this "
+                f"agent joined cluster {joined} (remembered in {path}): refusing its orders; the tasks here "
+                f"keep running. If the cluster was rebuilt on purpose, stop this agent, remove {path} "
+                f"(and the tasks it still runs), and start it again")
 
     def _renew_lease(self, sent: float) -> None:
         """The master heard from us no earlier than `sent`: it will not call us lost before
@@ -173,7 +221,8 @@ class Agent:
             self.lease.renew(deadline, fence.kill_grace_s(self.heartbeat_timeout_s), silence)
 
     def _ensure_watchdog(self) -> None:
-        if self.lease is not None and self.data_dir is not None:
+        """A watchdog runs while some task here self-fences (its marker outlives agent restarts)."""
+        if self.lease is not None and self.data_dir is not None and fence.guarded(self.data_dir):
             try:
                 fence.ensure_watchdog(self.data_dir, self.config.agent_id, self.runtime_name)
             except OSError as exc:
@@ -219,10 +268,14 @@ class Agent:
                 if local is None:
                     if self.stopping.is_set() or task_id in self.done:
                         continue  # a task id runs at most once on this agent
-                    if now > self.lease_deadline:
+                    fencing = bool(d.get("selfFence")) or self.config.self_fence
+                    if fencing and (now > self.lease_deadline or self.data_dir is None):
                         continue  # fenced: the master may be replacing our work right now
                     spec = _spec(d, self.config.pids_limit)
-                    self.tasks[task_id] = LocalTask(spec=spec, starting=True)
+                    if fencing and self.data_dir is not None:
+                        fence.guard(self.data_dir, task_id)  # before it starts: the watchdog must know
+                        self._ensure_watchdog()
+                    self.tasks[task_id] = LocalTask(spec=spec, starting=True, self_fence=fencing)
                     self._queue(task_id, "StartInitiated", "normal", "", None)
                     self.launcher.submit(self._launch, spec)
             self.last_wanted = set(wanted)
@@ -250,7 +303,9 @@ class Agent:
 
     def _launch(self, spec: TaskSpec) -> None:
         try:
-            if time.monotonic() > self.lease_deadline:
+            with self.lock:
+                fencing = self.tasks[spec.task_id].self_fence
+            if fencing and time.monotonic() > self.lease_deadline:
                 raise LaunchError("the agent lost contact with the master before the task could start")
             self.runtime.start(spec)
         except LaunchError as exc:
@@ -265,7 +320,8 @@ class Agent:
             with self.lock:
                 local = self.tasks[spec.task_id]
                 local.starting = False
-                local.finished = ExitStatus(None, "crashed", f"agent could not start the task: {exc}")
+                local.finished = ExitStatus(None, "localSystemError",  # the agent's fault, not the task's
+                                            f"agent could not start the task: {exc}")
             self.wake_reporter.set()
             return
         with self.lock:
@@ -346,6 +402,9 @@ class Agent:
                     fenced = fence.fenced_message(self.data_dir, task_id) if self.data_dir else None
                     if fenced is not None:
                         reason, message = "lost", f"{fenced}; {st.message}"
+                    elif local.stopped_by_agent is not None:
+                        reason, why = local.stopped_by_agent
+                        message = f"{why}; {st.message}"
                     self._queue(task_id, "Finished", reason, message, st.exit_code,
                                 stdoutTail=self._tail(task_id, "stdout"),
                                 stderrTail=self._tail(task_id, "stderr"))
@@ -385,6 +444,7 @@ class Agent:
                         self.done.popitem(last=False)
                     if self.data_dir is not None:
                         fence.forget_fenced(self.data_dir, u["taskId"])
+                        fence.unguard(self.data_dir, u["taskId"])
 
     def _tail(self, task_id: str, stream: str) -> str:
         try:

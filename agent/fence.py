@@ -1,8 +1,14 @@
-"""Self-fencing: an agent out of touch with the master stops its tasks before the master replaces them.
+"""Self-fencing, opt-in per job: an agent out of touch with the masters stops the tasks of jobs that must
+never run twice before the master replaces them.
 
-Why: the master declares an agent lost after `heartbeatTimeoutMs` without a report and starts its tasks
-elsewhere. A partitioned agent, or one that crashed while its tasks kept running, would otherwise leave two
-copies of a task index running at once. So the agent holds a *lease*: each report the master accepted
+By default nothing is fenced (DESIGN.md #9): when the masters are unreachable tasks keep running, the
+master marks them Disconnected and replaces them only after the job's disconnected timeout, and a replaced
+copy is killed when its agent returns. A job opts in with the container attribute
+`titusParameter.agent.selfFence=true` (master/core/fault_policy.py; the desired set carries it as
+`selfFence`), and `TITUS_SELF_FENCE=true` opts in every task of a host. For those tasks the master
+replaces them as soon as it declares the agent lost (after `heartbeatTimeoutMs` without a report), so a
+partitioned agent, or one that crashed while its tasks kept running, must stop them first. The agent holds
+a *lease*: each report the master accepted
 extends it to `sent + fence_after_s(timeout)`, counted from when the report was *sent*, which is no later
 than when the master stamped the heartbeat. A lease that runs out means the master may be about to
 replace our tasks; they are killed (SIGTERM, SIGKILL after a short grace) inside the margin left before
@@ -11,10 +17,11 @@ margin and both clocks run at the same rate (only durations are compared; CLOCK_
 
 The lease is a file and the enforcer is a small watchdog process of its own (`python -m agent.fence`),
 in its own session like the task supervisors, so the rule holds when the agent process itself is dead
-(kill -9, crash) or hung, not only when it is partitioned. The agent also refuses to start tasks while
-its own lease is out. The price (as with Nomad's `stop_after_client_disconnect`): a master outage longer
-than `fence_after_s` stops every task; set TITUS_SELF_FENCE=false to trade that for an overlap window
-bounded by the agent's return instead (it then kills stale tasks, told by the master, before new work).
+(kill -9, crash) or hung, not only when it is partitioned. It kills only the tasks marked as fencing
+(a file per task under `selffence/`, written before the task starts, so it survives agent restarts), and
+runs only while there are such tasks. The agent also refuses to start a fencing task while its own lease
+is out. The price, for those jobs only (as with Nomad's `stop_after_client_disconnect`): a master outage
+longer than `fence_after_s` stops them.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ log = logging.getLogger("titus.fence")
 LEASE_FILE = "lease.json"
 LOCK_FILE = "fence.lock"
 FENCED_DIR = "fenced"
+GUARDED_DIR = "selffence"  # one empty file per task that self-fences
 
 
 def margin_s(heartbeat_timeout_s: float) -> float:
@@ -108,6 +116,25 @@ def forget_fenced(data_dir: Path, task_id: str) -> None:
         (data_dir / FENCED_DIR / task_id).unlink()
 
 
+def guard(data_dir: Path, task_id: str) -> None:
+    """Mark a task as self-fencing, before it starts (the watchdog kills only marked tasks)."""
+    guarded = data_dir / GUARDED_DIR
+    guarded.mkdir(parents=True, exist_ok=True)
+    (guarded / task_id).touch()
+
+
+def guarded(data_dir: Path) -> set[str]:
+    try:
+        return {p.name for p in (data_dir / GUARDED_DIR).iterdir()}
+    except FileNotFoundError:
+        return set()
+
+
+def unguard(data_dir: Path, task_id: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        (data_dir / GUARDED_DIR / task_id).unlink()
+
+
 def watchdog_running(data_dir: Path) -> bool:
     """True while some watchdog holds the lock for this data directory."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -135,9 +162,9 @@ def ensure_watchdog(data_dir: Path, agent_id: str, runtime: str) -> int | None:
 
 def watch(data_dir: Path, agent_id: str, runtime_name: str, agent_pid: int | None = None,
           interval_s: float = 0.1) -> None:
-    """Kill the agent's tasks whenever its lease is out. Exits when the lease is released, or when no
-    lease holds, no task is left to guard and the agent that started us is gone (a new agent starts a
-    new watchdog)."""
+    """Kill the agent's self-fencing tasks whenever its lease is out. Exits when the lease is released, or
+    when no fencing task is left to guard and the agent that started us is gone (a new agent starts a new
+    watchdog when it needs one)."""
     from agent.main import build_runtime
 
     lock = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
@@ -156,7 +183,8 @@ def watch(data_dir: Path, agent_id: str, runtime_name: str, agent_pid: int | Non
                 return
             now = time.monotonic()
             if state is None or state.expired(now):
-                running = runtime.list_running()
+                marked = guarded(data_dir)
+                running = [t for t in runtime.list_running() if t in marked] if marked else []
                 if state is not None:
                     _fence(runtime, fenced_dir, state, running)
                 if not running and not (agent_pid and Path(f"/proc/{agent_pid}").exists()):

@@ -76,7 +76,7 @@ def config_from(values: Mapping[str, str]) -> tuple[AgentConfig, str, str, Path,
         unknown_task_grace_s=get_float(values, "TITUS_UNKNOWN_TASK_GRACE_S", 5.0),
         pids_limit=get_int(values, "TITUS_TASK_PIDS_LIMIT", 1024),
         kill_tasks_on_exit=values.get("TITUS_KILL_TASKS_ON_EXIT", "false").lower() == "true",
-        self_fence=values.get("TITUS_SELF_FENCE", "true").lower() == "true",
+        self_fence=values.get("TITUS_SELF_FENCE", "false").lower() == "true",
         min_available_memory_mb=get_int(values, "TITUS_MIN_AVAILABLE_MEMORY_MB", 256),
         log_max_bytes=get_int(values, "TITUS_TASK_LOG_MAX_MB", 64) << 20,
     )

@@ -40,6 +40,10 @@ class MasterClient:
     def base(self) -> str:
         return self.bases[self._current % len(self.bases)]
 
+    def next_master(self) -> None:
+        """Try the next URL (the current master is of no use to us, e.g. of another cluster)."""
+        self._current += 1
+
     def _call(self, method: str, path: str, timeout: float, **kwargs: Any) -> dict[str, Any]:
         base = self.base
         try:

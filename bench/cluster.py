@@ -60,6 +60,7 @@ def _serve(port: int, data_dir: str, heartbeat_timeout_ms: int, ready: Any) -> N
         sqlite_synchronous="FULL",
         heartbeat_timeout_ms=heartbeat_timeout_ms,
         threads=96,
+        init_cluster=True,
     )
     server = MasterServer(config)
     ready.put(server.port)

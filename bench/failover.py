@@ -30,6 +30,7 @@ from typing import Any
 
 import requests
 
+from bench.facts import run_facts
 from shared.ha_harness import (
     API_TOKEN,
     DuplicateWatcher,
@@ -148,7 +149,55 @@ def submit_throughput(leader_url: str, seconds: float, concurrency: int) -> tupl
     return len(flat) / elapsed, percentile(flat, 99) * 1000 if flat else float("nan"), sum(errors)
 
 
-def run(kills: int, graceful: int, store: str, throughput_s: float) -> dict[str, Any]:
+def master_outage(cluster: HaCluster, service_ids: list[str], outage_s: float) -> dict[str, Any]:
+    """Every master down (kill -9) for `outage_s`: how many of the running service tasks (long-running:
+    batch tasks end by themselves) stopped, sampled from the agents' cgroups every second (goal: 0), and
+    whether the same tasks are Started once the masters are back."""
+
+    def running() -> set[str]:
+        return set().union(*(a.running_task_ids() for a in cluster.agents))
+
+    def started_ids() -> set[str]:
+        return {t["id"] for j in service_ids for t in tasks_api(cluster, j)
+                if t["status"]["state"] == "Started"}
+
+    service_tasks = started_ids()
+    before = running() & service_tasks
+    cluster.pause_supervision()
+    for m in cluster.masters:
+        if m.proc is not None and m.proc.poll() is None:
+            m.proc.kill()
+            m.proc.wait(timeout=10)
+    down_at = time.monotonic()
+    stopped: set[str] = set()
+    samples = 0
+    while time.monotonic() - down_at < outage_s:
+        stopped |= before - running()
+        samples += 1
+        time.sleep(1.0)
+    for m in cluster.masters:
+        cluster.start_master(m)
+    cluster.resume_supervision()
+    back_at = time.monotonic()
+    wait_for(lambda: services_started(cluster, service_ids, 2), 120, "services Started after the outage")
+    after = started_ids()
+    return {
+        "outage_s": outage_s,
+        "outage_tasks_running_before": len(before),
+        "outage_tasks_stopped": len(stopped | (before - running())),
+        "outage_service_tasks_replaced": len(after - service_tasks),
+        "outage_samples": samples,
+        "outage_recovered_s": round(time.monotonic() - back_at, 2),
+        "goal_outage_0_tasks_stopped_met": not (stopped | (before - running())) and after == service_tasks,
+    }
+
+
+def tasks_api(cluster: HaCluster, job_id: str) -> list[dict[str, Any]]:
+    r = cluster.api("GET", "/api/v3/tasks", attempts=20, params={"jobIds": job_id, "pageSize": 1000})
+    return [] if r is None or r.status_code != 200 else list(r.json()["items"])
+
+
+def run(kills: int, graceful: int, store: str, throughput_s: float, outage_s: float = 0.0) -> dict[str, Any]:
     started_zk = ensure_service("zookeeper")
     started_cassandra = ensure_service("cassandra") if store == "cassandra" else False
     result: dict[str, Any] = {"store": store, "zk_session_timeout_s": 4.0, "masters": 3, "agents": 2}
@@ -192,6 +241,9 @@ def run(kills: int, graceful: int, store: str, throughput_s: float) -> dict[str,
                 duplicates = watcher.duplicates(task_index_via_api(cluster))
                 dup_keys = {(d["job"], d["index"]) for d in duplicates} | {
                     (j, i) for j, i, _ in watcher.api_duplicates}
+                if outage_s > 0:
+                    result["master_outage"] = master_outage(cluster, service_ids, outage_s)
+                    print(f"master outage of {outage_s:.0f} s: {result['master_outage']}", flush=True)
                 result.update({
                     "kill9_failover_s_p50": round(statistics.median(kill9), 3) if kill9 else None,
                     "kill9_failover_s_max": round(max(kill9), 3) if kill9 else None,
@@ -233,11 +285,19 @@ def main() -> None:
     parser.add_argument("--graceful", type=int, default=5)
     parser.add_argument("--store", choices=["cassandra", "sqlite"], default="cassandra")
     parser.add_argument("--throughput-seconds", type=float, default=20.0)
+    parser.add_argument("--outage-seconds", type=float, default=300.0,
+                        help="Every master down this long (0: skip); goal: no running task stops.")
     args = parser.parse_args()
-    result = run(args.kills, args.graceful, args.store, args.throughput_seconds)
+    result = run(args.kills, args.graceful, args.store, args.throughput_seconds, args.outage_seconds)
     print(json.dumps(result, indent=2))
     if args.json:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        if args.kills == 0 and args.graceful == 0 and RESULTS.exists() and "master_outage" in result:
+            # An outage-only run: keep the failover figures of the last full run, add this one's own.
+            merged = json.loads(RESULTS.read_text())
+            merged["master_outage"] = {**result["master_outage"], **run_facts(
+                store=args.store, sqlite_synchronous="NORMAL" if args.store == "sqlite" else None)}
+            result = merged
         RESULTS.write_text(json.dumps(result, indent=2) + "\n")
 
 

@@ -322,7 +322,7 @@ def master_pass(n_agents: int, n_tasks: int, job_size: int = 1000) -> dict[str, 
 
     data = Path(tempfile.mkdtemp(prefix="titus-sched-bench-"))
     jm = JobManager(SqliteJobStore(data / "t.db", "OFF"), lambda: int(time.time() * 1000))
-    jm.start()
+    jm.start(init_cluster=True)
     for i in range(n_agents):
         jm.register_agent(AgentRegistration.model_validate({
             "id": f"agent-{i}", "attributes": {"zone": ZONES[i % len(ZONES)]},

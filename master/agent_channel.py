@@ -17,6 +17,7 @@ from master.api.models import (
 from master.core import states
 from master.core.agent import Agent
 from master.manager_base import ManagerBase, StaleSession
+from master.reconcile import job_fault_policy, reconcile_agent
 from master.scheduler.model import Resources
 from master.store.base import Write
 
@@ -52,37 +53,28 @@ class AgentChannel(ManagerBase):
             writes: list[Write] = []
             self._instance_group_for(agent, writes)
             running = set(reg.runningTaskIds)
-            known = running | set(reg.exitedTaskIds)  # exited ones get their real end in the next report
-            mine = list(self.index.on_agent(reg.id))
-            # What the agent runs that is not wanted there any more (it was lost and its tasks were replaced)
-            # must die before it gets new work.
-            agent.stale_tasks = running - {t.id for t in mine}
+            # Pure: what the agent's word means for the tasks placed there (master/reconcile.py).
+            verdict = reconcile_agent(list(self.index.on_agent(reg.id)), running, set(reg.exitedTaskIds))
+            # What the agent runs that is not wanted there any more (its tasks were replaced while it was
+            # away) must die before it gets new work.
+            agent.stale_tasks = set(verdict.stale)
             if agent.stale_tasks:
                 log.warning(
-                    "agent %s runs %d stale task(s); no new work until they are gone",
+                    "agent %s runs %d stale task(s); they are killed at once and it gets no new work "
+                    "until they are gone",
                     reg.id,
                     len(agent.stale_tasks),
                 )
-            for task in mine:
-                if task.state in (states.LAUNCHED, states.START_INITIATED) and task.id in running:
-                    # It runs; the report saying so was lost with the previous master or agent.
-                    task.machine.move(states.STARTED, "normal", "running on the agent at registration", now)
+            for move in verdict.moves:
+                task = self.tasks[move.task_id]
+                task.machine.move(move.state, move.reason, move.message, now)
+                if move.state == states.FINISHED:
+                    self._finished(task, now, writes)
+                    self._reconcile_job(self.jobs[task.job_id], now, writes)
+                    continue
+                if move.state == states.STARTED and task.started_ms is None:
                     task.started_ms = now
-                    writes.append(self._task_write(task))
-                # The agent restarted: what it neither runs nor saw end (and had started) is lost.
-                elif task.state in (states.START_INITIATED, states.STARTED) and task.id not in known:
-                    task.machine.move(states.FINISHED, states.REASON_LOST, "agent restarted without it", now)
-                    self._finished(task, now, writes)
-                    self._reconcile_job(self.jobs[task.job_id], now, writes)
-                elif task.state == states.KILL_INITIATED and task.id not in known:
-                    task.machine.move(
-                        states.FINISHED,
-                        task.kill_reason or states.REASON_KILLED,
-                        "agent restarted without it",
-                        now,
-                    )
-                    self._finished(task, now, writes)
-                    self._reconcile_job(self.jobs[task.job_id], now, writes)
+                writes.append(self._task_write(task))
             pending = self._queue(writes)
             self._wake_agent(reg.id)
         self._wait(pending)
@@ -99,6 +91,8 @@ class AgentChannel(ManagerBase):
             "sessionEpoch": session,
             "heartbeatIntervalMs": 1000,
             "heartbeatTimeoutMs": self.settings.heartbeat_timeout_ms,
+            # The agent remembers the cluster it joined and refuses orders from any other (agent/cluster.py).
+            "clusterId": self.cluster_id,
         }
 
     def _agent_session(self, agent_id: str, session: int) -> Agent:
@@ -118,6 +112,8 @@ class AgentChannel(ManagerBase):
             agent = self._agent_session(agent_id, session)
             tasks = []
             for task in self.index.on_agent(agent_id):
+                if task.state == states.DISCONNECTED:
+                    continue  # registration settles these before any poll; never hand one out blind
                 job = self.jobs[task.job_id]
                 c = job.descriptor.container
                 batch = job.descriptor.batch
@@ -136,7 +132,9 @@ class AgentChannel(ManagerBase):
                         # The task identity the agent puts in the task's environment (README).
                         "index": task.index,
                         "originalId": task.original_id or task.id,
-                        "resubmitNumber": task.retries_done,
+                        "resubmitNumber": task.resubmit_number,
+                        # The job opted into self-fencing (master/core/fault_policy.py, agent/fence.py).
+                        "selfFence": job_fault_policy(job, self.settings.disconnect_defaults).self_fence,
                     }
                 )
             for task_id in sorted(agent.stale_tasks):

@@ -44,7 +44,7 @@ class BackendSeam(ManagerBase):
                 self.agents[agent_id] = agent
                 self._instance_group_for(agent, writes)
             else:
-                agent.resources, agent.lost = total, False
+                agent.resources, agent.lost, agent.gone = total, False, False
                 agent.attributes = dict(attributes) or agent.attributes
                 agent.last_heartbeat_ms = now
             self._full_pass = True
@@ -66,6 +66,7 @@ class BackendSeam(ManagerBase):
         with self.lock:
             agent = self.agents.get(agent_id)
             if agent is not None:
+                agent.gone = True  # not merely silent: its tasks are lost, not Disconnected
                 agent.last_heartbeat_ms = -self.settings.heartbeat_timeout_ms - 1
 
     def apply_updates(self, agent_id: str, updates: Iterable[TaskUpdate]) -> None:

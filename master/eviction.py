@@ -100,9 +100,9 @@ class EvictionService(ManagerBase):
             return Decision(False, REASON_SYSTEM_BUDGET, system.message, system)
         return decision
 
-    def start(self) -> None:
+    def start(self, init_cluster: bool = False, expected_cluster_id: str = "", where: str = "") -> None:
         """After loading the state: rebuild the eviction history from the tasks that carry `evictedMs`."""
-        super().start()
+        super().start(init_cluster, expected_cluster_id, where)
         self._rebuild_eviction_history()
 
     def _rebuild_eviction_history(self) -> None:

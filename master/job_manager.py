@@ -36,12 +36,13 @@ from master.manager_base import (
     Settings,
     StaleSession,
     _new_id,
+    _Queued,
     engine_resources,
     task_resources,
 )
 from master.resource_backend import NativeBackend
 from master.scheduling import Scheduling
-from master.store.base import Write
+from master.store.base import StoreError, Write
 from master.timer_pass import TimerPass
 
 __all__ = [
@@ -67,32 +68,67 @@ class JobManager(
     """The leader's whole control surface; see the module docstring for where each part lives."""
 
     def submit(self, descriptor: JobDescriptor, idempotency_key: str | None = None) -> tuple[str, bool]:
-        """Returns (job id, created). A retried submission with the same key returns the first job's id."""
+        """Returns (job id, created). A retried submission with the same key returns the first job's id,
+        once that job is durable (a retry racing the first write waits for it, and fails as it does); the
+        same key with another body is a Conflict naming the key."""
         now = self.clock()
+        key = idempotency_key
+        existing: str | None = None
+        first: _Queued | None = None
         with self.lock:
-            if idempotency_key is not None:
-                existing = self.idempotency.get(idempotency_key) or self.store.job_for_idempotency_key(
-                    idempotency_key
-                )
+            if key is not None:
+                existing = self.idempotency.get(key) or self.store.job_for_idempotency_key(key)
                 if existing is not None:
-                    return existing, False
-            job = Job(
-                _new_id(),
-                descriptor,
-                StatusMachine(states.JOB_TRANSITIONS, Status(states.JOB_ACCEPTED, "normal", "", now)),
-                now,
-                idempotency_key=idempotency_key,
-            )
-            self.jobs[job.id] = job
-            self.tasks_by_job[job.id] = {}
-            writes = [self._job_write(job, idempotency_key=idempotency_key)]
-            if idempotency_key is not None:
-                self.idempotency[idempotency_key] = job.id
-            self._reconcile_job(job, now, writes)
-            pending = self._queue(writes)
-        self._wait(pending)
+                    self._same_submission(key, existing, descriptor)
+                    first = self._idempotent_in_flight.get(key)
+            if existing is None:
+                job = Job(
+                    _new_id(),
+                    descriptor,
+                    StatusMachine(states.JOB_TRANSITIONS, Status(states.JOB_ACCEPTED, "normal", "", now)),
+                    now,
+                    idempotency_key=key,
+                )
+                self.jobs[job.id] = job
+                self.tasks_by_job[job.id] = {}
+                writes = [self._job_write(job, idempotency_key=key)]
+                if key is not None:
+                    self.idempotency[key] = job.id
+                self._reconcile_job(job, now, writes)
+                pending = self._queue(writes)
+                if key is not None:
+                    self._idempotent_in_flight[key] = pending
+        if existing is not None:
+            if first is not None:
+                try:
+                    first.pending.wait()  # the first submission's write: acknowledge only what is durable
+                except StoreError as exc:
+                    why = f"the first submission with Idempotency-Key {key!r} failed: {exc}"
+                    raise NotLeader(why) from exc
+            return existing, False
+        try:
+            self._wait(pending)
+        finally:
+            if key is not None:
+                with self.lock:
+                    self._idempotent_in_flight.pop(key, None)
         self.schedule_wanted.set()
         return job.id, True
+
+    def _same_submission(self, key: str, job_id: str, descriptor: JobDescriptor) -> None:
+        """A reused Idempotency-Key must come with the body it was first used with."""
+        job = self.jobs.get(job_id) or (self.archived[job_id][0] if job_id in self.archived else None)
+        first: dict[str, Any] | None
+        if job is not None:
+            first = job.descriptor_json()
+        else:
+            stored = self.store.get("job", job_id)
+            first = stored.record["jobDescriptor"] if stored is not None else None
+        if first is not None and first != descriptor.to_json():
+            raise Conflict(
+                f"Idempotency-Key {key!r} was already used for job {job_id} with a different body; "
+                f"use a new key for a different job"
+            )
 
     def kill_job(self, job_id: str) -> None:
         now = self.clock()

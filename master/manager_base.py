@@ -27,19 +27,21 @@ from master.api.models import (
     JobDescriptor,
     TaskUpdate,
 )
+from master.cluster_identity import decide
 from master.core import states
 from master.core.agent import Agent
 from master.core.disruption import EvictionLedger, SystemBudget
 from master.core.entities import TAIL_LIMIT, Job, Task
+from master.core.fault_policy import Defaults
 from master.core.states import IllegalTransition, Status, StatusMachine
 from master.events import Change, EventLog, log_event
 from master.groups import DEFAULT_GROUP, CapacityGroup, InstanceGroup, default_group
-from master.reconcile import CreateTask, KillTask, reconcile, replacement_delay
+from master.reconcile import CreateTask, KillTask, platform_caused, reconcile, replacement_delay
 from master.resource_backend import NativeBackend, ResourceBackend
 from master.scheduler.model import PendingReason, Resources
 from master.snapshot import SnapshotBuilder, job_resources
 from master.state import TaskIndex
-from master.store.base import JobStore, PendingWrite, StaleEpoch, StoreError, Write
+from master.store.base import JobStore, PendingWrite, StaleEpoch, StoreCorrupted, StoreError, Write
 from master.timers import TaskTimers
 
 log = logging.getLogger("titus.master")
@@ -99,10 +101,14 @@ class Settings:
     launch_timeout_ms: int = 60_000
     kill_grace_ms: int = 10_000
     archive_memory_jobs: int = 10_000
+    archive_reload_tasks: int = 50_000  # finished tasks read back from the store at start-up, newest first
     finished_tasks_per_job: int = 200
     log_wait_s: float = 5.0
     #: The cluster-wide token bucket every eviction also draws from (master/eviction.py).
     system_disruption_budget: SystemBudget = field(default_factory=SystemBudget)
+    # How long a task whose agent went silent stays Disconnected before it is replaced, unless its job
+    # says otherwise (master/core/fault_policy.py): service a few minutes, batch for ever.
+    disconnect_defaults: Defaults = field(default_factory=Defaults)
 
 
 # One conversion of a job's resources, GPUs included (they used to be dropped here and at registration).
@@ -137,11 +143,16 @@ class ManagerBase:
         self.agents: dict[str, Agent] = {}
         self.archived: OrderedDict[str, tuple[Job, list[Task]]] = OrderedDict()
         self.idempotency: dict[str, str] = {}
+        # Submissions with an Idempotency-Key whose write is not durable yet: a retry waits for it.
+        self._idempotent_in_flight: dict[str, _Queued] = {}
         self.epoch = 0
+        self.cluster_id = ""  # the store's (master/cluster_identity.py); agents remember it
         self.leading_since_ms = 0
         self._in_flight = 0  # writes queued to the store and not yet durable (or refused)
         self._settled = threading.Condition(threading.Lock())
         self.fenced = False
+        self.store_corrupted = ""  # why, once a write found the store's files damaged
+        self.archive_loaded = threading.Event()  # set once finished jobs are read back after start()
         self.schedule_wanted = threading.Event()
         self.on_fenced: Callable[[], None] = lambda: None
         # Byte-range log reads (GET /tasks/{id}/logs) waiting for the agent's answer, by request id; the
@@ -193,10 +204,28 @@ class ManagerBase:
         if cond is not None:
             cond.notify_all()
 
-    def start(self) -> None:
-        """Take leadership: fence older writers, then rebuild memory from the store."""
+    def start(self, init_cluster: bool = False, expected_cluster_id: str = "", where: str = "") -> None:
+        """Take leadership: check the store's cluster identity (master/cluster_identity.py), fence older
+        writers, then rebuild memory from the store. Raises ClusterIdentityError when the store holds no
+        cluster (and `init_cluster` is not set) or another cluster than `expected_cluster_id`."""
         self.store.migrate()
+        identity = self.store.load_active("cluster")
+        has_data = bool(identity) or any(
+            self.store.load_active(kind) for kind in ("job", "task", "capacity_group", "instance_group")
+        )
+        verdict = decide(
+            str(identity[0].record["id"]) if identity else None,
+            has_data,
+            init_cluster,
+            expected_cluster_id,
+            _new_id(),
+            where or "this master's store",
+        )
         self.epoch = self.store.acquire_epoch()
+        if verdict.write:
+            self.store.apply(self.epoch, [Write("cluster", "identity", 0, {"id": verdict.cluster_id})])
+        self.cluster_id = verdict.cluster_id
+        log.info("store of %s", verdict.note)
         self.leading_since_ms = self.clock()
         with self.lock:
             for stored in self.store.load_active("job"):
@@ -236,6 +265,48 @@ class ManagerBase:
                 self._observe(task)
         log.info("leader epoch %d: loaded %d jobs, %d tasks", self.epoch, len(self.jobs), len(self.tasks))
         self.schedule_wanted.set()
+        # Finished jobs and tasks stay listed across restarts; read back after taking over, so that a
+        # failover does not wait for them (they are served from the store by id meanwhile).
+        threading.Thread(target=self._reload_archive, name="archive-reload", daemon=True).start()
+
+    def _reload_archive(self) -> None:
+        """The newest archived jobs and tasks back into memory, for listings (oldest are evicted first)."""
+        try:
+            jobs = self.store.list_archived("job", self.settings.archive_memory_jobs)
+            tasks = self.store.list_archived("task", self.settings.archive_reload_tasks)
+        except Exception as exc:  # a store closed or failing under us: listings only lack the old ones
+            log.warning("finished jobs could not be read back for listings: %s", exc)
+            self.archive_loaded.set()
+            return
+        by_job: dict[str, list[Task]] = {}
+        for stored in tasks:
+            task = Task.from_record(stored.record, stored.version)
+            by_job.setdefault(task.job_id, []).append(task)
+        with self.lock:
+            for stored in jobs:  # newest first: each goes in front of what is already there
+                job = Job.from_record(stored.record, stored.version)
+                if job.id in self.archived or job.id in self.jobs:
+                    continue
+                finished = by_job.get(job.id, [])
+                self.archived[job.id] = (job, finished)
+                self.archived.move_to_end(job.id, last=False)
+                for task in finished:
+                    self._task_job.setdefault(task.id, job.id)
+            for job_id, finished in by_job.items():
+                active = self.tasks_by_job.get(job_id)
+                if active is None or job_id not in self.jobs:
+                    continue
+                for task in reversed(finished):  # oldest first, as they ended
+                    if task.id not in active:
+                        active[task.id] = task
+                        self._task_job[task.id] = job_id
+                self._trim_finished(self.jobs[job_id])
+            while len(self.archived) > self.settings.archive_memory_jobs:
+                _, (_, evicted) = self.archived.popitem(last=False)
+                for t in evicted:
+                    self._task_job.pop(t.id, None)
+        log.info("read back %d finished jobs and %d finished tasks for listings", len(jobs), len(tasks))
+        self.archive_loaded.set()
 
     def _queue(self, writes: list[Write]) -> _Queued:
         if self.fenced:
@@ -276,6 +347,10 @@ class ManagerBase:
             published = queued.changes  # only what the store has: DESIGN.md #3 and #5
         except StaleEpoch as exc:
             self._fence(f"a newer leader exists: {exc}")
+            raise NotLeader(str(exc)) from exc
+        except StoreCorrupted as exc:
+            self.store_corrupted = str(exc)
+            self._fence(f"the store is damaged: {exc}")
             raise NotLeader(str(exc)) from exc
         except StoreError as exc:
             # Memory has changes the store refused: it can no longer be trusted to be the truth.
@@ -341,7 +416,9 @@ class ManagerBase:
             StatusMachine(states.TASK_TRANSITIONS, Status(states.ACCEPTED, "normal", "", now)),
         )
         if replaces is not None:
-            task.retries_done = replaces.retries_done + 1
+            platform = platform_caused(replaces)
+            task.retries_done = replaces.retries_done + (0 if platform else 1)
+            task.system_retries = replaces.system_retries + (1 if platform else 0)
             task.original_id = replaces.original_id or replaces.id
             task.resubmit_of = replaces.id
             task.predecessor_evicted_ms = replaces.evicted_ms  # the eviction history outlives the original
@@ -364,6 +441,13 @@ class ManagerBase:
         task.kill_reason = reason
         if task.state == states.ACCEPTED:
             task.machine.move(states.FINISHED, reason, message, now)
+            self._finished(task, now, writes)
+        elif task.state == states.DISCONNECTED:
+            # Nobody can confirm the kill now; the task ends here, and should its agent come back still
+            # running it, registration makes it a stale task, killed at once (master/reconcile.py).
+            task.machine.move(
+                states.FINISHED, reason, f"{message}; its agent {task.agent_id} is disconnected", now
+            )
             self._finished(task, now, writes)
         elif task.state in states.TASK_ON_AGENT and task.state != states.KILL_INITIATED:
             task.machine.move(states.KILL_INITIATED, reason, message, now)

@@ -13,11 +13,13 @@ from typing import Any
 from waitress.server import create_server
 
 from master.api.app import ApiConfig, create_app
+from master.cluster_identity import EXIT_NO_CLUSTER, EXIT_STORE_CORRUPTED, ClusterIdentityError
+from master.core.fault_policy import Defaults
 from master.job_manager import JobManager, Settings
 from master.leader import AlwaysLeader, LeaderElection
 from master.metrics import MasterMetrics
 from master.resource_backend import NativeBackend, ResourceBackend
-from master.store.base import JobStore
+from master.store.base import JobStore, StoreCorrupted
 from master.store.sqlite import SqliteJobStore
 
 log = logging.getLogger("titus.master")
@@ -34,6 +36,13 @@ class MasterConfig:
     agent_token: str = ""
     threads: int = 64
     heartbeat_timeout_ms: int = 15_000
+    # Default disconnected timeouts (master/core/fault_policy.py), in ms; None: wait for the agent for ever.
+    service_disconnected_timeout_ms: int | None = 300_000
+    batch_disconnected_timeout_ms: int | None = None
+    # Cluster identity (master/cluster_identity.py): initialise a new cluster if the store holds none;
+    # the cluster this master must belong to ("" = whichever the store says).
+    init_cluster: bool = False
+    cluster_id: str = ""
     # store="cassandra": keyword arguments of master.store.cassandra.CassandraSettings (hosts, keyspace, ...)
     cassandra: dict[str, Any] = field(default_factory=dict)
     # "native" (our agents register) or "mesos" (resources come from Mesos offers)
@@ -149,12 +158,18 @@ class MasterServer:
         self.config = config
         self.store = build_store(config)
         self.manager = JobManager(
-            self.store, clock, Settings(heartbeat_timeout_ms=config.heartbeat_timeout_ms)
+            self.store, clock, Settings(
+                heartbeat_timeout_ms=config.heartbeat_timeout_ms,
+                disconnect_defaults=Defaults(
+                    config.service_disconnected_timeout_ms, config.batch_disconnected_timeout_ms
+                ),
+            )
         )
         self.manager.backend = build_backend(config, self.manager)
         self.manager.log_archive = config.log_archive
         self.loops = Loops(self.manager)
         self.exit_code = 0
+        self.refusal = ""  # why this master refused to run on its store (ClusterIdentityError, corruption)
         self._role = "standby"
         self._role_lock = threading.Lock()
         self._stopping = False
@@ -221,7 +236,13 @@ class MasterServer:
                 return
             self._role = "starting"
         try:
-            self.manager.start()
+            self.manager.start(self.config.init_cluster, self.config.cluster_id, self.store_location())
+        except ClusterIdentityError as exc:
+            self._refuse(str(exc), EXIT_NO_CLUSTER)
+            return
+        except StoreCorrupted as exc:
+            self._refuse(str(exc), EXIT_STORE_CORRUPTED)
+            return
         except Exception:
             log.exception("taking over as leader failed")
             self._depose("could not load state as the new leader")
@@ -234,12 +255,34 @@ class MasterServer:
         self.loops.start()
         self.election.publish()
 
+    def store_location(self) -> str:
+        """Where the store is, for messages that must say which data to check."""
+        if self.config.store == "sqlite":
+            return f"{self.config.data_dir / 'titus.db'} (data dir {self.config.data_dir})"
+        options = self.config.cassandra
+        hosts = ",".join(options.get("hosts", ()))
+        return f"Cassandra keyspace {options.get('keyspace', 'titus')} on {hosts}"
+
+    def _refuse(self, why: str, code: int) -> None:
+        """Not a lost election: this master must not run on this store at all, so it stops with a code of
+        its own (not LOST_LEADERSHIP, which a supervisor answers by restarting it as a standby)."""
+        log.error("refusing to start: %s", why)
+        self.refusal = why
+        self.manager.fenced = True
+        with self._role_lock:
+            self._role = "deposed"
+        self.exit_code = code
+        threading.Thread(target=self.shutdown, name="shutdown", daemon=True).start()
+
     def _lost(self) -> None:
         """Leadership in doubt or gone: no write may start from here on (runs on the election's thread)."""
         self._depose("leadership lost")
 
     def _fenced(self) -> None:
         """The manager refused to go on writing (newer epoch, store failure)."""
+        if self.manager.store_corrupted:
+            self._refuse(self.manager.store_corrupted, EXIT_STORE_CORRUPTED)
+            return
         self._depose("the store fenced this master")
 
     def _depose(self, why: str) -> None:

@@ -1,5 +1,6 @@
-"""The timer pass: what no event reports (lost agents, stuck launches, runtime limits, retry delays that
-came due, drains of phased-out agents); deadlines come from the heaps in master/timers.py.
+"""The timer pass: what no event reports (silent agents and the Disconnected timeouts of their tasks,
+stuck launches, runtime limits, retry delays that came due, drains of phased-out agents); deadlines come
+from the heaps in master/timers.py.
 """
 
 from __future__ import annotations
@@ -8,7 +9,9 @@ import logging
 from collections.abc import Callable
 
 from master.core import states
+from master.core.entities import Task
 from master.eviction import REASON_SYSTEM_BUDGET, EvictionService
+from master.reconcile import Move, disconnected_expired, on_agent_silent
 from master.store.base import Write
 
 log = logging.getLogger("titus.master")
@@ -52,7 +55,8 @@ class TimerPass(EvictionService):
                     continue
                 self._record_eviction(task, now, cause)
                 replacement = self._new_task(job, task.index, now, writes, replaces=task)
-                replacement.retries_done = task.retries_done
+                replacement.retries_done = task.retries_done  # a move is the platform's, not a retry
+                replacement.system_retries = task.system_retries + 1
                 task.migrating_to = replacement.id
                 writes.append(self._task_write(task))
                 log.info(
@@ -75,29 +79,26 @@ class TimerPass(EvictionService):
                     agent.lost = True
                     self._full_pass = True
                     log.warning(
-                        "agent %s lost: no heartbeat for %d ms",
+                        "agent %s lost: no heartbeat for %d ms; its tasks are Disconnected",
                         agent.id,
                         now - agent.last_heartbeat_ms,
                         extra={"agent_id": agent.id},
                     )
-                    for task in list(self.index.on_agent(agent.id)):
-                        reason = task.kill_reason or states.REASON_LOST
-                        task.machine.move(states.FINISHED, reason, f"agent {agent.id} lost", now)
-                        self._finished(task, now, writes)
-                        self._reconcile_job(self.jobs[task.job_id], now, writes)
+                    why = f"no heartbeat from agent {agent.id} for {now - agent.last_heartbeat_ms} ms"
+                    self._agent_silent(agent.id, why, now, writes, gone=agent.gone)
             # A new leader knows only the agents that registered with it: tasks on an agent that has not
-            # come back within a heartbeat timeout of the takeover are lost, as if it had stopped beating.
+            # come back within a heartbeat timeout of the takeover are treated as if it had stopped beating.
             if now - self.leading_since_ms > self.settings.heartbeat_timeout_ms:
                 for agent_id in [a for a in self.index.by_agent if a not in self.agents]:
-                    for task in list(self.index.on_agent(agent_id)):
-                        task.machine.move(
-                            states.FINISHED,
-                            task.kill_reason or states.REASON_LOST,
-                            f"agent {task.agent_id} did not register with the new leader",
-                            now,
-                        )
-                        self._finished(task, now, writes)
-                        self._reconcile_job(self.jobs[task.job_id], now, writes)
+                    why = f"agent {agent_id} did not register with the new leader"
+                    self._agent_silent(agent_id, why, now, writes)
+            # Disconnected tasks whose job's timeout ran out are lost and replaced.
+            defaults = self.settings.disconnect_defaults
+            for task_id in list(self.index.by_state[states.DISCONNECTED]):
+                task = self.tasks[task_id]
+                expired = disconnected_expired(self.jobs[task.job_id], task, now, defaults)
+                if expired is not None:
+                    self._apply_move(task, expired, now, writes)
             # Deadlines come from heaps (master/timers.py): only tasks whose time is up are looked at.
             for task_id in self.timers.due("runtime", now, 0, self._runtime_entry_applies):
                 task = self.tasks[task_id]
@@ -144,6 +145,29 @@ class TimerPass(EvictionService):
         self._wait(queued)
         if writes:
             self.schedule_wanted.set()
+
+    def _agent_silent(
+        self, agent_id: str, why: str, now: int, writes: list[Write], gone: bool = False
+    ) -> None:
+        """Its tasks become Disconnected, or end, per master/reconcile.py. `gone`: the resource manager
+        (Mesos) says the agent itself is gone, so nothing of it can come back: its tasks are lost now."""
+        defaults = self.settings.disconnect_defaults
+        for task in list(self.index.on_agent(agent_id)):
+            if gone:
+                reason = task.kill_reason or states.REASON_LOST
+                move: Move | None = Move(task.id, states.FINISHED, reason, f"agent {agent_id} is gone")
+            else:
+                move = on_agent_silent(self.jobs[task.job_id], task, defaults, why)
+            if move is not None:
+                self._apply_move(task, move, now, writes)
+
+    def _apply_move(self, task: Task, move: Move, now: int, writes: list[Write]) -> None:
+        task.machine.move(move.state, move.reason, move.message, now)
+        if move.state == states.FINISHED:
+            self._finished(task, now, writes)
+            self._reconcile_job(self.jobs[task.job_id], now, writes)
+        else:
+            writes.append(self._task_write(task))
 
     def _runtime_entry_applies(self, deadline: int, task_id: str) -> bool:
         task = self.tasks.get(task_id)

@@ -130,7 +130,8 @@ class HaCluster:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TITUS_")}
         env.update({"TITUS_API_TOKEN": API_TOKEN, "TITUS_AGENT_TOKEN": AGENT_TOKEN,
                     "TITUS_ZK_ROOT": self.zk_root, "TITUS_LOG_LEVEL": "INFO", "PYTHONPATH": str(REPO_ROOT),
-                    "TITUS_HEARTBEAT_TIMEOUT_MS": str(self.heartbeat_timeout_ms)})
+                    "TITUS_HEARTBEAT_TIMEOUT_MS": str(self.heartbeat_timeout_ms),
+                    "TITUS_INIT_CLUSTER": "true"})  # a fresh store: the first leader names the cluster
         env.update(self.store_env)
         return env
 
@@ -169,6 +170,17 @@ class HaCluster:
             self._supervise.set()
             self._supervisor = threading.Thread(target=self._supervise_loop, daemon=True)
             self._supervisor.start()
+
+    def pause_supervision(self) -> None:
+        """Stop restarting masters that exit (an outage on purpose)."""
+        self._supervise.clear()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=5)
+
+    def resume_supervision(self) -> None:
+        self._supervise.set()
+        self._supervisor = threading.Thread(target=self._supervise_loop, daemon=True)
+        self._supervisor.start()
 
     def _supervise_loop(self) -> None:
         while self._supervise.is_set():

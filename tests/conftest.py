@@ -96,7 +96,8 @@ class RunningMaster:
 
 def start_master(data_dir: Path, heartbeat_timeout_ms: int = 15_000) -> RunningMaster:
     config = MasterConfig(port=free_port(), data_dir=data_dir, api_token=API_TOKEN, agent_token=AGENT_TOKEN,
-                          sqlite_synchronous="NORMAL", heartbeat_timeout_ms=heartbeat_timeout_ms)
+                          sqlite_synchronous="NORMAL", heartbeat_timeout_ms=heartbeat_timeout_ms,
+                          init_cluster=True)
     server = MasterServer(config)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

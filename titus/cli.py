@@ -154,11 +154,17 @@ def completion(shell: str) -> None:
 @click.option("--agent-cpu", default=None, type=float, help="CPUs the local agent offers.")
 def dev(port: int, data_dir: Path, agent_memory_mb: int | None, agent_cpu: float | None) -> None:
     """Run an all-in-one cluster in the foreground: one master and one local agent. Ctrl-C stops both."""
-    from titus.dev import run_dev
+    from master.cluster_identity import EXIT_STORE_CORRUPTED
+    from master.store.base import StoreCorrupted
+    from titus.dev import DevRefused, run_dev
 
     _setup_logging(os.environ.get("TITUS_LOG_LEVEL", "INFO"))
     try:
         run_dev(port, data_dir, agent_memory_mb, agent_cpu)
+    except DevRefused as exc:
+        _fail(str(exc), exc.code)
+    except StoreCorrupted as exc:
+        _fail(str(exc), EXIT_STORE_CORRUPTED)
     except (ConfigError, OSError, ValueError) as exc:
         _fail(str(exc))
 
@@ -204,6 +210,10 @@ def _master_config(values: dict[str, str], port: int | None = None, data_dir: Pa
         api_token=values.get("TITUS_API_TOKEN", ""),
         agent_token=values.get("TITUS_AGENT_TOKEN", ""),
         heartbeat_timeout_ms=get_int(values, "TITUS_HEARTBEAT_TIMEOUT_MS", 15_000),
+        init_cluster=values.get("TITUS_INIT_CLUSTER", "false").lower() == "true",
+        cluster_id=values.get("TITUS_CLUSTER_ID", ""),
+        service_disconnected_timeout_ms=_timeout_ms(values, "TITUS_SERVICE_DISCONNECTED_TIMEOUT_S", "300"),
+        batch_disconnected_timeout_ms=_timeout_ms(values, "TITUS_BATCH_DISCONNECTED_TIMEOUT_S", "never"),
         cassandra=_cassandra_options(values) if store == "cassandra" else {},
         zk_hosts=values.get("TITUS_ZK", ""),
         zk_session_timeout_s=get_float(values, "TITUS_ZK_SESSION_TIMEOUT_S", 10.0),
@@ -229,6 +239,14 @@ def _log_archive(values: dict[str, str]) -> Any:
         except LogArchiveError as exc:
             click.echo(f"warning: {exc}", err=True)
     return archive
+def _timeout_ms(values: dict[str, str], name: str, default: str) -> int | None:
+    """Seconds, or `never`, as milliseconds or None (the default disconnected timeouts)."""
+    raw = values.get(name, default).strip()
+    if raw == "never":
+        return None
+    if not raw.isdigit():
+        raise ConfigError(f"{name} must be a whole number of seconds or 'never', not {raw!r}")
+    return int(raw) * 1000
 
 
 def _mesos_options(values: dict[str, str]) -> dict[str, Any]:
@@ -257,13 +275,19 @@ def _mesos_options(values: dict[str, str]) -> dict[str, Any]:
 @click.option("--zk", "zk_hosts", help="ZooKeeper host:port,... for leader election; overrides TITUS_ZK.")
 @click.option("--zk-session-timeout", type=float, help="Seconds; overrides TITUS_ZK_SESSION_TIMEOUT_S (10).")
 @click.option("--backend", type=click.Choice(["native", "mesos"]), help="Overrides TITUS_BACKEND (native).")
+@click.option("--init-cluster", is_flag=True, default=None,
+              help="Initialise a new cluster if the store holds none (TITUS_INIT_CLUSTER=true).")
 def master(config_file: str | None, port: int | None, data_dir: Path | None, zk_hosts: str | None,
-           zk_session_timeout: float | None, backend: str | None) -> None:
+           zk_session_timeout: float | None, backend: str | None, init_cluster: bool | None) -> None:
     """Run a master (API, scheduler, store) from a config file plus TITUS_* environment variables.
 
     With ZooKeeper configured (--zk, TITUS_ZK) the master starts as a standby that forwards requests to the
     leader and takes over when elected. A master that loses leadership exits with code 3: run it under a
     supervisor that restarts it (systemd Restart=always), and it comes back as a fresh standby.
+
+    The store must hold a cluster: on an empty or missing store the master exits with code 4 and says
+    what to do, unless --init-cluster (TITUS_INIT_CLUSTER=true) asks for a new cluster; TITUS_CLUSTER_ID
+    makes it refuse (code 4) a store of another cluster. A damaged store exits with code 5.
 
     TITUS_BACKEND=mesos (or --backend mesos) takes resources from Mesos offers instead of agent
     registrations: TITUS_MESOS_MASTER (host:port or zk://...), _FRAMEWORK_NAME, _ROLE, _USER,
@@ -274,14 +298,17 @@ def master(config_file: str | None, port: int | None, data_dir: Path | None, zk_
     _REPLICATION_STRATEGY (SimpleStrategy | NetworkTopologyStrategy), _REPLICATION_FACTOR,
     _DATACENTERS (dc1:3,dc2:3), _LOCAL_DC, _ARCHIVE_TTL_S, _SERIAL_CONSISTENCY (LOCAL_SERIAL | SERIAL).
     """
+    from master.cluster_identity import EXIT_STORE_CORRUPTED
     from master.leader import LeaderElectionError
     from master.server import MasterServer
-    from master.store.base import StoreError
+    from master.store.base import StoreCorrupted, StoreError
 
     try:
         values = merged(config_file)
         if backend:
             values["TITUS_BACKEND"] = backend
+        if init_cluster:
+            values["TITUS_INIT_CLUSTER"] = "true"
         _setup_logging(values.get("TITUS_LOG_LEVEL", "INFO"))
         if zk_hosts is not None:
             values["TITUS_ZK"] = zk_hosts
@@ -291,6 +318,8 @@ def master(config_file: str | None, port: int | None, data_dir: Path | None, zk_
         if not config.api_token or not config.agent_token:
             raise ConfigError("TITUS_API_TOKEN and TITUS_AGENT_TOKEN are required")
         server = MasterServer(config)
+    except StoreCorrupted as exc:
+        _fail(str(exc), EXIT_STORE_CORRUPTED)
     except (ConfigError, OSError, ValueError, StoreError) as exc:
         _fail(str(exc))
 
@@ -306,6 +335,8 @@ def master(config_file: str | None, port: int | None, data_dir: Path | None, zk_
         code = server.serve_forever()
     except LeaderElectionError as exc:
         _fail(str(exc))
+    if server.refusal:
+        _fail(server.refusal, code)
     sys.exit(code)
 
 

@@ -1,6 +1,7 @@
 """`titus dev`: the embedded all-in-one cluster, a master in this process and an agent as a child.
 
-The agent is a separate process, as on a real host, so a crash of one is not a crash of the other. It is
+The agent is a separate process, as on a real host, so a crash of one is not a crash of the other: a
+crashed agent is restarted (with backoff) while the master keeps serving, and adopts the running tasks. It is
 started with PR_SET_PDEATHSIG so it cannot outlive `titus dev`, and in dev mode it kills its tasks when it
 stops: Ctrl-C (or a kill of this process) leaves no orphans.
 """
@@ -56,8 +57,35 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+class DevRefused(Exception):
+    """The master would not start on this data dir (master/cluster_identity.py); `code` is its exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class AgentBackoff:
+    """Delay before restarting a crashed dev agent: 1 s, doubling to 30 s while it keeps crashing soon after
+    starting; an agent that ran for a minute or more starts the count again. Durations in, delay out."""
+
+    def __init__(self, first_s: float = 1.0, cap_s: float = 30.0, healthy_after_s: float = 60.0) -> None:
+        self.first_s, self.cap_s, self.healthy_after_s = first_s, cap_s, healthy_after_s
+        self.crashes = 0
+
+    def next_delay(self, ran_for_s: float) -> float:
+        if ran_for_s >= self.healthy_after_s:
+            self.crashes = 0
+        delay = min(self.first_s * 2.0**self.crashes, self.cap_s)
+        self.crashes += 1
+        return delay
+
+
 def run_dev(port: int, data_dir: Path, agent_memory_mb: int | None, agent_cpu: float | None) -> None:
     data_dir = data_dir.resolve()
+    # A new cluster only for a data dir that is new (absent or empty): an existing one whose store went
+    # missing is an error to report, not a reason to start over (DESIGN.md #10).
+    new = not data_dir.exists() or not any(data_dir.iterdir())
     data_dir.mkdir(parents=True, exist_ok=True)
     api_token, new_api = _token(data_dir, "api-token", "TITUS_API_TOKEN")
     agent_token, _ = _token(data_dir, "agent-token", "TITUS_AGENT_TOKEN")
@@ -69,6 +97,7 @@ def run_dev(port: int, data_dir: Path, agent_memory_mb: int | None, agent_cpu: f
             api_token=api_token,
             agent_token=agent_token,
             sqlite_synchronous=os.environ.get("TITUS_SQLITE_SYNCHRONOUS", "FULL"),
+            init_cluster=new,
         )
     )
     url = f"http://127.0.0.1:{server.port}"
@@ -90,9 +119,23 @@ def run_dev(port: int, data_dir: Path, agent_memory_mb: int | None, agent_cpu: f
 
     serving = threading.Thread(target=server.serve_forever, name="master", daemon=True)
     serving.start()
-    agent = subprocess.Popen(
-        [sys.executable, "-m", "titus.cli", "agent"], env=agent_env, preexec_fn=_die_with_parent
-    )
+    # The agent starts only under a master that accepted its store: one that refused must not be the
+    # reason an agent (which kills its tasks when it stops, in dev mode) ever runs.
+    deadline = time.monotonic() + 60
+    while server.role() != "leader" and not server.refusal and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if server.refusal:
+        serving.join(timeout=10)
+        raise DevRefused(f"{server.refusal}. (titus dev creates a cluster only in a new, empty --data-dir.)",
+                         server.exit_code)
+    def start_agent() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "titus.cli", "agent"], env=agent_env, preexec_fn=_die_with_parent
+        )
+
+    agent = start_agent()
+    agent_started = time.monotonic()
+    backoff = AgentBackoff()
     click.echo(f"titus dev: master on {url}, agent pid {agent.pid}, data in {data_dir}")
     click.echo(f"  API token {'written to' if new_api else 'in'} {data_dir / 'api-token'}; use it as")
     click.echo(f"    export TITUS_API_TOKEN=$(cat {data_dir / 'api-token'})")
@@ -108,8 +151,16 @@ def run_dev(port: int, data_dir: Path, agent_memory_mb: int | None, agent_cpu: f
     signal.signal(signal.SIGTERM, _stop)
     while not stop.is_set():
         if agent.poll() is not None:
-            click.echo(f"titus dev: the agent exited with {agent.returncode}; stopping", err=True)
-            break
+            # A crashed agent is a host problem, not the cluster's: its tasks run on under their
+            # supervisors, and a new agent adopts them. Restart it, backing off while it keeps crashing.
+            delay = backoff.next_delay(time.monotonic() - agent_started)
+            click.echo(f"titus dev: the agent exited with {agent.returncode}; restarting it in {delay:.0f} s",
+                       err=True)
+            if stop.wait(delay):
+                break
+            agent = start_agent()
+            agent_started = time.monotonic()
+            continue
         if not serving.is_alive():
             click.echo("titus dev: the master stopped; stopping", err=True)
             break
@@ -124,6 +175,9 @@ def run_dev(port: int, data_dir: Path, agent_memory_mb: int | None, agent_cpu: f
     _sweep_tasks(data_dir / "agent", dev_agent_id(data_dir))
     server.shutdown()
     serving.join(timeout=5)
+    if server.refusal:
+        raise DevRefused(f"{server.refusal}. (titus dev creates a cluster only in a new, empty --data-dir.)",
+                         server.exit_code)
     click.echo("titus dev: stopped")
 
 

@@ -67,7 +67,8 @@ def task_to_wire(task: Task, job: Job | None, tier: str | None = None) -> dict[s
     context: dict[str, str] = {
         "task.index": str(task.index),
         "task.originalId": task.original_id or task.id,
-        "task.resubmitNumber": str(task.retries_done),
+        "task.resubmitNumber": str(task.resubmit_number),
+        "task.systemResubmitNumber": str(task.system_retries),
     }
     if task.resubmit_of:
         context["task.resubmitOf"] = task.resubmit_of

@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from master.core.fault_policy import attribute_errors
+
 # ---------------------------------------------------------------------------------------------- limits
 MAX_CPU = 64.0
 MAX_MEMORY_MB = 262_144
@@ -299,6 +301,8 @@ class Container(Wire):
             raise not_supported("experimental", "experimental features")
         if self.volumeMounts:
             raise not_supported("volumeMounts", "job volumes (the job's volumes field) are not implemented")
+        for name, reason in attribute_errors(self.attributes):
+            raise ValueError(f"@attributes.{name}: {reason}")
         return self
 
 

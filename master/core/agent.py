@@ -20,7 +20,8 @@ class Agent:
     session_epoch: int
     registered_ms: int
     last_heartbeat_ms: int
-    lost: bool = False
+    lost: bool = False  # silent past the heartbeat timeout: its tasks are Disconnected (or lost)
+    gone: bool = False  # the resource manager (Mesos) says the host itself is gone
     version: int = 1  # bumped whenever the agent's desired set changes; agents long-poll on it
     host: dict[str, float] = field(default_factory=dict)
     lifecycle: str = "Active"  # an operator's or the capacity controller's phase-out of this one agent

@@ -97,6 +97,14 @@ class Task:
     predecessor_evicted_ms: int | None = None  # the same, for the task this one replaces
     attributes: dict[str, str] = field(default_factory=dict)  # Titus's user-defined task attributes
     moved_from: str = ""  # MoveTask: the job this task was moved from ("task.movedFromJob")
+    # Resubmits caused by the platform (lost, transientSystemError, localSystemError): they do not count
+    # against the user's retry budget, which `retries_done` is (master/core/states.py PLATFORM_REASONS).
+    system_retries: int = 0
+
+    @property
+    def resubmit_number(self) -> int:
+        """Every resubmit in this task's chain, the user's and the platform's (Titus's resubmitNumber)."""
+        return self.retries_done + self.system_retries
 
     @property
     def state(self) -> str:
@@ -129,6 +137,7 @@ class Task:
             "predecessorEvictedMs": self.predecessor_evicted_ms,
             "attributes": self.attributes,
             "movedFromJob": self.moved_from,
+            "systemRetries": self.system_retries,
         }
 
     @staticmethod
@@ -160,4 +169,5 @@ class Task:
             predecessor_evicted_ms=r.get("predecessorEvictedMs"),
             attributes=dict(r.get("attributes") or {}),
             moved_from=str(r.get("movedFromJob") or ""),
+            system_retries=r.get("systemRetries", 0),
         )

@@ -15,9 +15,11 @@ LAUNCHED: Final = "Launched"
 START_INITIATED: Final = "StartInitiated"
 STARTED: Final = "Started"
 KILL_INITIATED: Final = "KillInitiated"
+DISCONNECTED: Final = "Disconnected"
 FINISHED: Final = "Finished"
 
-TASK_STATES: Final = (ACCEPTED, LAUNCHED, START_INITIATED, STARTED, KILL_INITIATED, FINISHED)
+# Titus's TaskState enum (titus_job_api.proto), in its order: Disconnected = 5 sits before Finished.
+TASK_STATES: Final = (ACCEPTED, LAUNCHED, START_INITIATED, STARTED, KILL_INITIATED, DISCONNECTED, FINISHED)
 
 TASK_TRANSITIONS: Final[dict[str, frozenset[str]]] = {
     # Accepted: persisted, waiting for placement.
@@ -31,19 +33,30 @@ TASK_TRANSITIONS: Final[dict[str, frozenset[str]]] = {
         START_INITIATED,  # the agent began creating the container
         STARTED,  # the agent's first report may already say running
         KILL_INITIATED,  # kill requested; the agent must confirm
+        DISCONNECTED,  # the master stopped hearing from the agent: it may or may not have started it
         FINISHED,  # launch failed on the agent, or the agent was lost
     }),
-    START_INITIATED: frozenset({STARTED, KILL_INITIATED, FINISHED}),
+    START_INITIATED: frozenset({STARTED, KILL_INITIATED, DISCONNECTED, FINISHED}),
     STARTED: frozenset({
         KILL_INITIATED,  # kill requested by a user, a scale-down or a runtime limit
+        DISCONNECTED,  # the agent went silent: the task most likely still runs, we cannot tell
         FINISHED,  # the process exited, or the agent was lost
     }),
     KILL_INITIATED: frozenset({FINISHED}),  # only the agent (or loss of it) ends a kill
+    # Disconnected: the agent holding it stopped reporting. The task keeps its slot (nothing replaces it)
+    # until the job's disconnected timeout; the agent's return puts it back where it was.
+    DISCONNECTED: frozenset({
+        LAUNCHED,  # the agent came back and had not picked it up yet: it will now
+        START_INITIATED,  # the agent came back while still starting it
+        STARTED,  # the agent came back and runs it (or its end is in the next report)
+        FINISHED,  # the timeout ran out (lost, replaced), a user killed it, or the agent came back without it
+    }),
     FINISHED: frozenset(),  # terminal
 }
 
 #: States in which a task holds resources on an agent.
-TASK_ON_AGENT: Final = frozenset({LAUNCHED, START_INITIATED, STARTED, KILL_INITIATED})
+#: A Disconnected task still holds them: the agent may run it, and it counts until it is known to be gone.
+TASK_ON_AGENT: Final = frozenset({LAUNCHED, START_INITIATED, STARTED, KILL_INITIATED, DISCONNECTED})
 TASK_ACTIVE: Final = frozenset({ACCEPTED, *TASK_ON_AGENT})
 
 # Reason codes (Titus's common set for Finished plus ours for the other states).
@@ -57,11 +70,17 @@ REASON_LOST: Final = "lost"
 REASON_INVALID: Final = "invalidRequest"
 REASON_CRASHED: Final = "crashed"
 REASON_LOCAL_ERROR: Final = "localSystemError"
+REASON_TRANSIENT: Final = "transientSystemError"
+REASON_DISCONNECTED: Final = "disconnected"  # ours: the reason of the Disconnected state itself
 
-#: Finished reasons that count as a failure for retry purposes.
-RETRYABLE_REASONS: Final = frozenset(
-    {REASON_FAILED, REASON_LOST, REASON_CRASHED, REASON_STUCK, REASON_LOCAL_ERROR, REASON_INVALID}
-)
+#: Ends the platform caused, not the task or its user: the agent or its host went away (lost), the platform
+#: stopped the task on purpose (transientSystemError: agent or `titus dev` shutdown), or the agent failed
+#: to run it (localSystemError). Always retried, at once, without using the user's retry budget
+#: (docs/ARCHITECTURE.md has the full table).
+PLATFORM_REASONS: Final = frozenset({REASON_LOST, REASON_TRANSIENT, REASON_LOCAL_ERROR})
+
+#: Finished reasons that count as a failure for retry purposes (the user's budget decides).
+RETRYABLE_REASONS: Final = frozenset({REASON_FAILED, REASON_CRASHED, REASON_STUCK, REASON_INVALID})
 
 # -------------------------------------------------------------------------------------------- job states
 JOB_ACCEPTED: Final = "Accepted"

@@ -10,9 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-Kind = Literal["job", "task", "agent", "capacity_group", "instance_group", "framework"]
+Kind = Literal["job", "task", "agent", "capacity_group", "instance_group", "framework", "cluster"]
 #: "framework": the Mesos backend's FrameworkID per framework name, so a new leader re-registers as the same
 #: framework and keeps its tasks (never archived, never loaded at start-up).
+#: "cluster": the one record `identity` holding the cluster id, written when a cluster is initialised
+#: (master/cluster_identity.py, DESIGN.md #10).
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,11 @@ class Stored:
 
 class StoreError(Exception):
     pass
+
+
+class StoreCorrupted(StoreError):
+    """The store's files are damaged (not a passing failure): the master must stop and say so, not retry
+    as a standby. The message names the file and what to do."""
 
 
 class VersionConflict(StoreError):

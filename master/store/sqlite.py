@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from master.store.base import Kind, StaleEpoch, Stored, StoreError, VersionConflict, Write
+from master.store.base import Kind, StaleEpoch, StoreCorrupted, Stored, StoreError, VersionConflict, Write
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -51,7 +51,10 @@ class SqliteJobStore:
         self._synchronous = synchronous
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._read_lock = threading.Lock()
-        self._reader = self._connect()
+        try:
+            self._reader = self._connect()
+        except sqlite3.DatabaseError as exc:
+            raise self._corrupted(exc) from exc
         self._committer: threading.Thread | None = None
         self._closed = False
         # Told the duration and size of every group commit (master/metrics.py); plain numbers, no library.
@@ -68,9 +71,24 @@ class SqliteJobStore:
         return conn
 
     # ------------------------------------------------------------------------------------ lifecycle
+    def _corrupted(self, exc: BaseException) -> StoreCorrupted:
+        return StoreCorrupted(
+            f"the SQLite store {self._path} is damaged ({exc}); the master cannot trust it and stops. "
+            f"Restore the file from a backup, or move it aside (with its -wal and -shm files) and start a "
+            f"new cluster with --init-cluster (its jobs are then gone)"
+        )
+
     def migrate(self) -> None:
+        """Create the schema, after checking the file's integrity: a damaged file is StoreCorrupted here,
+        at start-up, rather than a traceback at the first read of a bad page."""
         with self._read_lock:
-            self._reader.executescript(_SCHEMA)
+            try:
+                problems = [row[0] for row in self._reader.execute("PRAGMA quick_check").fetchall()]
+                if problems != ["ok"]:
+                    raise self._corrupted(RuntimeError("; ".join(problems[:3])))
+                self._reader.executescript(_SCHEMA)
+            except sqlite3.DatabaseError as exc:
+                raise self._corrupted(exc) from exc
         if self._committer is None:
             self._committer = threading.Thread(target=self._commit_loop, name="sqlite-committer", daemon=True)
             self._committer.start()
@@ -155,8 +173,11 @@ class SqliteJobStore:
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            damaged = isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc)
             for request in batch:
-                request.error = request.error or StoreError(f"sqlite: {exc}")
+                request.error = request.error or (
+                    self._corrupted(exc) if damaged else StoreError(f"sqlite: {exc}")
+                )
         finally:
             for request in batch:
                 request.done.set()

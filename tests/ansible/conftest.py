@@ -89,6 +89,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             "titus_agent_token": AGENT_TOKEN,
             "titus_api_port": 7001,
             "titus_master_url": f"http://{prefix}-master1:7001",
+            "titus_master_init_cluster": True,  # a new cluster
             "titus_aws_region": "",
             # The CAs this machine trusts beyond Debian's (a TLS-intercepting egress proxy, if any), so the
             # hosts reach PyPI the way this machine does.

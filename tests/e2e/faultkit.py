@@ -258,6 +258,7 @@ class MasterProc:
     heartbeat_timeout_ms: int = 6_000
     netns: str | None = None
     proc: subprocess.Popen[bytes] | None = None
+    init_cluster: bool = True  # a test's master starts on a fresh data dir (master/cluster_identity.py)
 
     @property
     def url(self) -> str:
@@ -267,6 +268,7 @@ class MasterProc:
         env = {**os.environ, "TITUS_API_TOKEN": API_TOKEN, "TITUS_AGENT_TOKEN": AGENT_TOKEN,
                "TITUS_HOST": self.host, "TITUS_SQLITE_SYNCHRONOUS": "NORMAL",
                "TITUS_HEARTBEAT_TIMEOUT_MS": str(self.heartbeat_timeout_ms),
+               "TITUS_INIT_CLUSTER": "true" if self.init_cluster else "false",
                "PYTHONPATH": str(Path(__file__).parents[2])}
         cmd = [sys.executable, "-m", "titus.cli", "master", "--port", str(self.port), "--data-dir",
                str(self.data_dir)]

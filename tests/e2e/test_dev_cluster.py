@@ -273,10 +273,9 @@ def test_acknowledged_job_survives_kill_9(tmp_path: Path) -> None:
     data_dir, port = tmp_path / "titus", free_port()
     cluster = start_dev(data_dir, port)
     acknowledged = [cluster.submit(service_job(desired=1)) for _ in range(3)]
-    # titus dev's agent kills its tasks when titus dev dies (no orphans), so the batch job needs retries
-    # to carry on: the lost tasks are retried, the job stays Accepted.
-    retrying = batch_job(size=2, command=["/bin/sleep", "60"])
-    retrying["batch"]["retryPolicy"] = {"immediate": {"retries": 5}}
+    # titus dev's agent kills its tasks when titus dev dies (no orphans). That is the platform's doing,
+    # not the task's: the tasks are retried although the job allows no retry, and the job stays Accepted.
+    retrying = batch_job(size=2, command=["/bin/sleep", "60"])  # retries: 0
     last = cluster.api("POST", "/api/v3/jobs", json=retrying)
     assert last.status_code == 202
     os.kill(cluster.proc.pid, signal.SIGKILL)  # right after the 202: no chance to flush anything more
@@ -294,6 +293,71 @@ def test_acknowledged_job_survives_kill_9(tmp_path: Path) -> None:
         wait_for(lambda: len(restarted.started(acknowledged[3])) == 2, what="both batch tasks running")
     finally:
         stop_dev(restarted)
+
+
+def test_a_dev_shutdown_is_a_platform_end_retried_without_the_retry_budget(tmp_path: Path) -> None:
+    data_dir, port = tmp_path / "titus", free_port()
+    cluster = start_dev(data_dir, port)
+    job_id = cluster.submit(batch_job(size=1, command=["/bin/sleep", "600"]))  # retries: 0
+    (first,) = wait_for(lambda: cluster.started(job_id), what="the batch task running")
+    stop_dev(cluster, signal.SIGTERM)
+    restarted = start_dev(data_dir, port)
+    try:
+        ended = restarted.api("GET", f"/api/v3/tasks/{first['id']}").json()
+        assert ended["status"]["state"] == "Finished"
+        # Not "killed": the user asked for nothing. Which platform code depends on whether the agent's
+        # last report reached the master before it stopped (transientSystemError) or not (lost).
+        assert ended["status"]["reasonCode"] in ("transientSystemError", "lost"), ended["status"]
+        (retry,) = wait_for(lambda: restarted.started(job_id), what="the retry running")
+        assert retry["taskContext"]["task.resubmitOf"] == first["id"]
+        assert retry["taskContext"]["task.systemResubmitNumber"] == "1"
+        assert restarted.api("GET", f"/api/v3/jobs/{job_id}").json()["status"]["state"] == "Accepted"
+    finally:
+        stop_dev(restarted)
+
+
+def test_a_crashed_agent_is_restarted_and_adopts_its_tasks_while_the_master_serves(tmp_path: Path) -> None:
+    import psutil
+
+    cluster = start_dev(tmp_path / "titus", free_port())
+    try:
+        job_id = cluster.submit(service_job(desired=2))
+        before = wait_for(lambda: len(s := cluster.started(job_id)) == 2 and s, what="2 Started tasks")
+        (agent,) = [p for p in psutil.Process(cluster.proc.pid).children()
+                    if "agent" in p.cmdline()]
+        killed_at = int(time.time() * 1000)
+        agent.kill()  # kill -9 of the agent alone
+        agent.wait(timeout=10)
+        assert cluster.api("GET", "/api/v3/jobs").status_code == 200  # the master goes on serving
+        wait_for(lambda: [p for p in psutil.Process(cluster.proc.pid).children()
+                          if "agent" in p.cmdline() and p.pid != agent.pid], what="a new agent process")
+        assert cluster.proc.poll() is None
+        # The new agent adopts the same tasks: nothing is replaced, nothing ended.
+        wait_for(lambda: any(a["state"] == "Registered" and a["registeredAt"] >= killed_at
+                             for a in cluster.api("GET", "/api/v3/agent/instances").json()["items"]),
+                 what="the new agent registered")
+        after = wait_for(lambda: len(s := cluster.started(job_id)) == 2 and s, what="2 Started tasks again")
+        assert {t["id"] for t in after} == {t["id"] for t in before}
+        assert cluster.tasks(job_id, "Finished") == []
+    finally:
+        stop_dev(cluster)
+
+
+def test_a_dev_dir_whose_store_went_missing_is_refused_not_recreated(tmp_path: Path) -> None:
+    data_dir = tmp_path / "titus"
+    cluster = start_dev(data_dir, free_port())
+    stop_dev(cluster)
+    for name in ("titus.db", "titus.db-wal", "titus.db-shm"):
+        (data_dir / "master" / name).unlink(missing_ok=True)
+    env = {**os.environ}
+    env.pop("TITUS_API_TOKEN", None)
+    result = subprocess.run([sys.executable, "-m", "titus.cli", "dev", "--port", str(free_port()),
+                             "--data-dir", str(data_dir)], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 4, result.stderr
+    assert "is empty or missing" in result.stderr and str(data_dir) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert _agents_of(tmp_path) == [], "no agent may start under a master that refused its store"
 
 
 def test_ctrl_c_leaves_no_orphans(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -39,6 +40,8 @@ pytestmark = pytest.mark.e2e
 
 HEARTBEAT_MS = 6_000
 SMALL = {"resources": {"cpu": 0.1, "memoryMB": 16, "diskMB": 10, "networkMbps": 1}}
+FENCING = {**SMALL, "attributes": {"titusParameter.agent.selfFence": "true"}}  # opt-in (fault_policy.py)
+NO_WAIT = {**SMALL, "attributes": {"titusParameter.disconnectedTimeoutSec": "0"}}
 
 
 @pytest.fixture
@@ -64,8 +67,8 @@ def cluster(tmp_path: Path) -> Iterator[tuple[MasterProc, Callable[..., AgentPro
 
 
 def long_lease(master: MasterProc) -> None:
-    """Restart tests: the agents' lease (fence_after_s(15) = 10.5 s) must outlast a restart, which on a
-    loaded CI machine can take seconds; an outage shorter than the lease is what "restart" means here."""
+    """Restart tests: a generous heartbeat timeout, so that a restart, which on a loaded CI machine can
+    take seconds, does not also make the tasks Disconnected; that case has a test of its own."""
     master.heartbeat_timeout_ms = 15_000
     master.kill9()
     master.start()
@@ -169,12 +172,12 @@ def test_orphan_in_the_agents_cgroups_is_killed_and_removed(
             orphan.wait()
 
 
-def test_hung_agent_self_fences_before_its_tasks_are_replaced(
+def test_hung_agent_self_fences_a_fencing_jobs_tasks_before_they_are_replaced(
         cluster: tuple[MasterProc, Callable[..., AgentProc]]) -> None:
     master, agent = cluster
     a = agent("a")
     wait_for(lambda: registered(master.url, a.agent_id), what="agent a registered")
-    job_id = submit(master.url, service_job(desired=2, container=SMALL))
+    job_id = submit(master.url, service_job(desired=2, container=FENCING))
     first = wait_for(lambda: len(started(master.url, job_id)) == 2 and started(master.url, job_id),
                      what="2 tasks on a")
     b = agent("b")
@@ -200,12 +203,12 @@ def test_hung_agent_self_fences_before_its_tasks_are_replaced(
     assert wait_for(lambda: agents(master.url)[a.agent_id]["acceptingWork"], what="a accepting work")
 
 
-def test_without_self_fencing_a_returning_agent_kills_stale_tasks_first(
+def test_a_job_that_does_not_wait_is_replaced_and_the_returning_agent_kills_the_stale_copy(
         cluster: tuple[MasterProc, Callable[..., AgentProc]]) -> None:
     master, agent = cluster
-    a = agent("a", TITUS_SELF_FENCE="false")
+    a = agent("a")  # the default: no self-fencing
     wait_for(lambda: registered(master.url, a.agent_id), what="agent a registered")
-    job_id = submit(master.url, service_job(desired=1, container=SMALL))
+    job_id = submit(master.url, service_job(desired=1, container=NO_WAIT))
     (old,) = wait_for(lambda: started(master.url, job_id), what="the task on a")
     b = agent("b", TITUS_AGENT_CPU="0.1")  # room for exactly one task
     wait_for(lambda: registered(master.url, b.agent_id), what="agent b registered")
@@ -217,7 +220,7 @@ def test_without_self_fencing_a_returning_agent_kills_stale_tasks_first(
                                  for t in started(master.url, job_id)),
                      timeout=HEARTBEAT_MS / 1000 + 15, what="the replacement on b")
             assert old["id"] in live_tasks(a.agent_id)  # no self-fencing: the stale copy still runs
-            # This is the overlap self-fencing prevents, and the checker used elsewhere must see it.
+            # The overlap a zero timeout accepts, and the checker used elsewhere must see it.
             wait_for(lambda: checker.violations, what="the checker to catch the overlap")
         finally:
             os.kill(a.proc.pid, signal.SIGCONT)
@@ -229,6 +232,64 @@ def test_without_self_fencing_a_returning_agent_kills_stale_tasks_first(
     assert placed["taskContext"]["agent.id"] == a.agent_id
     stale = next(t for t in tasks_of(master.url, job_id, "Finished") if t["id"] == old["id"])
     assert stale["status"]["reasonCode"] == "lost"
+
+
+def test_hung_agent_tasks_are_disconnected_not_replaced_and_come_back_on_its_return(
+        cluster: tuple[MasterProc, Callable[..., AgentProc]]) -> None:
+    master, agent = cluster
+    a = agent("a")
+    wait_for(lambda: registered(master.url, a.agent_id), what="agent a registered")
+    service = submit(master.url, service_job(desired=2, container=SMALL))
+    batch = submit(master.url, batch_job(command=["/bin/sleep", "600"], container=SMALL))
+    def both() -> list[dict[str, Any]]:
+        return started(master.url, service) + started(master.url, batch)
+
+    running = wait_for(lambda: len(s := both()) == 3 and s, what="3 tasks on a")
+    ids = {t["id"] for t in running}
+    pids = live_tasks(a.agent_id)
+    b = agent("b")  # room for all of them, should the master (wrongly) replace them
+    wait_for(lambda: registered(master.url, b.agent_id), what="agent b registered")
+    assert a.proc is not None
+    with InvariantChecker(master.url, [a.agent_id, b.agent_id], [service, batch]) as checker:
+        os.kill(a.proc.pid, signal.SIGSTOP)  # hung (or cut off): no reports; its tasks keep running
+        try:
+            away = wait_for(lambda: len(d := tasks_of(master.url, service, "Disconnected")
+                                        + tasks_of(master.url, batch, "Disconnected")) == 3 and d,
+                            timeout=HEARTBEAT_MS / 1000 + 15, what="a's tasks Disconnected")
+            assert {t["status"]["reasonCode"] for t in away} == {"disconnected"}
+            time.sleep(HEARTBEAT_MS / 1000)  # another timeout's worth: still no replacement
+            assert live_tasks(b.agent_id) == {}
+            assert {t["id"] for t in tasks_of(master.url, service) + tasks_of(master.url, batch)} == ids
+            assert live_tasks(a.agent_id) == pids  # the very same processes, never stopped
+        finally:
+            os.kill(a.proc.pid, signal.SIGCONT)
+        back = wait_for(lambda: len(s := both()) == 3 and s, what="a's tasks Started again")
+        wait_for(lambda: checker.samples > 10, what="checker samples")
+    assert {t["id"] for t in back} == ids
+    assert live_tasks(a.agent_id) == pids
+    assert tasks_of(master.url, service, "Finished") == tasks_of(master.url, batch, "Finished") == []
+    assert checker.violations == []
+
+
+def test_master_outage_longer_than_the_heartbeat_timeout_stops_no_task(
+        cluster: tuple[MasterProc, Callable[..., AgentProc]]) -> None:
+    master, agent = cluster
+    a = agent("a")
+    wait_for(lambda: registered(master.url, a.agent_id), what="agent registered")
+    job_id = submit(master.url, service_job(desired=5, container=SMALL))
+    before = wait_for(lambda: len(s := started(master.url, job_id)) == 5 and s, what="5 Started tasks")
+    pids = live_tasks(a.agent_id)
+    master.kill9()
+    # Twice the heartbeat timeout: under the old default every task would have been self-fenced here.
+    deadline = time.monotonic() + 2 * HEARTBEAT_MS / 1000
+    while time.monotonic() < deadline:
+        assert live_tasks(a.agent_id) == pids, "a task stopped while the master was away"
+        time.sleep(0.5)
+    master.start()
+    after = wait_for(lambda: len(s := started(master.url, job_id)) == 5 and s, what="5 Started again")
+    assert {t["id"] for t in after} == {t["id"] for t in before}
+    assert live_tasks(a.agent_id) == pids
+    assert tasks_of(master.url, job_id, "Finished") == []
 
 
 def test_agent_short_of_memory_takes_no_work_and_says_why(
@@ -295,3 +356,55 @@ def test_task_the_restarted_agent_does_not_know_is_lost_and_replaced(
     assert kept["id"] in {t["id"] for t in now}
     replacement = next(t for t in now if t["id"] != kept["id"])
     assert replacement["taskContext"]["task.resubmitOf"] == gone["id"]
+
+
+def _master_cli(data_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TITUS_API_TOKEN": "t" * 32, "TITUS_AGENT_TOKEN": "a" * 32,
+           "PYTHONPATH": str(Path(__file__).parents[2])}
+    env.pop("TITUS_INIT_CLUSTER", None)
+    return subprocess.run([sys.executable, "-m", "titus.cli", "master", "--port", str(free_port()),
+                           "--data-dir", str(data_dir), *extra], env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_a_master_on_an_empty_or_damaged_store_refuses_with_a_documented_exit_code(tmp_path: Path) -> None:
+    empty = _master_cli(tmp_path / "empty")
+    assert empty.returncode == 4, empty.stderr
+    assert str(tmp_path / "empty") in empty.stderr and "--init-cluster" in empty.stderr
+    assert "Traceback" not in empty.stderr
+    damaged_dir = tmp_path / "damaged"
+    damaged_dir.mkdir(mode=0o700)
+    (damaged_dir / "titus.db").write_bytes(b"\x00garbage, not SQLite\x00" * 4096)
+    damaged = _master_cli(damaged_dir)
+    assert damaged.returncode == 5, damaged.stderr
+    assert str(damaged_dir / "titus.db") in damaged.stderr and "damaged" in damaged.stderr
+    assert "Traceback" not in damaged.stderr and "standby" not in damaged.stderr
+
+
+def test_an_agent_refuses_the_orders_of_a_master_of_another_cluster(
+        cluster: tuple[MasterProc, Callable[..., AgentProc]], tmp_path: Path) -> None:
+    master, agent = cluster
+    a = agent("a")
+    wait_for(lambda: registered(master.url, a.agent_id), what="agent registered")
+    job_id = submit(master.url, service_job(desired=3, container=SMALL))
+    before = wait_for(lambda: len(s := started(master.url, job_id)) == 3 and s, what="3 Started tasks")
+    pids = live_tasks(a.agent_id)
+    master.kill9()
+    # The operator points a master at the wrong (empty) data dir and tells it to make a new cluster.
+    stranger = MasterProc(tmp_path / "stranger", master.port, heartbeat_timeout_ms=HEARTBEAT_MS).start()
+    try:
+        deadline = time.monotonic() + 3 * HEARTBEAT_MS / 1000
+        while time.monotonic() < deadline:
+            assert live_tasks(a.agent_id) == pids, "the agent obeyed a master of another cluster"
+            time.sleep(0.5)
+        # The stranger did try: to it, everything the agent runs is stale, to be killed at once.
+        view = agents(stranger.url).get(a.agent_id)
+        assert view is not None and set(view["staleTaskIds"]) == {t["id"] for t in before}
+        log = (a.data_dir.parent / f"{a.agent_id}.log").read_text()
+        assert "refusing its orders" in log
+    finally:
+        stranger.kill9()
+    master.start()  # the right store again: the agent comes back with everything still running
+    after = wait_for(lambda: len(s := started(master.url, job_id)) == 3 and s, what="3 Started again")
+    assert {t["id"] for t in after} == {t["id"] for t in before}
+    assert live_tasks(a.agent_id) == pids

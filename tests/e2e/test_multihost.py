@@ -40,6 +40,9 @@ pytestmark = [
 
 HEARTBEAT_MS = 3_000
 HALF_CORE = {"resources": {"cpu": 0.5, "memoryMB": 16, "diskMB": 10, "networkMbps": 1}}
+# Jobs that must never run twice opt into self-fencing (master/core/fault_policy.py): their tasks are
+# replaced as soon as their agent is lost, because its watchdog stops them first.
+FENCING_HALF_CORE = {**HALF_CORE, "attributes": {"titusParameter.agent.selfFence": "true"}}
 
 
 def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -160,9 +163,9 @@ def test_agents_reach_the_master_only_through_their_namespaces(cluster: NetClust
     assert cluster.net.agent_ip(0) in out and "192.0.2." not in out
 
 
-def test_kill_9_of_an_agent_moves_its_service_tasks_within_timeout_plus_5s(cluster: NetCluster) -> None:
+def test_kill_9_of_an_agent_moves_its_self_fencing_tasks_within_timeout_plus_5s(cluster: NetCluster) -> None:
     url = cluster.master.url
-    job_id = submit(url, service_job(desired=4, container=HALF_CORE))  # 2 per agent: two agents busy
+    job_id = submit(url, service_job(desired=4, container=FENCING_HALF_CORE))  # 2 per agent: two busy
     wait_for(lambda: len(started(url, job_id)) == 4, timeout=30, what="4 tasks running")
     victim_id, victims = next(iter(cluster.holders(job_id).items()))
     victim = cluster.agents[cluster.index_of(victim_id)]
@@ -191,9 +194,9 @@ def test_kill_9_of_an_agent_moves_its_service_tasks_within_timeout_plus_5s(clust
     wait_for(lambda: not tasks_of(url, job_id), what="the job's tasks gone")
 
 
-def test_partition_and_heal_never_runs_a_task_index_twice(cluster: NetCluster) -> None:
+def test_partition_and_heal_never_runs_a_self_fencing_task_index_twice(cluster: NetCluster) -> None:
     url = cluster.master.url
-    job_id = submit(url, service_job(desired=4, container=HALF_CORE))
+    job_id = submit(url, service_job(desired=4, container=FENCING_HALF_CORE))
     wait_for(lambda: len(started(url, job_id)) == 4, timeout=30, what="4 tasks running")
     cut_id, cut_tasks = next(iter(cluster.holders(job_id).items()))
     cut = cluster.index_of(cut_id)
@@ -216,6 +219,36 @@ def test_partition_and_heal_never_runs_a_task_index_twice(cluster: NetCluster) -
     finished = {t["id"]: t for t in tasks_of(url, job_id, "Finished")}
     assert {finished[t["id"]]["status"]["reasonCode"] for t in cut_tasks} == {"lost"}
     assert len(started(url, job_id)) == 4
+    cluster.master.api("DELETE", f"/api/v3/jobs/{job_id}")
+    wait_for(lambda: not tasks_of(url, job_id), what="the job's tasks gone")
+
+
+def test_partition_and_heal_keeps_a_default_jobs_tasks_running_disconnected_then_back(
+        cluster: NetCluster) -> None:
+    url = cluster.master.url
+    job_id = submit(url, service_job(desired=2, container=HALF_CORE))  # no self-fencing: the default
+    wait_for(lambda: len(started(url, job_id)) == 2, timeout=30, what="2 tasks running")
+    cut_id, cut_tasks = next(iter(cluster.holders(job_id).items()))
+    cut = cluster.index_of(cut_id)
+    ids = {t["id"] for t in cut_tasks}
+    pids = {t: p for t, p in live_tasks(cut_id).items() if t in ids}
+    with InvariantChecker(url, [a.agent_id for a in cluster.agents], [job_id]) as checker:
+        cluster.net.partition(cut)
+        try:
+            wait_for(lambda: {t["id"] for t in tasks_of(url, job_id, "Disconnected")} == ids,
+                     timeout=HEARTBEAT_MS / 1000 + 10, what="the cut-off agent's tasks Disconnected")
+            assert agents(url)[cut_id]["state"] == "Lost"
+            time.sleep(2 * HEARTBEAT_MS / 1000)  # well past the heartbeat timeout: still not replaced
+            assert len(tasks_of(url, job_id)) == 2
+            assert {t: p for t, p in live_tasks(cut_id).items() if t in ids} == pids  # never stopped
+        finally:
+            cluster.net.heal(cut)
+        wait_for(lambda: {t["id"] for t in started(url, job_id)} >= ids, timeout=30,
+                 what="the healed agent's tasks Started again")
+        wait_for(lambda: checker.samples > 20, what="checker samples after healing")
+    assert checker.violations == []
+    assert tasks_of(url, job_id, "Finished") == []
+    assert {t: p for t, p in live_tasks(cut_id).items() if t in ids} == pids
     cluster.master.api("DELETE", f"/api/v3/jobs/{job_id}")
     wait_for(lambda: not tasks_of(url, job_id), what="the job's tasks gone")
 

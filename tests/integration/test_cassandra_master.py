@@ -74,6 +74,7 @@ def master_env(cassandra_server: CassandraEndpoint, tmp_path: Path) -> Iterator[
         "TITUS_DATA_DIR": str(tmp_path / "data"),
         "TITUS_API_TOKEN": TOKEN,
         "TITUS_AGENT_TOKEN": "cassandra-e2e-agent-token",
+        "TITUS_INIT_CLUSTER": "true",  # a fresh keyspace (master/cluster_identity.py)
     })
     yield env
     admin = CassandraJobStore(CassandraSettings(hosts=(cassandra_server.host,), port=cassandra_server.port,

@@ -33,7 +33,7 @@ def mesos() -> Iterator[MesosEmulator]:
 
 def start_mesos_master(data_dir: Path, mesos: MesosEmulator, **overrides: Any) -> RunningMaster:
     config = MasterConfig(port=free_port(), data_dir=data_dir, api_token=API_TOKEN, agent_token=AGENT_TOKEN,
-                          sqlite_synchronous="NORMAL", backend="mesos",
+                          sqlite_synchronous="NORMAL", backend="mesos", init_cluster=True,
                           mesos={**MESOS_SETTINGS, "master": mesos.address, **overrides})
     server = MasterServer(config)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

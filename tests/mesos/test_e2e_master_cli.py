@@ -33,7 +33,8 @@ def master_process(tmp_path: Path, mesos: MesosEmulator) -> Iterator[str]:
            "TITUS_MESOS_ROLE": "titus", "TITUS_SQLITE_SYNCHRONOUS": "NORMAL", "TITUS_LOG_LEVEL": "WARNING",
            "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     log = open(tmp_path / "master.log", "wb")  # noqa: SIM115
-    argv = [sys.executable, "-m", "titus.cli", "master", "--backend", "mesos", "--port", str(port),
+    argv = [sys.executable, "-m", "titus.cli", "master", "--backend", "mesos", "--init-cluster",
+            "--port", str(port),
             "--data-dir", str(tmp_path / "data")]
     proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

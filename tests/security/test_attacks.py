@@ -54,7 +54,7 @@ def test_cannot_read_master_data_and_token_files(h: Harness, tmp_path: Path) -> 
     data.mkdir(mode=0o700)
     token, _ = _token(data, "api-token", "TITUS_TEST_UNSET_TOKEN")
     server = MasterServer(MasterConfig(host="127.0.0.1", port=0, data_dir=data / "master", api_token=token,
-                                       agent_token="agent-" + secrets.token_hex(8)))
+                                       agent_token="agent-" + secrets.token_hex(8), init_cluster=True))
     try:
         db_files = [p for p in (data / "master").rglob("*") if p.is_file()]
         assert db_files, "the master wrote its store"

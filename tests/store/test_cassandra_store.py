@@ -111,9 +111,9 @@ def test_migrate_creates_and_upgrades_the_schema_idempotently(cassandra_server: 
         store.apply(epoch, [Write("job", "old", 0, {"id": "old"})])
 
         store.migrate()  # the upgrade
-        assert store.schema_version() == SCHEMA_VERSION == 4
+        assert store.schema_version() == SCHEMA_VERSION == 5
         store.migrate()
-        assert store.schema_version() == 4
+        assert store.schema_version() == 5
         stored = store.get("job", "old")
         assert stored is not None and stored.record == {"id": "old"}
         assert store.acquire_epoch() == epoch + 1  # the epoch survived both migrations

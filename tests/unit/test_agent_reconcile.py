@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from agent.agent import Agent, AgentConfig
 from agent.master_client import MasterClient
 from agent.runtime.base import ExitStatus, TaskSpec, Usage
+from tests.conftest import wait_for
 
 
 class FakeRuntime:
@@ -54,11 +56,13 @@ class FakeClient(MasterClient):
         super().__init__("http://127.0.0.1:1", "token")
         self.registrations: list[tuple[list[str], list[str]]] = []
         self.reports: list[dict[str, Any]] = []
+        self.cluster_id = "cluster-a"
+        self.session = 7
 
     def register(self, config: AgentConfig, running: list[str],
                  exited: list[str] | None = None) -> dict[str, Any]:
         self.registrations.append((sorted(running), sorted(exited or [])))
-        return {"sessionEpoch": 7, "heartbeatTimeoutMs": 3000}
+        return {"sessionEpoch": self.session, "heartbeatTimeoutMs": 3000, "clusterId": self.cluster_id}
 
     def report(self, agent_id: str, body: dict[str, Any]) -> None:
         self.reports.append(body)
@@ -102,17 +106,44 @@ def test_a_task_that_vanishes_before_its_kill_ends_instead_of_failing_the_loop()
     assert agent.tasks["ghost"].finished.reason == "crashed"
 
 
-def test_no_task_starts_while_the_lease_is_out(tmp_path: Any) -> None:
+def test_no_self_fencing_task_starts_while_the_lease_is_out_and_others_do(tmp_path: Any) -> None:
     runtime, client = FakeRuntime([], {}), FakeClient()
     agent = Agent(AgentConfig("a1", 1, 1024, 0, 0), runtime, client, data_dir=tmp_path)
-    agent.lease_deadline = 10.0
-    spec = {"taskId": "t", "jobId": "j", "image": "i", "entryPoint": [], "command": ["true"], "env": {},
-            "resources": {"cpu": 1, "memoryMB": 64}, "kill": False}
-    agent.converge([spec], now=11.0)
-    assert "t" not in agent.tasks
-    agent.converge([spec], now=9.0)
-    assert "t" in agent.tasks
+    watchdog_wanted: list[bool] = []
+    agent._ensure_watchdog = lambda: watchdog_wanted.append(True)  # type: ignore[method-assign]
+    agent.lease_deadline = time.monotonic() + 60  # the launch checks the real clock again
+
+    def spec(task_id: str, self_fence: bool) -> dict[str, Any]:
+        return {"taskId": task_id, "jobId": "j", "image": "i", "entryPoint": [], "command": ["true"],
+                "env": {}, "resources": {"cpu": 1, "memoryMB": 64}, "kill": False, "selfFence": self_fence}
+
+    agent.converge([spec("fencing", True), spec("plain", False)], now=agent.lease_deadline + 1)
+    assert "fencing" not in agent.tasks  # the master may be replacing it right now
+    assert "plain" in agent.tasks  # the default: cut off from the masters, work goes on
+    assert not (tmp_path / "selffence" / "plain").exists()
+    agent.converge([spec("fencing", True), spec("plain", False)], now=time.monotonic())
+    assert "fencing" in agent.tasks
+    # Marked before it starts, with a watchdog asked for, so the watchdog guards it even if we crash.
+    assert (tmp_path / "selffence" / "fencing").exists()
+    assert watchdog_wanted
     agent.launcher.shutdown(wait=True)
+    assert runtime.running == {"fencing", "plain"}
+
+
+def test_tasks_the_agent_stops_when_it_shuts_down_end_with_a_platform_reason() -> None:
+    class EndsOnKill(FakeRuntime):
+        def kill(self, task_id: str, grace_s: float) -> None:
+            super().kill(task_id, grace_s)
+            self.ended[task_id] = ExitStatus(None, "killed", "killed on request; killed by SIGTERM")
+
+    runtime, client = EndsOnKill(["t"], {}), FakeClient()
+    agent = Agent(AgentConfig("a1", 1, 1024, 0, 0, kill_tasks_on_exit=True), runtime, client)
+    agent.start()
+    agent.stop()
+    (update,) = client.reports[-1]["updates"]
+    assert (update["taskId"], update["state"]) == ("t", "Finished")
+    assert update["reasonCode"] == "transientSystemError"  # not "killed": only a user's kill is
+    assert update["reasonMessage"].startswith("the agent shut down and stopped its tasks")
 
 
 def test_agent_metrics_count_reports_and_tasks_by_phase() -> None:
@@ -131,3 +162,27 @@ def test_agent_metrics_count_reports_and_tasks_by_phase() -> None:
     assert samples[("titus_agent_reports_total", ())] == 2
     assert samples[("titus_agent_tasks", (("phase", "running"),))] == 1
     assert samples[("titus_agent_last_report_age_seconds", ())] < 60
+
+
+def test_the_agent_remembers_its_cluster_and_refuses_a_master_of_another(tmp_path: Any) -> None:
+    import threading
+
+    runtime, client = FakeRuntime(["mine"], {}), FakeClient()
+    agent = Agent(AgentConfig("a1", 1, 1024, 0, 0), runtime, client, data_dir=tmp_path)
+    agent.register()
+    assert agent.session == 7
+    assert (tmp_path / "cluster-id").read_text().strip() == "cluster-a"
+
+    client.cluster_id, client.session = "cluster-b", 8  # a master started on an empty or foreign store
+    again = threading.Thread(target=agent.register, args=(7,))
+    again.start()
+    wait_for(lambda: agent.cluster_refusal, timeout=5, what="the refusal")
+    assert "belongs to cluster cluster-b" in agent.cluster_refusal
+    assert "joined cluster cluster-a" in agent.cluster_refusal
+    assert (tmp_path / "cluster-id").read_text().strip() == "cluster-a"  # not overwritten
+    # Its session is not taken: the desired-set poll (the only way orders arrive) cannot start with it.
+    assert again.is_alive() and agent.session == 7
+    client.cluster_id, client.session = "cluster-a", 9  # our cluster's master is back
+    again.join(timeout=10)
+    assert not again.is_alive() and agent.session == 9 and agent.cluster_refusal == ""
+    assert runtime.killed == []

@@ -5,6 +5,7 @@ The agent side is played by calls on the manager's agent channel, so each test i
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,9 @@ import pytest
 
 from master.api.models import AgentRegistration, AgentStatusReport, CapacityUpdate, JobDescriptor
 from master.job_manager import Conflict, JobManager, NotLeader, Settings, StaleSession
+from master.store.base import StoreError
 from master.store.sqlite import SqliteJobStore
-from tests.conftest import batch_job, service_job
+from tests.conftest import batch_job, service_job, wait_for
 
 
 class Clock:
@@ -41,7 +43,7 @@ def db(tmp_path: Path) -> Path:
 @pytest.fixture
 def jm(db: Path, clock: Clock) -> Iterator[JobManager]:
     m = JobManager(SqliteJobStore(db, "NORMAL"), clock, Settings(heartbeat_timeout_ms=5_000))
-    m.start()
+    m.start(init_cluster=True)
     yield m
     m.store.close()
 
@@ -213,29 +215,125 @@ def test_runtime_limit_kills_the_task(jm: JobManager, clock: Clock) -> None:
     assert jm.get_task(tid)["status"]["reasonCode"] == "runtimeLimitExceeded"
 
 
-def test_lost_agent_tasks_are_replaced_and_its_session_is_void(jm: JobManager, clock: Clock) -> None:
+def disconnect_after(seconds: int | str, **overrides: Any) -> dict[str, Any]:
+    """Container attributes of a job that waits `seconds` for a silent agent (master/core/fault_policy.py)."""
+    return {"attributes": {"titusParameter.disconnectedTimeoutSec": str(seconds), **overrides}}
+
+
+def test_silent_agent_tasks_are_disconnected_then_replaced_after_the_jobs_timeout(
+        jm: JobManager, clock: Clock) -> None:
     s1 = register(jm, "a1")
-    job_id = submit(jm, service_job(desired=1))
+    job_id = submit(jm, service_job(desired=1, container=disconnect_after(60)))
     (tid,) = run_all(jm, s1, job_id)
     s2 = register(jm, "a2")
     clock.advance(4_000)
     report(jm, s2, agent_id="a2")
     clock.advance(2_000)
     jm.tick()
-    assert jm.get_task(tid)["status"]["reasonCode"] == "lost"
+    status = jm.get_task(tid)["status"]
+    assert (status["state"], status["reasonCode"]) == ("Disconnected", "disconnected")
+    assert "no heartbeat from agent a1" in status["reasonMessage"]
+    assert jm.schedule_once() == 0  # it keeps its slot: nothing replaces it yet
+    assert [t["id"] for t in active(jm, job_id)] == [tid]
+    with pytest.raises(StaleSession):
+        report(jm, s1, upd(tid, "Started"))
+    clock.advance(59_000)
+    report(jm, s2, agent_id="a2")
+    jm.tick()
+    assert jm.get_task(tid)["status"]["state"] == "Disconnected"  # 59 s of a 60 s timeout
+    clock.advance(1_000)
+    report(jm, s2, agent_id="a2")
+    jm.tick()
+    status = jm.get_task(tid)["status"]
+    assert (status["state"], status["reasonCode"]) == ("Finished", "lost")
+    assert "stayed disconnected for 60 s" in status["reasonMessage"]
     jm.schedule_once()
     (replacement,) = active(jm, job_id)
     assert replacement["taskContext"]["agent.id"] == "a2"
-    with pytest.raises(StaleSession):
-        report(jm, s1, upd(tid, "Started"))
     desired = jm.desired_set("a1", register(jm, "a1", running=[tid]), -1, 0)
-    # The stale task is not wanted: the agent is told to kill it at once.
+    # The replaced task is not wanted: the returning agent is told to kill it at once.
     assert desired["tasks"] == [{"taskId": tid, "kill": True, "killGraceMs": 0, "stale": True}]
+
+
+def test_agent_back_before_the_timeout_gets_its_tasks_back_in_their_real_state(
+        jm: JobManager, clock: Clock) -> None:
+    s1 = register(jm, "a1")
+    service = submit(jm, service_job(desired=2))
+    batch = submit(jm, batch_job(size=2, command=["/bin/sleep", "60"]))
+    kept, gone = run_all(jm, s1, service)
+    ended, running = run_all(jm, s1, batch)
+    clock.advance(5_001)
+    jm.tick()
+    assert {jm.get_task(t)["status"]["state"] for t in (kept, gone, ended, running)} == {"Disconnected"}
+    clock.advance(120_000)  # well inside the service default (5 min); batch waits for ever
+    jm.tick()
+    assert jm.schedule_once() == 0
+    back = register(jm, "a1", running=[kept, running], exited=[ended])
+    assert jm.get_task(kept)["status"]["state"] == "Started"
+    assert jm.get_task(running)["status"]["state"] == "Started"
+    assert jm.get_task(ended)["status"]["state"] == "Started"  # its real end is in the next report
+    lost = jm.get_task(gone)["status"]
+    assert (lost["state"], lost["reasonCode"]) == ("Finished", "lost")
+    assert lost["reasonMessage"] == "the agent reconnected without it"
+    report(jm, back, upd(ended, "Finished", "failed", 3))
+    assert (jm.get_task(ended)["status"]["reasonCode"], jm.get_task(ended)["exitCode"]) == ("failed", 3)
+    # Only the task it came back without is replaced.
+    assert len([t for t in active(jm, service) if t["status"]["state"] == "Accepted"]) == 1
+
+
+def test_batch_tasks_wait_for_their_agent_for_ever_by_default(jm: JobManager, clock: Clock) -> None:
+    s1 = register(jm, "a1")
+    job_id = submit(jm, batch_job(size=1, command=["/bin/sleep", "60"]))
+    (tid,) = run_all(jm, s1, job_id)
+    clock.advance(5_001)
+    jm.tick()
+    clock.advance(7 * 24 * 3600 * 1000)
+    jm.tick()
+    assert jm.get_task(tid)["status"]["state"] == "Disconnected"
+    assert [t["id"] for t in active(jm, job_id)] == [tid]
+
+
+def test_a_self_fencing_job_is_replaced_as_soon_as_its_agent_is_lost(jm: JobManager, clock: Clock) -> None:
+    s1 = register(jm, "a1")
+    job_id = submit(jm, service_job(
+        desired=1, container={"attributes": {"titusParameter.agent.selfFence": "true"}}))
+    (tid,) = run_all(jm, s1, job_id)
+    assert jm.desired_set("a1", s1, -1, 0)["tasks"][0]["selfFence"] is True
+    clock.advance(5_001)
+    jm.tick()
+    status = jm.get_task(tid)["status"]
+    assert (status["state"], status["reasonCode"]) == ("Finished", "lost")
+    assert status["reasonMessage"].endswith("the job self-fences")
+    assert [t["status"]["state"] for t in active(jm, job_id)] == ["Accepted"]
+
+
+def test_killing_a_disconnected_task_ends_it_and_its_agent_kills_it_on_return(
+        jm: JobManager, clock: Clock) -> None:
+    s1 = register(jm, "a1")
+    job_id = submit(jm, batch_job(size=1, command=["/bin/sleep", "60"]))
+    (tid,) = run_all(jm, s1, job_id)
+    clock.advance(5_001)
+    jm.tick()
+    jm.kill_task(tid, shrink=False)
+    status = jm.get_task(tid)["status"]
+    assert (status["state"], status["reasonCode"]) == ("Finished", "killed")
+    assert "is disconnected" in status["reasonMessage"]
+    back = register(jm, "a1", running=[tid])
+    assert jm.desired_set("a1", back, -1, 0)["tasks"] == [
+        {"taskId": tid, "kill": True, "killGraceMs": 0, "stale": True}]
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "1.5", str(31 * 24 * 3600)])
+def test_a_bad_disconnected_timeout_is_refused_at_the_edge(jm: JobManager, value: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"titusParameter\.disconnectedTimeoutSec"):
+        JobDescriptor.model_validate(service_job(container=disconnect_after(value)))
 
 
 def test_master_restart_keeps_jobs_and_adopts_running_tasks(db: Path, clock: Clock) -> None:
     first = JobManager(SqliteJobStore(db, "NORMAL"), clock)
-    first.start()
+    first.start(init_cluster=True)
     session = register(first)
     job_id = submit(first, service_job(desired=2))
     ids = run_all(first, session, job_id)
@@ -252,7 +350,7 @@ def test_master_restart_keeps_jobs_and_adopts_running_tasks(db: Path, clock: Clo
 
 def test_deposed_leader_is_fenced(db: Path, clock: Clock) -> None:
     old = JobManager(SqliteJobStore(db, "NORMAL"), clock)
-    old.start()
+    old.start(init_cluster=True)
     new = JobManager(SqliteJobStore(db, "NORMAL"), clock)
     new.start()
     with pytest.raises(NotLeader):
@@ -269,6 +367,74 @@ def test_idempotency_key_returns_the_same_job(jm: JobManager) -> None:
     again, created_again = jm.submit(d, "key-1")
     assert (again, created, created_again) == (first, True, False)
     assert jm.submit(d, "key-2")[0] != first
+
+
+def test_an_idempotency_key_reused_with_another_body_is_a_conflict_naming_it(jm: JobManager) -> None:
+    first, _ = jm.submit(JobDescriptor.model_validate(batch_job(size=1)), "key-1")
+    with pytest.raises(Conflict, match=r"Idempotency-Key 'key-1' was already used for job .* different body"):
+        jm.submit(JobDescriptor.model_validate(batch_job(size=2)), "key-1")
+    assert jm.submit(JobDescriptor.model_validate(batch_job(size=1)), "key-1") == (first, False)
+
+
+class GatedStore:
+    """Our JobStore with every write held until the test opens the gate (or fails it)."""
+
+    def __init__(self, inner: SqliteJobStore) -> None:
+        self.inner = inner
+        self.gate = threading.Event()
+        self.fail = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def begin_apply(self, epoch: int, writes: Any) -> Any:
+        pending = self.inner.begin_apply(epoch, writes)
+        store = self
+
+        class Held:
+            def wait(self) -> None:
+                store.gate.wait(10)
+                pending.wait()
+                if store.fail:
+                    raise StoreError("disk full (test)")
+
+        return Held()
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["durable", "write-fails"])
+def test_a_retry_with_the_same_key_waits_for_the_first_submissions_durability(
+        db: Path, clock: Clock, fails: bool) -> None:
+    store = GatedStore(SqliteJobStore(db, "NORMAL"))
+    jm = JobManager(store, clock)  # type: ignore[arg-type]
+    store.gate.set()
+    jm.start(init_cluster=True)
+    store.gate.clear()
+    store.fail = fails
+    d = JobDescriptor.model_validate(batch_job())
+    results: dict[str, Any] = {}
+
+    def call(name: str) -> None:
+        try:
+            results[name] = jm.submit(d, "key-1")
+        except NotLeader as exc:
+            results[name] = exc
+
+    first = threading.Thread(target=call, args=("first",))
+    first.start()
+    wait_for(lambda: "key-1" in jm._idempotent_in_flight, what="the first write queued")
+    retry = threading.Thread(target=call, args=("retry",))
+    retry.start()
+    retry.join(0.5)
+    assert retry.is_alive() and results == {}, "the retry answered before the first job was durable"
+    store.gate.set()
+    first.join(10)
+    retry.join(10)
+    if fails:
+        assert isinstance(results["first"], NotLeader) and isinstance(results["retry"], NotLeader)
+    else:
+        job_id = results["first"][0]
+        assert results == {"first": (job_id, True), "retry": (job_id, False)}
+    store.inner.close()
 
 
 def register_in(jm: JobManager, agent_id: str, tier: str, group: str, cpu: float = 4) -> int:
@@ -351,7 +517,7 @@ def test_drain_moves_service_tasks_without_dropping_below_desired(jm: JobManager
 
 def test_capacity_groups_persist_and_guard_deletion(db: Path, clock: Clock) -> None:
     first = JobManager(SqliteJobStore(db, "NORMAL"), clock)
-    first.start()
+    first.start(init_cluster=True)
     critical_group(first)
     submit(first, service_job(desired=0, capacityGroup="payments"))
     with pytest.raises(Conflict):
@@ -380,10 +546,10 @@ def agent_view(jm: JobManager, agent_id: str) -> dict[str, Any]:
 
 def test_returning_lost_agent_kills_stale_tasks_before_it_gets_work(jm: JobManager, clock: Clock) -> None:
     s1 = register(jm, "a1")
-    job_id = submit(jm, service_job(desired=1))
+    job_id = submit(jm, service_job(desired=1, container=disconnect_after(0)))
     (old,) = run_all(jm, s1, job_id)
     clock.advance(5_001)
-    jm.tick()  # a1 is lost: the task is replaced, and there is no agent to run the replacement
+    jm.tick()  # a1 is silent and the job waits 0 s: the task is replaced, with no agent to run it
     assert jm.get_task(old)["status"]["reasonCode"] == "lost"
     back = register(jm, "a1", running=[old])
     assert agent_view(jm, "a1")["staleTaskIds"] == [old]
@@ -421,6 +587,36 @@ def test_agent_restart_without_a_task_marks_it_lost_and_replaces_it(jm: JobManag
     assert replacement["taskContext"]["task.resubmitOf"] == gone
 
 
+def test_a_platform_end_is_retried_without_using_the_retry_budget(jm: JobManager) -> None:
+    s1 = register(jm)
+    job_id = submit(jm, batch_job(size=1, command=["/bin/sleep", "5"]))  # retries: 0
+    (gone,) = run_all(jm, s1, job_id)
+    s2 = register(jm, running=[])  # the agent came back without it
+    assert jm.get_task(gone)["status"]["reasonCode"] == "lost"
+    (retry,) = run_all(jm, s2, job_id)
+    context = jm.get_task(retry)["taskContext"]
+    assert context["task.resubmitOf"] == gone
+    assert (context["task.resubmitNumber"], context["task.systemResubmitNumber"]) == ("1", "1")
+    report(jm, s2, upd(retry, "Finished", "transientSystemError"))  # e.g. the agent shut down
+    (third,) = run_all(jm, s2, job_id)
+    assert jm.get_task(third)["taskContext"]["task.systemResubmitNumber"] == "2"
+    report(jm, s2, upd(third, "Finished", "failed", 1))  # the task's own failure: the budget (0) decides
+    job = jm.get_job(job_id)
+    assert (job["status"]["state"], job["status"]["reasonCode"]) == ("Finished", "failed")
+
+
+def test_only_a_users_kill_is_killed(jm: JobManager) -> None:
+    s1 = register(jm)
+    job_id = submit(jm, batch_job(size=2, command=["/bin/sleep", "5"]))
+    mine, theirs = run_all(jm, s1, job_id)
+    jm.kill_task(mine, shrink=False)
+    report(jm, s1, upd(mine, "Finished", "killed"))
+    report(jm, s1, upd(theirs, "Finished", "transientSystemError"))
+    assert jm.get_task(mine)["status"]["reasonCode"] == "killed"
+    assert jm.get_task(theirs)["status"]["reasonCode"] == "transientSystemError"
+    assert len([t for t in active(jm, job_id) if t["status"]["state"] == "Accepted"]) == 1  # only theirs
+
+
 def test_registration_adopts_a_task_whose_started_report_was_lost(jm: JobManager) -> None:
     session = register(jm)
     job_id = submit(jm, service_job(desired=1))
@@ -431,11 +627,12 @@ def test_registration_adopts_a_task_whose_started_report_was_lost(jm: JobManager
     assert jm.get_task(tid)["status"]["state"] == "Started"
 
 
-def test_agent_that_never_returns_after_a_master_restart_is_lost(db: Path, clock: Clock) -> None:
+def test_agent_that_never_returns_after_a_master_restart_is_disconnected_then_lost(
+        db: Path, clock: Clock) -> None:
     first = JobManager(SqliteJobStore(db, "NORMAL"), clock, Settings(heartbeat_timeout_ms=5_000))
-    first.start()
+    first.start(init_cluster=True)
     s = register(first, "a1")
-    job_id = submit(first, service_job(desired=1))
+    job_id = submit(first, service_job(desired=1, container=disconnect_after(30)))
     (tid,) = run_all(first, s, job_id)
     first.store.close()
 
@@ -449,6 +646,17 @@ def test_agent_that_never_returns_after_a_master_restart_is_lost(db: Path, clock
     second.tick()
     assert second.get_task(tid)["status"]["state"] == "Started"  # it still has time to register
     clock.advance(1_001)
+    other = register(second, "other")
+    report(second, other, agent_id="other")
+    second.tick()
+    assert second.get_task(tid)["status"]["state"] == "Disconnected"
+    second.store.close()
+    # The Disconnected state and its clock survive another restart.
+    third = JobManager(SqliteJobStore(db, "NORMAL"), clock, Settings(heartbeat_timeout_ms=5_000))
+    third.start()
+    second = third
+    assert second.get_task(tid)["status"]["state"] == "Disconnected"
+    clock.advance(30_000)
     report(second, register(second, "other"), agent_id="other")
     second.tick()
     assert second.get_task(tid)["status"]["reasonCode"] == "lost"
@@ -530,3 +738,29 @@ def test_stuck_launch_ends_with_a_reason(jm: JobManager, clock: Clock) -> None:
     jm.tick()
     task = jm.get_task(tid)
     assert (task["status"]["state"], task["status"]["reasonCode"]) == ("Finished", "stuckInState")
+
+
+def test_finished_jobs_and_tasks_stay_listed_after_a_restart(db: Path, clock: Clock) -> None:
+    first = JobManager(SqliteJobStore(db, "NORMAL"), clock)
+    first.start(init_cluster=True)
+    s = register(first)
+    done = submit(first, batch_job(size=2, command=["/bin/true"]))
+    for tid in run_all(first, s, done):
+        report(first, s, upd(tid, "Finished", "normal", 0))
+    service = submit(first, service_job(desired=1))
+    (old,) = run_all(first, s, service)
+    report(first, s, upd(old, "Finished", "failed", 1))  # a finished task of a job still running
+    assert first.get_job(done)["status"]["state"] == "Finished"
+    first.store.close()
+
+    second = JobManager(SqliteJobStore(db, "NORMAL"), clock)
+    second.start()
+    assert second.archive_loaded.wait(10)
+    assert done in {j.id for j in second.list_jobs(include_finished=True)}
+    assert done not in {j.id for j in second.list_jobs(include_finished=False)}
+    finished = second.list_tasks(None, {"Finished"})
+    assert {t["jobId"] for t in finished if t["jobId"] == done} == {done}
+    assert len([t for t in finished if t["jobId"] == done]) == 2
+    assert old in {t["id"] for t in second.list_tasks({service}, {"Finished"})}
+    assert {t["status"]["state"] for t in second.list_tasks({service}, None)} <= {"Accepted"}
+    second.store.close()

@@ -24,7 +24,7 @@ def test_master_lines_carry_ids_as_json_fields(tmp_path: Path) -> None:
     root.setLevel(logging.DEBUG)
     try:
         jm = JobManager(SqliteJobStore(tmp_path / "t.db", "OFF"), Clock(), Settings())
-        jm.start()
+        jm.start(init_cluster=True)
         register(jm, "a1")
         job_id = submit(jm, batch_job(size=1))
         jm.schedule_once()

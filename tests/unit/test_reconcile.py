@@ -9,13 +9,19 @@ import pytest
 from master.api.models import JobDescriptor
 from master.core import states
 from master.core.entities import Job, Task
+from master.core.fault_policy import Defaults
 from master.core.states import Status, StatusMachine
 from master.reconcile import (
     Action,
     CreateTask,
     FinishJob,
     KillTask,
+    Move,
+    disconnected_expired,
+    on_agent_silent,
+    platform_caused,
     reconcile,
+    reconcile_agent,
     replacement_delay,
 )
 from tests.conftest import batch_job, service_job
@@ -37,6 +43,8 @@ def task(task_id: str, state: str = states.ACCEPTED, reason: str = "normal", ind
         states.STARTED: [states.LAUNCHED, states.START_INITIATED, states.STARTED],
         states.KILL_INITIATED: [states.LAUNCHED, states.KILL_INITIATED],
         states.FINISHED: [states.FINISHED],
+        states.DISCONNECTED: [states.LAUNCHED, states.START_INITIATED, states.STARTED, states.DISCONNECTED],
+        "Launched>Disconnected": [states.LAUNCHED, states.DISCONNECTED],
     }[state]
     for step in path:
         machine.move(step, reason if step == state else "normal", "", at)
@@ -118,9 +126,149 @@ RETRIES: list[tuple[str, Job, Task, int | None]] = [
      task("a", states.FINISHED, "scaledDown"), None),
     ("nothing is replaced in a job being killed", job(service_job(), states.JOB_KILL_INITIATED),
      task("a", states.FINISHED, "failed"), None),
+    # Platform reasons: retried at once, whatever the policy and the budget say.
+    ("a lost batch task is retried with no budget", job(batch_job()), task("a", states.FINISHED, "lost"), 0),
+    ("a transientSystemError batch task is retried with its budget used up",
+     job(batch_retrying({"delayed": {"initialDelayMs": 900, "delayMs": 900, "retries": 1}})),
+     task("a", states.FINISHED, "transientSystemError", retries_done=1), 0),
+    ("a localSystemError batch task is retried", job(batch_job()),
+     task("a", states.FINISHED, "localSystemError"), 0),
+    ("a lost service task is replaced without backoff", job(service_job()),
+     task("a", states.FINISHED, "lost", retries_done=9), 0),
+    ("a crashed batch task uses the budget (the task's own crash)", job(batch_job()),
+     task("a", states.FINISHED, "crashed"), None),
+    ("a platform end of a task that must not be replaced stays final", job(batch_job()),
+     task("a", states.FINISHED, "lost", replace=False), None),
 ]
 
 
 @pytest.mark.parametrize(("j", "t", "expected"), [c[1:] for c in RETRIES], ids=[c[0] for c in RETRIES])
 def test_replacement_delay(j: Job, t: Task, expected: int | None) -> None:
     assert replacement_delay(j, t) == expected
+
+
+# ======================================================================= silent agents, Disconnected tasks
+def disconnected(task_id: str, at: int = 0, before: str = states.STARTED) -> Task:
+    return task(task_id, states.DISCONNECTED if before == states.STARTED else f"{before}>Disconnected", at=at,
+                agent_id="a1")
+
+
+def with_attrs(spec: dict[str, Any], **attrs: str) -> dict[str, Any]:
+    spec["container"]["attributes"] = attrs
+    return spec
+
+
+FENCE = "titusParameter.agent.selfFence"
+TIMEOUT = "titusParameter.disconnectedTimeoutSec"
+DEFAULTS = Defaults(service_ms=300_000, batch_ms=None)
+SILENT = "no heartbeat"
+
+SILENT_CASES: list[tuple[str, Job, Task, Move | None]] = [
+    ("a running service task is Disconnected", job(service_job()), task("t", states.STARTED),
+     Move("t", states.DISCONNECTED, states.REASON_DISCONNECTED, SILENT)),
+    ("a running batch task is Disconnected", job(batch_job()), task("t", states.STARTED),
+     Move("t", states.DISCONNECTED, states.REASON_DISCONNECTED, SILENT)),
+    ("a launched task is Disconnected too (the agent may have it)", job(service_job()),
+     task("t", states.LAUNCHED), Move("t", states.DISCONNECTED, states.REASON_DISCONNECTED, SILENT)),
+    ("a self-fencing job's task is lost at once", job(with_attrs(service_job(), **{FENCE: "true"})),
+     task("t", states.STARTED),
+     Move("t", states.FINISHED, states.REASON_LOST, f"{SILENT}; the job self-fences")),
+    ("selfFence=false is the default", job(with_attrs(batch_job(), **{FENCE: "false"})),
+     task("t", states.STARTED), Move("t", states.DISCONNECTED, states.REASON_DISCONNECTED, SILENT)),
+    ("a task being killed ends with its kill reason", job(service_job()),
+     task("t", states.KILL_INITIATED, reason="scaledDown", kill_reason="scaledDown"),
+     Move("t", states.FINISHED, "scaledDown", SILENT)),
+    ("an already Disconnected task stays", job(service_job()), disconnected("t"), None),
+]
+
+
+@pytest.mark.parametrize(("name", "j", "t", "expected"), SILENT_CASES, ids=[c[0] for c in SILENT_CASES])
+def test_on_agent_silent(name: str, j: Job, t: Task, expected: Move | None) -> None:
+    assert on_agent_silent(j, t, DEFAULTS, SILENT) == expected
+
+
+MIN = 60_000
+EXPIRY_CASES: list[tuple[str, Job, int, bool]] = [
+    ("service default: still waiting at 4:59", job(service_job()), 5 * MIN - 1, False),
+    ("service default: replaced at 5:00", job(service_job()), 5 * MIN, True),
+    ("batch default waits for ever", job(batch_job()), 10**12, False),
+    ("batch with a timeout is replaced", job(with_attrs(batch_job(), **{TIMEOUT: "120"})), 2 * MIN, True),
+    ("service with 'never' waits for ever", job(with_attrs(service_job(), **{TIMEOUT: "never"})),
+     10**12, False),
+    ("timeout 0 replaces at once", job(with_attrs(service_job(), **{TIMEOUT: "0"})), 0, True),
+    ("a job's own timeout beats the default", job(with_attrs(service_job(), **{TIMEOUT: "600"})),
+     9 * MIN, False),
+]
+
+
+@pytest.mark.parametrize(("name", "j", "now", "expired"), EXPIRY_CASES, ids=[c[0] for c in EXPIRY_CASES])
+def test_disconnected_expired(name: str, j: Job, now: int, expired: bool) -> None:
+    move = disconnected_expired(j, disconnected("t", at=0), now, DEFAULTS)
+    assert (move is not None) is expired
+    if move is not None:
+        assert (move.state, move.reason) == (states.FINISHED, states.REASON_LOST)
+        assert "stayed disconnected" in move.message
+
+
+def test_only_disconnected_tasks_expire() -> None:
+    assert disconnected_expired(job(service_job()), task("t", states.STARTED), 10**12, DEFAULTS) is None
+
+
+def test_cluster_defaults_are_used_when_the_job_says_nothing() -> None:
+    short = Defaults(service_ms=1_000, batch_ms=2_000)
+    assert disconnected_expired(job(service_job()), disconnected("t"), 1_000, short) is not None
+    assert disconnected_expired(job(batch_job()), disconnected("t"), 1_999, short) is None
+    assert disconnected_expired(job(batch_job()), disconnected("t"), 2_000, short) is not None
+
+
+REG_CASES: list[tuple[str, Task, set[str], set[str], tuple[str, str] | None]] = [
+    ("disconnected and running: Started again", disconnected("t"), {"t"}, set(), (states.STARTED, "normal")),
+    ("disconnected and exited: Started, its end follows", disconnected("t"), set(), {"t"},
+     (states.STARTED, "normal")),
+    ("disconnected and unknown: lost", disconnected("t"), set(), set(),
+     (states.FINISHED, states.REASON_LOST)),
+    ("disconnected before it started, unknown: Launched again", disconnected("t", before=states.LAUNCHED),
+     set(), set(), (states.LAUNCHED, "normal")),
+    ("disconnected before it started, running: Started", disconnected("t", before=states.LAUNCHED),
+     {"t"}, set(), (states.STARTED, "normal")),
+    ("launched and running: Started (lost report)", task("t", states.LAUNCHED), {"t"}, set(),
+     (states.STARTED, "normal")),
+    ("launched and unknown: the agent will pick it up", task("t", states.LAUNCHED), set(), set(), None),
+    ("started and unknown: lost", task("t", states.STARTED), set(), set(),
+     (states.FINISHED, states.REASON_LOST)),
+    ("started and running: nothing to do", task("t", states.STARTED), {"t"}, set(), None),
+    ("being killed and unknown: ends with its kill reason",
+     task("t", states.KILL_INITIATED, kill_reason="runtimeLimitExceeded"), set(), set(),
+     (states.FINISHED, "runtimeLimitExceeded")),
+    ("being killed and running: the kill stands", task("t", states.KILL_INITIATED), {"t"}, set(), None),
+]
+
+
+@pytest.mark.parametrize(("name", "t", "running", "exited", "expected"), REG_CASES,
+                         ids=[c[0] for c in REG_CASES])
+def test_reconcile_agent(name: str, t: Task, running: set[str], exited: set[str],
+                         expected: tuple[str, str] | None) -> None:
+    verdict = reconcile_agent([t], running, exited)
+    got = [(m.state, m.reason) for m in verdict.moves]
+    assert got == ([] if expected is None else [expected])
+    assert verdict.stale == frozenset()
+
+
+def test_tasks_replaced_while_the_agent_was_away_are_stale() -> None:
+    verdict = reconcile_agent([task("kept", states.STARTED)], {"kept", "replaced", "also"}, {"exited-old"})
+    assert verdict.stale == frozenset({"replaced", "also"})  # ended ones are reported, not killed
+    assert verdict.moves == []
+
+
+def test_scale_down_gives_up_disconnected_tasks_before_healthy_ones() -> None:
+    spec = service_job(desired=1)
+    actions = reconcile(job(spec), [task("healthy", states.STARTED, at=5), disconnected("away", at=1)])
+    assert actions == [KillTask("away", states.REASON_SCALED_DOWN, "job scaled down", replace=False)]
+
+
+@pytest.mark.parametrize(("reason", "platform"), [
+    ("lost", True), ("transientSystemError", True), ("localSystemError", True), ("killed", False),
+    ("failed", False), ("crashed", False), ("stuckInState", False), ("runtimeLimitExceeded", False),
+    ("normal", False)])
+def test_only_platform_reasons_spare_the_retry_budget(reason: str, platform: bool) -> None:
+    assert platform_caused(task("a", states.FINISHED, reason)) is platform

@@ -29,7 +29,7 @@ from tests.unit.test_job_manager import Clock, register, report, submit, upd
 def jm(tmp_path: Path) -> Iterator[JobManager]:
     clock = Clock()
     m = JobManager(SqliteJobStore(tmp_path / "t.db", "OFF"), clock, Settings(heartbeat_timeout_ms=5_000))
-    m.start()
+    m.start(init_cluster=True)
     yield m
     m.store.close()
 
