@@ -145,6 +145,8 @@ def create_app(
     app.register_blueprint(openapi.bp)
     from master.api.eviction import bp as eviction_bp  # its own module: Titus's eviction API
     app.register_blueprint(eviction_bp)
+    from master.ui import bp as ui_bp  # the web console (/ui): its own cookie auth, see master/ui/auth.py
+    app.register_blueprint(ui_bp)
     return app
 
 
