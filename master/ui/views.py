@@ -269,16 +269,21 @@ def task(task_id: str) -> Response:
 @bp.get("/tasks/<task_id>/logs")
 @login_required
 def task_logs(task_id: str) -> Response:
-    """What the task log route serves (`task_logs`: the agent's upload, or the tail kept when finished)."""
+    """What the task log route serves (`task_logs`: the agent's upload, or the tail kept when finished).
+
+    htmx asks for the fragment with both streams, read one after the other: two concurrent log requests
+    for one task would share one upload from the agent, and the second would wait out its timeout.
+    """
     stream = request.args.get("stream", "stdout")
     if stream not in ("stdout", "stderr"):
         return Response("stream must be stdout or stderr", status=400, mimetype="text/plain")
     try:
+        if request.headers.get("HX-Request"):
+            texts = {s: _manager().task_logs(task_id, s) for s in ("stdout", "stderr")}
+            return _page("logs.html", texts=texts)
         text = _manager().task_logs(task_id, stream)
     except NotFound:
         return Response(f"task {task_id} not found", status=404, mimetype="text/plain")
-    if request.headers.get("HX-Request"):
-        return _page("logs.html", text=text)
     return Response(text, mimetype="text/plain")
 
 

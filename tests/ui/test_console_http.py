@@ -309,6 +309,7 @@ def test_agents_groups_and_task_pages_show_what_the_master_knows(master: Running
         headers={"HX-Request": "true"},
         timeout=10,
     ).text
+    assert '<pre id="logs-stderr">oops\n</pre>' in logs
     assert "hello from the console test" in logs and "&lt;script&gt;" in logs and "<script>" not in logs
     plain = s.get(f"{ui_master.url}/ui/tasks/{task_id}/logs", params={"stream": "stderr"}, timeout=10)
     assert plain.headers["Content-Type"].startswith("text/plain") and plain.text == "oops\n"
