@@ -50,6 +50,7 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.config["MANAGER"] = manager
     app.config["API"] = config
+    app.config["ROUTING"] = routing  # the console (master/ui) sends browsers on a standby to the leader
 
     forward = Forwarder(routing) if routing is not None else None
 

@@ -18,6 +18,7 @@ from flask import Blueprint, Response, current_app, redirect, render_template, r
 from pydantic import ValidationError
 
 from master.api.models import CapacityUpdate
+from master.api.standby import Routing
 from master.core import states
 from master.core.entities import Job
 from master.job_manager import Conflict, JobManager, NotFound, NotLeader
@@ -81,6 +82,22 @@ def _page(template: str, status: int = 200, **context: Any) -> Response:
     resp.headers["Content-Security-Policy"] = (
         "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
     )
+    return resp
+
+
+@bp.before_request
+def to_the_leader() -> Response | None:
+    """A standby's manager is not the cluster's state: browsers go to the leader's console (and log in there,
+    as the cookie belongs to each master's origin); a POST is not replayed across origins but refused."""
+    routing: Routing | None = current_app.config.get("ROUTING")
+    if routing is None or routing.role() == "leader":
+        return None
+    leader = routing.leader_url()
+    if request.method == "GET" and leader and leader.rstrip("/") != routing.own_url.rstrip("/"):
+        return cast(Response, redirect(leader.rstrip("/") + request.full_path.rstrip("?"), 302))
+    why = f"use the leader's console at {leader}/ui" if leader else "no leader is known yet"
+    resp = _page("error.html", status=503, message=f"This master is not the leader: {why}.")
+    resp.headers["Retry-After"] = "1"
     return resp
 
 

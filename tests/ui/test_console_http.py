@@ -320,3 +320,33 @@ def test_agents_groups_and_task_pages_show_what_the_master_knows(master: Running
     job_page = s.get(f"{ui_master.url}/ui/jobs/{job_id}", timeout=10).text
     finished = job_page[job_page.index('id="finished-tasks"') :]
     assert task_id in finished.split("</table>")[0]
+
+
+class _Standby:
+    """A fake of our own Routing role: a standby that knows (or not) where the leader is."""
+
+    def __init__(self, leader: str | None) -> None:
+        self.leader = leader
+        self.own_url = "http://127.0.0.1:1"
+
+    def role(self) -> str:
+        return "standby"
+
+    def leader_url(self) -> str | None:
+        return self.leader
+
+
+def test_a_standby_sends_browsers_to_the_leaders_console(master: RunningMaster) -> None:
+    from master.api.app import ApiConfig, create_app
+
+    config = ApiConfig(api_token=API_TOKEN, agent_token="test-agent-token")
+    client = create_app(
+        config, master.server.manager, routing=_Standby("http://leader.test:7001")
+    ).test_client()
+    r = client.get("/ui/jobs?state=Accepted")
+    assert r.status_code == 302 and r.headers["Location"] == "http://leader.test:7001/ui/jobs?state=Accepted"
+    r = client.post("/ui/jobs/x/kill", data={"csrf_token": "x"})
+    assert r.status_code == 503 and b"http://leader.test:7001/ui" in r.data
+    client = create_app(config, master.server.manager, routing=_Standby(None)).test_client()
+    r = client.get("/ui/jobs")
+    assert r.status_code == 503 and b"no leader is known yet" in r.data and r.headers["Retry-After"] == "1"
