@@ -213,6 +213,7 @@ def job(job_id: str, status: int = 200, error: str = "") -> Response:
         finished=finished,
         service=descriptor.get("service"),
         active=wire["status"]["state"] == states.JOB_ACCEPTED,
+        live=wire["status"]["state"] != states.JOB_FINISHED,
         done=_DONE.get(request.args.get("done", ""), ""),
         error=error,
     )

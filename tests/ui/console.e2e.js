@@ -80,10 +80,9 @@ async function main() {
     await page.click('#scale');
     assert.match(await page.textContent('.done'), /Capacity updated/);
     assert.match(await page.textContent('#capacity'), /desired 3,/);
-    await until('three started tasks', async () => {
-      await page.reload();
-      return (await page.locator('#active-tasks td.state:text-is("Started")').count()) === 3;
-    });
+    // no reload: the tasks table refreshes itself (htmx, every 3 s) until the new tasks show as Started
+    await until('three started tasks, shown without reloading', async () =>
+      (await page.locator('#active-tasks td.state:text-is("Started")').count()) === 3);
     await shot('04-job-scaled');
 
     // 5. a task's page: logs arrive through htmx and refresh while it runs (the fake agent counts)
@@ -104,10 +103,10 @@ async function main() {
     await page.click('dd a');
     await page.click('#kill');
     assert.match(await page.textContent('.done'), /Kill requested/);
-    await until('the job to finish', async () => {
-      await page.reload();
-      return /Finished/.test(await page.textContent('#job-state'));
-    });
+    await until('the job to finish, shown without reloading', async () =>
+      (await page.textContent('#live-state')) === 'Finished');
+    await page.reload();
+    assert.match(await page.textContent('#job-state'), /Finished/);
     assert.equal(await page.locator('#active-tasks td.state').count(), 0);
     assert.equal(await page.locator('#finished-tasks td.state:text-is("Finished")').count(), 3);
     assert.equal(await page.locator('#kill').count(), 0, 'a finished job has no kill button');
