@@ -78,8 +78,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 "$VENV/bin/pip" install -q --upgrade pip
+bash scripts/install-htmx.sh       # the web console's htmx (npm registry tarball, pinned, not committed)
 if [ "${1:-}" = "--test" ]; then
   "$VENV/bin/pip" install -q -c scripts/test-constraints.txt -e ".[test,docker,aws,zookeeper,cassandra,cluster]"
+  bash scripts/install-ui-test-deps.sh   # chromium, Node, Playwright (tests/ui)
   PYTHON="$VENV/bin/python" bash scripts/install-pymesos.sh
   bash scripts/install-fault-test-deps.sh
   bash scripts/install-checkov.sh

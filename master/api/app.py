@@ -50,6 +50,7 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.config["MANAGER"] = manager
     app.config["API"] = config
+    app.config["ROUTING"] = routing  # the console (master/ui) sends browsers on a standby to the leader
 
     forward = Forwarder(routing) if routing is not None else None
 
@@ -146,6 +147,8 @@ def create_app(
     from master.api.eviction import bp as eviction_bp  # its own module: Titus's eviction API
     app.register_blueprint(eviction_bp)
     app.register_blueprint(scheduler.bp)
+    from master.ui import bp as ui_bp  # the web console (/ui): its own cookie auth, see master/ui/auth.py
+    app.register_blueprint(ui_bp)
     return app
 
 

@@ -1,0 +1,375 @@
+"""/ui: the web console, server-rendered pages over the same JobManager operations as the API.
+
+Views read through the manager's public queries (the ones the v3 routes use) and change state through the
+same calls (`kill_job`, `update_capacity`, `set_enabled`), so the console can do nothing the API cannot.
+Every page works without JavaScript; htmx (served from /ui/static/vendor, fetched from npm at setup by
+scripts/install-htmx.sh) only refreshes fragments: the jobs table and a task's logs every few seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import wraps
+from typing import Any, TypeVar, cast
+from urllib.parse import urlencode
+
+from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
+from pydantic import ValidationError
+
+from master.api.models import CapacityUpdate
+from master.api.standby import Routing
+from master.core import states
+from master.core.entities import Job
+from master.job_manager import Conflict, JobManager, NotFound, NotLeader
+from master.ui.auth import COOKIE, CSRF_FIELD, csrf_token, csrf_valid, token_valid
+
+bp = Blueprint("ui", __name__, url_prefix="/ui", template_folder="templates", static_folder="static")
+
+#: Jobs shown per page: the console lists, the API paginates; a page stays small at 10,000 jobs.
+PAGE_SIZE = 100
+
+#: What a redirect after a successful action says, by code (no free text in URLs to reflect).
+_DONE = {
+    "killed": "Kill requested: the job's tasks are being stopped.",
+    "scaled": "Capacity updated.",
+    "enabled": "Job enabled.",
+    "disabled": "Job disabled.",
+}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@bp.app_template_filter("ui_time")
+def ui_time(ms: int) -> str:
+    """Epoch milliseconds as UTC, to the second: what an operator compares with logs."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _manager() -> JobManager:
+    m: JobManager = current_app.config["MANAGER"]
+    return m
+
+
+def _api_token() -> str:
+    token: str = current_app.config["API"].api_token
+    return token
+
+
+def login_required(view: F) -> F:
+    """Unauthenticated requests go to the login page (fragments answer 401: htmx must not swap a form in)."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not token_valid(request.cookies.get(COOKIE), _api_token()):
+            if request.headers.get("HX-Request"):
+                return Response("not logged in", status=401)
+            return redirect(url_for("ui.login", next=request.full_path.rstrip("?")))
+        if request.method == "POST" and not csrf_valid(request, _api_token()):
+            return _page(
+                "error.html", status=403, message="CSRF check failed: reload the page and try again."
+            )
+        return view(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+def _page(template: str, status: int = 200, **context: Any) -> Response:
+    html = render_template(template, csrf_field=CSRF_FIELD, csrf=csrf_token(_api_token()), **context)
+    resp = Response(html, status=status, mimetype="text/html")
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["X-Frame-Options"] = "DENY"
+    resp.headers["Content-Security-Policy"] = (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
+    )
+    return resp
+
+
+@bp.before_request
+def to_the_leader() -> Response | None:
+    """A standby's manager is not the cluster's state: browsers go to the leader's console (and log in there,
+    as the cookie belongs to each master's origin); a POST is not replayed across origins but refused."""
+    routing: Routing | None = current_app.config.get("ROUTING")
+    if routing is None or routing.role() == "leader":
+        return None
+    leader = routing.leader_url()
+    if request.method == "GET" and leader and leader.rstrip("/") != routing.own_url.rstrip("/"):
+        return cast(Response, redirect(leader.rstrip("/") + request.full_path.rstrip("?"), 302))
+    why = f"use the leader's console at {leader}/ui" if leader else "no leader is known yet"
+    resp = _page("error.html", status=503, message=f"This master is not the leader: {why}.")
+    resp.headers["Retry-After"] = "1"
+    return resp
+
+
+@bp.get("/login")
+def login() -> Response:
+    return _page("login.html", next=_safe_next(request.args.get("next")))
+
+
+@bp.post("/login")
+def do_login() -> Response:
+    token = request.form.get("token", "")
+    nxt = _safe_next(request.form.get("next"))
+    if not token_valid(token, _api_token()):
+        return _page("login.html", status=401, next=nxt, error="That token is not valid for this master.")
+    resp = redirect(nxt)
+    resp.set_cookie(
+        COOKIE, token.strip(), httponly=True, samesite="Strict", secure=request.is_secure, path="/ui"
+    )
+    return cast(Response, resp)
+
+
+@bp.post("/logout")
+@login_required
+def logout() -> Response:
+    resp = redirect(url_for("ui.login"))
+    resp.delete_cookie(COOKIE, path="/ui")
+    return cast(Response, resp)
+
+
+def _safe_next(raw: str | None) -> str:
+    """Only a path inside the console: an open redirect would turn the login page into a phishing hop."""
+    if raw and raw.startswith("/ui/") and not raw.startswith("//") and "\\" not in raw:
+        return raw
+    return "/ui/jobs"
+
+
+@bp.get("/")
+@login_required
+def index() -> Response:
+    return cast(Response, redirect(url_for("ui.jobs")))
+
+
+def _job_filters() -> dict[str, str]:
+    return {k: (request.args.get(k) or "").strip() for k in ("state", "app", "owner", "group")}
+
+
+def _selected_jobs(f: dict[str, str]) -> list[Job]:
+    """Filters the jobs themselves: only the page shown becomes wire dicts (10,000 jobs stay cheap)."""
+    jobs = _manager().list_jobs(include_finished=f["state"] in ("", states.JOB_FINISHED))
+    return [
+        j
+        for j in jobs
+        if (not f["state"] or j.state == f["state"])
+        and (not f["app"] or j.descriptor.applicationName == f["app"])
+        and (not f["owner"] or j.descriptor.owner.teamEmail == f["owner"])
+        and (not f["group"] or j.descriptor.capacityGroup == f["group"])
+    ]
+
+
+def _jobs_url(query: dict[str, str], **extra: int) -> str:
+    return url_for("ui.jobs") + "?" + urlencode({**query, **extra})
+
+
+@bp.get("/jobs")
+@login_required
+def jobs() -> Response:
+    f = _job_filters()
+    page = max(0, _int_arg("page", 0))
+    selected = _selected_jobs(f)
+    selected.reverse()  # newest first
+    chunk = [j.to_wire() for j in selected[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]]
+    has_more = (page + 1) * PAGE_SIZE < len(selected)
+    query = {k: v for k, v in f.items() if v}
+    fragment = bool(request.headers.get("HX-Request")) and request.args.get("fragment") == "1"
+    return _page(
+        "jobs_table.html" if fragment else "jobs.html",
+        jobs=chunk,
+        total=len(selected),
+        page=page,
+        has_more=has_more,
+        filters=f,
+        job_states=states.JOB_STATES,
+        refresh_url=_jobs_url(query, page=page, fragment=1),
+        next_url=_jobs_url(query, page=page + 1),
+        prev_url=_jobs_url(query, page=page - 1),
+        groups=[g["appName"] for g in _manager().list_capacity_groups()],
+    )
+
+
+def _int_arg(name: str, default: int) -> int:
+    try:
+        return int(request.args.get(name, default))
+    except ValueError:
+        return default
+
+
+@bp.get("/jobs/<job_id>")
+@login_required
+def job(job_id: str, status: int = 200, error: str = "") -> Response:
+    try:
+        wire = _manager().get_job(job_id)
+    except NotFound:
+        return _page("error.html", status=404, message=f"job {job_id} not found")
+    tasks = _manager().list_tasks({job_id}, None)
+    finished = _manager().list_tasks({job_id}, {states.FINISHED})
+    descriptor = wire["jobDescriptor"]
+    return _page(
+        "job.html",
+        status=status,
+        job=wire,
+        d=descriptor,
+        tasks=tasks,
+        finished=finished,
+        service=descriptor.get("service"),
+        active=wire["status"]["state"] == states.JOB_ACCEPTED,
+        live=wire["status"]["state"] != states.JOB_FINISHED,
+        done=_DONE.get(request.args.get("done", ""), ""),
+        error=error,
+    )
+
+
+def _act(job_id: str, action: Callable[[], None], done: str) -> Response:
+    """Runs one of the API's operations; its refusal is shown on the job page with the API's status."""
+    try:
+        action()
+    except NotFound as exc:
+        return _page("error.html", status=404, message=str(exc))
+    except Conflict as exc:
+        return job(job_id, status=409, error=str(exc))
+    except ValueError as exc:
+        return job(job_id, status=400, error=str(exc))
+    except NotLeader as exc:
+        return job(job_id, status=503, error=f"this master cannot accept writes: {exc}")
+    return cast(Response, redirect(url_for("ui.job", job_id=job_id) + "?" + urlencode({"done": done}), 303))
+
+
+@bp.post("/jobs/<job_id>/kill")
+@login_required
+def kill(job_id: str) -> Response:
+    return _act(job_id, lambda: _manager().kill_job(job_id), "killed")
+
+
+@bp.post("/jobs/<job_id>/scale")
+@login_required
+def scale(job_id: str) -> Response:
+    values: dict[str, int] = {}
+    for key in ("min", "desired", "max"):
+        raw = (request.form.get(key) or "").strip()
+        if raw:
+            try:
+                values[key] = int(raw)
+            except ValueError:
+                return job(job_id, status=400, error=f"{key}: must be an integer")
+    if not values:
+        return job(job_id, status=400, error="desired: give at least one of min, desired, max")
+    try:
+        update = CapacityUpdate.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        path = ".".join(str(p) for p in first["loc"])
+        return job(job_id, status=400, error=f"{path}: {first['msg']}")
+    return _act(job_id, lambda: _manager().update_capacity(job_id, update), "scaled")
+
+
+@bp.post("/jobs/<job_id>/enable")
+@login_required
+def enable(job_id: str) -> Response:
+    return _act(job_id, lambda: _manager().set_enabled(job_id, True), "enabled")
+
+
+@bp.post("/jobs/<job_id>/disable")
+@login_required
+def disable(job_id: str) -> Response:
+    return _act(job_id, lambda: _manager().set_enabled(job_id, False), "disabled")
+
+
+@bp.get("/tasks/<task_id>")
+@login_required
+def task(task_id: str) -> Response:
+    try:
+        wire = _manager().get_task(task_id)
+    except NotFound:
+        return _page("error.html", status=404, message=f"task {task_id} not found")
+    return _page("task.html", task=wire, running=wire["status"]["state"] != states.FINISHED)
+
+
+@bp.get("/tasks/<task_id>/logs")
+@login_required
+def task_logs(task_id: str) -> Response:
+    """What the task log route serves (`task_logs`: the agent's upload, or the tail kept when finished).
+
+    htmx asks for the fragment with both streams, read one after the other: two concurrent log requests
+    for one task would share one upload from the agent, and the second would wait out its timeout.
+    """
+    stream = request.args.get("stream", "stdout")
+    if stream not in ("stdout", "stderr"):
+        return Response("stream must be stdout or stderr", status=400, mimetype="text/plain")
+    try:
+        if request.headers.get("HX-Request"):
+            texts = {s: _log_tail(task_id, s) for s in ("stdout", "stderr")}
+            return _page("logs.html", texts=texts)
+        text = _log_tail(task_id, stream)
+    except NotFound:
+        return Response(f"task {task_id} not found", status=404, mimetype="text/plain")
+    return Response(text, mimetype="text/plain")
+
+
+#: How much of a stream the console shows: its last 64 KiB (the CLI's `titus task logs` reads it all).
+LOG_TAIL_BYTES = 64 * 1024
+
+
+def _log_tail(task_id: str, stream: str) -> str:
+    """The end of one stream, read through the master's byte-range log call without waiting for growth."""
+    chunk = _manager().task_log_range(task_id, stream, -LOG_TAIL_BYTES, LOG_TAIL_BYTES, 0.0)
+    data = chunk["data"]
+    return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+
+
+def _free(view: dict[str, Any]) -> dict[str, float]:
+    res, used = view["resources"], view["used"]
+    return {k: res[k] - used.get(k, 0) for k in ("cpu", "memoryMB", "diskMB", "networkMbps", "gpu")}
+
+
+@bp.get("/agents")
+@login_required
+def agents() -> Response:
+    views = _manager().agent_views()
+    for v in views:
+        v["free"] = _free(v)
+    return _page("agents.html", agents=views)
+
+
+@bp.get("/instance-groups")
+@login_required
+def instance_groups() -> Response:
+    views = {v["id"]: v for v in _manager().agent_views()}
+    groups = _manager().list_instance_groups()
+    for g in groups:
+        members = [views[a] for a in g["agentIds"] if a in views]
+        g["free"] = {
+            k: sum(_free(m)[k] for m in members) for k in ("cpu", "memoryMB", "diskMB", "networkMbps", "gpu")
+        }
+    return _page("instance_groups.html", groups=groups)
+
+
+_DIMS = ("cpu", "memoryMB", "diskMB", "networkMbps")
+
+
+@bp.get("/capacity-groups")
+@login_required
+def capacity_groups() -> Response:
+    """Reservation (instanceCount x resourceDimension) against what the group's placed tasks hold."""
+    used: dict[str, dict[str, float]] = {}
+    running: dict[str, int] = {}
+    for t in _manager().list_tasks(None, None):
+        if "agent.id" not in t["taskContext"] or "capacityGroup" not in t:
+            continue
+        group = t["capacityGroup"]
+        running[group] = running.get(group, 0) + 1
+        acc = used.setdefault(group, dict.fromkeys(_DIMS, 0.0))
+        for k in _DIMS:
+            acc[k] += float(t["resources"].get(k, 0))
+    rows = []
+    for g in _manager().list_capacity_groups():
+        dim = g["resourceDimension"]
+        reserved = {k: float(dim.get(k, 0)) * g["instanceCount"] for k in _DIMS}
+        rows.append(
+            {
+                "group": g,
+                "reserved": reserved,
+                "used": used.get(g["appName"], dict.fromkeys(_DIMS, 0.0)),
+                "tasks": running.get(g["appName"], 0),
+            }
+        )
+    return _page("capacity_groups.html", rows=rows, dims=_DIMS)

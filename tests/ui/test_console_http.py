@@ -1,0 +1,352 @@
+"""The console over plain HTTP against a real master: auth redirect, cookie flags, CSRF refusal, filters,
+actions through the API's own operations, agents/groups pages. The browser test: tests/ui/test_console.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+from tests.capacity.fake_agent import FakeAgent
+from tests.conftest import API_TOKEN, RunningMaster, batch_job, service_job, wait_for
+from tests.ui.conftest import csrf_of, login
+
+
+def _submit(m: RunningMaster, job: dict[str, Any]) -> str:
+    r = m.api("POST", "/api/v3/jobs", json=job)
+    assert r.status_code == 202, r.text
+    return str(r.json()["id"])
+
+
+def test_unauthenticated_pages_redirect_to_login(ui_master: RunningMaster) -> None:
+    for path in (
+        "/ui/",
+        "/ui/jobs?state=Accepted",
+        "/ui/agents",
+        "/ui/instance-groups",
+        "/ui/capacity-groups",
+        "/ui/jobs/nope",
+        "/ui/tasks/nope",
+        "/ui/tasks/nope/logs",
+    ):
+        r = requests.get(ui_master.url + path, allow_redirects=False, timeout=10)
+        assert r.status_code == 302, (path, r.status_code)
+        assert r.headers["Location"].startswith("/ui/login?next="), r.headers["Location"]
+    # htmx fragments get 401, not a login form swapped into the page
+    r = requests.get(
+        ui_master.url + "/ui/jobs", headers={"HX-Request": "true"}, allow_redirects=False, timeout=10
+    )
+    assert r.status_code == 401
+    # a forged cookie is no better than none
+    r = requests.get(
+        ui_master.url + "/ui/jobs", cookies={"titus_ui_token": "guess"}, allow_redirects=False, timeout=10
+    )
+    assert r.status_code == 302
+    # nor is the agent token (the API refuses it for the user API too)
+    r = requests.get(
+        ui_master.url + "/ui/jobs",
+        cookies={"titus_ui_token": "test-agent-token"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert r.status_code == 302
+
+
+def test_login_sets_a_strict_httponly_cookie_and_refuses_bad_tokens(ui_master: RunningMaster) -> None:
+    r = requests.post(ui_master.url + "/ui/login", data={"token": "wrong"}, allow_redirects=False, timeout=10)
+    assert r.status_code == 401
+    assert "not valid" in r.text
+    assert "Set-Cookie" not in r.headers
+    r = requests.post(
+        ui_master.url + "/ui/login",
+        data={"token": API_TOKEN, "next": "/ui/agents"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert r.status_code == 302 and r.headers["Location"] == "/ui/agents"
+    cookie = r.headers["Set-Cookie"]
+    assert cookie.startswith(f"titus_ui_token={API_TOKEN};")
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/ui" in cookie
+    # next= may only point inside the console: no open redirect through the login page
+    for evil in ("https://evil.example/", "//evil.example/ui/", "/api/v3/jobs", "/ui/\\evil"):
+        r = requests.post(
+            ui_master.url + "/ui/login",
+            data={"token": API_TOKEN, "next": evil},
+            allow_redirects=False,
+            timeout=10,
+        )
+        assert r.headers["Location"] == "/ui/jobs", evil
+
+
+def test_logout_clears_the_cookie(ui_master: RunningMaster) -> None:
+    s = login(ui_master.url)
+    page = s.get(ui_master.url + "/ui/jobs", timeout=10)
+    r = s.post(
+        ui_master.url + "/ui/logout",
+        data={"csrf_token": csrf_of(page.text)},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert r.status_code == 302
+    assert s.get(ui_master.url + "/ui/jobs", allow_redirects=False, timeout=10).status_code == 302
+
+
+def test_posts_without_a_valid_csrf_token_are_refused_and_change_nothing(ui_master: RunningMaster) -> None:
+    job_id = _submit(ui_master, service_job(desired=1, applicationName="csrfvictim"))
+    s = login(ui_master.url)
+    token = csrf_of(s.get(f"{ui_master.url}/ui/jobs/{job_id}", timeout=10).text)
+    attempts: list[tuple[dict[str, str], dict[str, str]]] = [
+        ({}, {}),  # no token (a plain cross-site form)
+        ({"csrf_token": "0" * 64}, {}),  # a guessed one
+        ({"csrf_token": token}, {"Origin": "https://evil.example"}),  # the right one, from another site
+    ]
+    for data, headers in attempts:
+        for action in ("kill", "disable"):
+            r = s.post(
+                f"{ui_master.url}/ui/jobs/{job_id}/{action}",
+                data=data,
+                headers=headers,
+                allow_redirects=False,
+                timeout=10,
+            )
+            assert r.status_code == 403, (action, data, headers, r.status_code)
+            assert "CSRF" in r.text
+        r = s.post(
+            f"{ui_master.url}/ui/jobs/{job_id}/scale",
+            data={**data, "desired": "5"},
+            headers=headers,
+            allow_redirects=False,
+            timeout=10,
+        )
+        assert r.status_code == 403
+    wire = ui_master.api("GET", f"/api/v3/jobs/{job_id}").json()
+    assert wire["status"]["state"] == "Accepted"
+    assert wire["jobDescriptor"]["service"]["capacity"]["desired"] == 1
+    assert wire["jobDescriptor"]["service"]["enabled"] is True
+    # and the same request with the token goes through, through the API's own operation
+    r = s.post(
+        f"{ui_master.url}/ui/jobs/{job_id}/kill",
+        data={"csrf_token": token},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert r.status_code == 303
+    assert ui_master.api("GET", f"/api/v3/jobs/{job_id}").json()["status"]["state"] in (
+        "KillInitiated",
+        "Finished",
+    )
+
+
+def test_jobs_filter_by_state_app_owner_and_capacity_group(ui_master: RunningMaster) -> None:
+    group = {
+        "appName": "uifilters",
+        "tier": "flex",
+        "instanceCount": 2,
+        "resourceDimension": {"cpu": 1, "memoryMB": 256, "diskMB": 100, "networkMbps": 10},
+    }
+    assert ui_master.api("POST", "/api/v3/management/applications", json=group).status_code == 201
+    a = _submit(
+        ui_master,
+        service_job(desired=0, applicationName="filterapp", owner={"teamEmail": "alpha@example.com"}),
+    )
+    b = _submit(
+        ui_master,
+        service_job(
+            desired=0,
+            applicationName="filterapp",
+            owner={"teamEmail": "beta@example.com"},
+            capacityGroup="uifilters",
+        ),
+    )
+    c = _submit(ui_master, batch_job(applicationName="otherapp", owner={"teamEmail": "alpha@example.com"}))
+    killed = _submit(
+        ui_master,
+        service_job(desired=0, applicationName="filterapp", owner={"teamEmail": "alpha@example.com"}),
+    )
+    assert ui_master.api("DELETE", f"/api/v3/jobs/{killed}").status_code == 200
+    s = login(ui_master.url)
+
+    def shown(**params: str) -> set[str]:
+        r = s.get(ui_master.url + "/ui/jobs", params=params, timeout=10)
+        assert r.status_code == 200
+        return {j for j in (a, b, c, killed) if f">{j}</a>" in r.text}
+
+    assert shown(app="filterapp") >= {a, b}
+    assert c not in shown(app="filterapp")
+    assert shown(app="filterapp", owner="alpha@example.com") - {killed} == {a}
+    assert shown(group="uifilters") == {b}
+    assert shown(owner="alpha@example.com", app="otherapp") == {c}
+    assert shown(state="Accepted", app="filterapp", owner="alpha@example.com") == {a}
+    wait_for(
+        lambda: ui_master.api("GET", f"/api/v3/jobs/{killed}").json()["status"]["state"] == "Finished",
+        what="the killed job to finish",
+    )
+    assert shown(state="Finished", app="filterapp") == {killed}
+    assert shown(app="no-such-app") == set()
+    # the htmx refresh of the table answers the table alone, with the same filter
+    r = s.get(
+        ui_master.url + "/ui/jobs",
+        params={"group": "uifilters", "fragment": "1"},
+        headers={"HX-Request": "true"},
+        timeout=10,
+    )
+    assert r.text.lstrip().startswith('<p class="count">1 job(s)')
+    assert f">{b}</a>" in r.text and "<html" not in r.text
+
+
+def test_scale_and_enable_go_through_the_apis_rules(ui_master: RunningMaster) -> None:
+    job_id = _submit(ui_master, service_job(desired=1, applicationName="scaleme"))
+    s = login(ui_master.url)
+    token = csrf_of(s.get(f"{ui_master.url}/ui/jobs/{job_id}", timeout=10).text)
+    url = f"{ui_master.url}/ui/jobs/{job_id}"
+    r = s.post(
+        url + "/scale",
+        data={"csrf_token": token, "min": "0", "desired": "3", "max": "10"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert r.status_code == 303
+    page = s.get(ui_master.url + r.headers["Location"], timeout=10).text
+    assert "Capacity updated." in page and "desired 3" in page
+    assert (
+        ui_master.api("GET", f"/api/v3/jobs/{job_id}").json()["jobDescriptor"]["service"]["capacity"][
+            "desired"
+        ]
+        == 3
+    )
+    r = s.post(url + "/scale", data={"csrf_token": token, "desired": "11"}, timeout=10)  # above max
+    assert r.status_code == 400 and "min &lt;= desired &lt;= max" in r.text
+    r = s.post(url + "/scale", data={"csrf_token": token, "desired": "many"}, timeout=10)
+    assert r.status_code == 400 and "desired: must be an integer" in r.text
+    r = s.post(url + "/scale", data={"csrf_token": token, "desired": "-1"}, timeout=10)
+    assert r.status_code == 400 and "desired:" in r.text
+    assert (
+        ui_master.api("GET", f"/api/v3/jobs/{job_id}").json()["jobDescriptor"]["service"]["capacity"][
+            "desired"
+        ]
+        == 3
+    )
+    r = s.post(url + "/disable", data={"csrf_token": token}, timeout=10)
+    assert r.status_code == 200 and "Job disabled." in r.text and ">Enable</button>" in r.text
+    assert (
+        ui_master.api("GET", f"/api/v3/jobs/{job_id}").json()["jobDescriptor"]["service"]["enabled"] is False
+    )
+    batch = _submit(ui_master, batch_job(applicationName="notscalable"))
+    r = s.post(
+        f"{ui_master.url}/ui/jobs/{batch}/scale", data={"csrf_token": token, "desired": "2"}, timeout=10
+    )
+    assert r.status_code == 409 and "only service jobs" in r.text
+
+
+def test_agents_groups_and_task_pages_show_what_the_master_knows(master: RunningMaster) -> None:
+    """Its own master: the module's other jobs would land on this test's agent and change the figures."""
+    ui_master = master
+    group = {
+        "appName": "uireserved",
+        "tier": "flex",
+        "instanceCount": 4,
+        "resourceDimension": {"cpu": 2, "memoryMB": 1024, "diskMB": 100, "networkMbps": 10},
+    }
+    assert ui_master.api("POST", "/api/v3/management/applications", json=group).status_code == 201
+    agent = FakeAgent(ui_master.url, "ui-agent-1", "i-ui1", "ui-pool")
+    job_id = _submit(ui_master, service_job(desired=2, applicationName="placed", capacityGroup="uireserved"))
+    wait_for(lambda: len(agent.converge()) == 2, what="two tasks running on the fake agent")
+    huge = _submit(
+        ui_master,
+        batch_job(
+            applicationName="toobig",
+            container={"resources": {"cpu": 64, "memoryMB": 64, "diskMB": 100, "networkMbps": 10}},
+        ),
+    )
+    s = login(ui_master.url)
+    agents = s.get(ui_master.url + "/ui/agents", timeout=10).text
+    assert "ui-agent-1" in agents and "ui-pool" in agents
+    assert "15.50 / 16" in agents  # two 0.25-CPU tasks placed on a 16-CPU agent
+    groups = s.get(ui_master.url + "/ui/instance-groups", timeout=10).text
+    assert "<td>ui-pool</td>" in groups and "15.50" in groups
+    cap = s.get(ui_master.url + "/ui/capacity-groups", timeout=10).text
+    row = cap[cap.index("<td>uireserved</td>") :].split("</tr>")[0]
+    assert "<td>0.5 / 8</td>" in row and "<td>128 / 4096</td>" in row and "<td>2</td>" in row
+
+    # why a pending task waits, on its job's page
+    def pending_shown() -> bool:
+        return "pending" in s.get(f"{ui_master.url}/ui/jobs/{huge}", timeout=10).text and bool(
+            ui_master.api("GET", "/api/v3/tasks", params={"jobIds": huge})
+            .json()["items"][0]
+            .get("pendingReason")
+        )
+
+    wait_for(pending_shown, what="a pending reason for the too-big task")
+    reason = ui_master.api("GET", "/api/v3/tasks", params={"jobIds": huge}).json()["items"][0][
+        "pendingReason"
+    ]
+    assert reason.replace("'", "&#39;") in s.get(f"{ui_master.url}/ui/jobs/{huge}", timeout=10).text
+    # a finished task: its page, its logs from the tail the agent reported, and the job page lists it
+    task_id = ui_master.api("GET", "/api/v3/tasks", params={"jobIds": job_id}).json()["items"][0]["id"]
+    report = {
+        "sessionEpoch": agent.session,
+        "updates": [
+            {
+                "taskId": task_id,
+                "state": "Finished",
+                "reasonCode": "failed",
+                "exitCode": 3,
+                "stdoutTail": "hello from the console test\n<script>alert(1)</script>\n",
+                "stderrTail": "oops\n",
+            }
+        ],
+        "runningTaskIds": sorted(agent.running - {task_id}),
+    }
+    assert (
+        ui_master.agent("POST", f"/api/v3/agent/instances/{agent.id}/status", json=report).status_code == 200
+    )
+    agent.running.discard(task_id)
+    page = s.get(f"{ui_master.url}/ui/tasks/{task_id}", timeout=10).text
+    assert "Finished failed" in page and "<dd>3</dd>" in page and "ui-agent-1" in page
+    logs = s.get(
+        f"{ui_master.url}/ui/tasks/{task_id}/logs",
+        params={"stream": "stdout"},
+        headers={"HX-Request": "true"},
+        timeout=10,
+    ).text
+    assert '<pre id="logs-stderr">oops\n</pre>' in logs
+    assert "hello from the console test" in logs and "&lt;script&gt;" in logs and "<script>" not in logs
+    plain = s.get(f"{ui_master.url}/ui/tasks/{task_id}/logs", params={"stream": "stderr"}, timeout=10)
+    assert plain.headers["Content-Type"].startswith("text/plain") and plain.text == "oops\n"
+    assert (
+        s.get(f"{ui_master.url}/ui/tasks/{task_id}/logs", params={"stream": "env"}, timeout=10).status_code
+        == 400
+    )
+    job_page = s.get(f"{ui_master.url}/ui/jobs/{job_id}", timeout=10).text
+    finished = job_page[job_page.index('id="finished-tasks"') :]
+    assert task_id in finished.split("</table>")[0]
+
+
+class _Standby:
+    """A fake of our own Routing role: a standby that knows (or not) where the leader is."""
+
+    def __init__(self, leader: str | None) -> None:
+        self.leader = leader
+        self.own_url = "http://127.0.0.1:1"
+
+    def role(self) -> str:
+        return "standby"
+
+    def leader_url(self) -> str | None:
+        return self.leader
+
+
+def test_a_standby_sends_browsers_to_the_leaders_console(master: RunningMaster) -> None:
+    from master.api.app import ApiConfig, create_app
+
+    config = ApiConfig(api_token=API_TOKEN, agent_token="test-agent-token")
+    client = create_app(
+        config, master.server.manager, routing=_Standby("http://leader.test:7001")
+    ).test_client()
+    r = client.get("/ui/jobs?state=Accepted")
+    assert r.status_code == 302 and r.headers["Location"] == "http://leader.test:7001/ui/jobs?state=Accepted"
+    r = client.post("/ui/jobs/x/kill", data={"csrf_token": "x"})
+    assert r.status_code == 503 and b"http://leader.test:7001/ui" in r.data
+    client = create_app(config, master.server.manager, routing=_Standby(None)).test_client()
+    r = client.get("/ui/jobs")
+    assert r.status_code == 503 and b"no leader is known yet" in r.data and r.headers["Retry-After"] == "1"
