@@ -16,7 +16,7 @@ from master.api.models import (
 )
 from master.core import states
 from master.core.agent import Agent
-from master.manager_base import ManagerBase, StaleSession
+from master.manager_base import Forbidden, ManagerBase, NotFound, StaleSession
 from master.scheduler.model import Resources
 from master.store.base import Write
 
@@ -185,7 +185,18 @@ class AgentChannel(ManagerBase):
     def log_upload(
         self, agent_id: str, task_id: str, session: int, stdout: str, stderr: str, found: bool
     ) -> None:
+        """Accepted only for a task placed on this agent whose logs a reader is waiting for right now.
+
+        So an agent cannot put text into another agent's task logs, and uploads nobody asked for (made-up
+        task ids) are refused instead of piling up in memory: at most one upload per waiting reader is kept,
+        and the reader takes it away.
+        """
         with self.lock:
-            self._agent_session(agent_id, session)
+            agent = self._agent_session(agent_id, session)
+            task = self.tasks.get(task_id)
+            if task is None or task.agent_id != agent_id:
+                raise Forbidden(f"task {task_id} is not assigned to agent {agent_id}")
+            if task_id not in agent.log_requests:
+                raise NotFound(f"no log request is pending for task {task_id}")
             self._log_uploads[task_id] = (stdout, stderr, found)
             self._logs_changed.notify_all()

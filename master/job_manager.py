@@ -26,6 +26,7 @@ from master.core.states import Status, StatusMachine
 from master.group_admin import GroupAdmin
 from master.manager_base import (
     Conflict,
+    Forbidden,
     ManagerBase,
     NotFound,
     NotLeader,
@@ -43,6 +44,7 @@ from master.timer_pass import TimerPass
 __all__ = [
     "Agent",
     "Conflict",
+    "Forbidden",
     "JobManager",
     "ManagerBase",
     "NotFound",

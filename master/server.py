@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from waitress.server import create_server
-
 from master.api.app import ApiConfig, create_app
+from master.edge import EdgeLimits, EdgeServer
 from master.job_manager import JobManager, Settings
 from master.leader import AlwaysLeader, LeaderElection
 from master.metrics import MasterMetrics
@@ -44,6 +43,14 @@ class MasterConfig:
     zk_session_timeout_s: float = 10.0
     zk_root: str = "/titus/master"
     advertise_url: str = ""  # what standbys forward to; default http://<host>:<port>
+    # The HTTP edge (master/edge.py): request body cap (413 above it), JSON nesting cap (400), connection cap
+    # (idle connections are shed to make room), idle, header-read and whole-request deadlines.
+    max_body_bytes: int = 1 << 20
+    max_json_depth: int = 32
+    connection_limit: int = 1000
+    idle_timeout_s: float = 60.0
+    header_timeout_s: float = 10.0
+    request_timeout_s: float = 60.0
 
 
 #: Exit code of a master that lost leadership (or was fenced): its supervisor restarts it as a standby.
@@ -161,17 +168,19 @@ class MasterServer:
         if isinstance(self.store, SqliteJobStore):
             self.store.on_commit = self.metrics.on_commit
         self.app = create_app(
-            ApiConfig(config.api_token, config.agent_token), self.manager, routing=self, metrics=self.metrics
+            ApiConfig(config.api_token, config.agent_token, max_body_bytes=config.max_body_bytes,
+                      max_json_depth=config.max_json_depth),
+            self.manager, routing=self, metrics=self.metrics,
         )
-        self.server = create_server(
-            self.app,
-            host=config.host,
-            port=config.port,
-            threads=config.threads,
-            channel_timeout=120,
-            connection_limit=1000,
-            ident="titus",
+        limits = EdgeLimits(
+            max_body_bytes=config.max_body_bytes,
+            connection_limit=config.connection_limit,
+            idle_timeout_s=config.idle_timeout_s,
+            header_timeout_s=config.header_timeout_s,
+            request_timeout_s=config.request_timeout_s,
         )
+        self.server = EdgeServer(self.app, limits, host=config.host, port=config.port, threads=config.threads,
+                                 ident="titus")
         self.election = election or build_election(config, self.own_url)
         self.manager.on_fenced = self._fenced
 
@@ -203,7 +212,7 @@ class MasterServer:
         try:
             # waitress's run() lasts while any keep-alive connection is open; loop until told to stop instead.
             while not self._closed.is_set():
-                server.asyncore.loop(timeout=1.0, map=server._map, count=1)
+                server.run_once(timeout=1.0)
         finally:
             for channel in list(server._map.values()):
                 channel.close()

@@ -102,6 +102,13 @@ def _master_config(values: dict[str, str], port: int | None = None, data_dir: Pa
         advertise_url=values.get("TITUS_ADVERTISE_URL", ""),
         backend=backend,
         mesos=_mesos_options(values) if backend == "mesos" else {},
+        # The HTTP edge's limits (docs/ARCHITECTURE.md, "The API edge").
+        max_body_bytes=get_int(values, "TITUS_MAX_BODY_BYTES", 1 << 20),
+        max_json_depth=get_int(values, "TITUS_MAX_JSON_DEPTH", 32),
+        connection_limit=get_int(values, "TITUS_CONNECTION_LIMIT", 1000),
+        idle_timeout_s=get_float(values, "TITUS_IDLE_TIMEOUT_S", 60.0),
+        header_timeout_s=get_float(values, "TITUS_HEADER_TIMEOUT_S", 10.0),
+        request_timeout_s=get_float(values, "TITUS_REQUEST_TIMEOUT_S", 60.0),
     )
 
 

@@ -16,6 +16,8 @@ from master.api.models import AgentRegistration, AgentStatusReport, LogUpload
 bp = Blueprint("agents", __name__, url_prefix="/api/v3/agent")
 
 MAX_WAIT_MS = 60_000
+#: Per stream of one log upload; the agent sends a tail of 16 KiB by default (TITUS_LOG_TAIL_BYTES).
+MAX_LOG_UPLOAD_CHARS = 256 * 1024
 
 
 @bp.get("/instances")
@@ -45,7 +47,8 @@ def status(agent_id: str) -> dict[str, Any]:
 @bp.post("/instances/<agent_id>/logs/<task_id>")
 def upload_logs(agent_id: str, task_id: str) -> dict[str, Any]:
     body = parse_body(LogUpload, "log upload")
-    if len(body.stdout) + len(body.stderr) > 2_000_000:
-        raise bad_request("log upload too large", "stdout", "at most 2 MB per upload")
+    for stream in ("stdout", "stderr"):
+        if len(getattr(body, stream)) > MAX_LOG_UPLOAD_CHARS:
+            raise bad_request("log upload too large", stream, f"at most {MAX_LOG_UPLOAD_CHARS} characters")
     manager().log_upload(agent_id, task_id, body.sessionEpoch, body.stdout, body.stderr, body.found)
     return {}

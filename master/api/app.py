@@ -5,18 +5,19 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from flask import Flask, Request, Response, g, request
+from flask import Flask, Request, Response, current_app, g, request
 from flask.sessions import SessionInterface
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException
 
 from master.api.errors import ApiError, bad_request, error_response, validation_error
 from master.api.standby import ROLE_HEADER, Forwarder, Routing
-from master.job_manager import Conflict, JobManager, NotFound, NotLeader, StaleSession
+from master.job_manager import Conflict, Forbidden, JobManager, NotFound, NotLeader, StaleSession
 from master.metrics import CONTENT_TYPE, MasterMetrics
 
 log = logging.getLogger("titus.api")
@@ -27,10 +28,18 @@ M = TypeVar("M", bound=BaseModel)
 AGENT_CHANNEL_SUFFIXES = ("/register", "/assignments", "/status")
 
 
+#: Methods whose bodies the API reads; a body on them must be JSON (415 otherwise).
+_BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+
+
 @dataclass(frozen=True)
 class ApiConfig:
     api_token: str
     agent_token: str
+    # Also enforced by the edge (master/edge.py) before the body is read; checked here again for bodies that
+    # reach the app another way (a standby's forward, a test client).
+    max_body_bytes: int = 1 << 20
+    max_json_depth: int = 32
 
 
 def create_app(
@@ -50,6 +59,7 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.config["MANAGER"] = manager
     app.config["API"] = config
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
 
     forward = Forwarder(routing) if routing is not None else None
 
@@ -74,6 +84,9 @@ def create_app(
             resp.headers["WWW-Authenticate"] = 'Bearer realm="titus"'
             return resp
         g.agent_channel = agent_channel
+        refusal = _check_body(config)
+        if refusal is not None:
+            return refusal
         return forward() if forward is not None else None
 
     @app.after_request
@@ -86,9 +99,21 @@ def create_app(
                 metrics.on_request(request.method, rule, resp.status_code, time.perf_counter() - g.started)
         return resp
 
+    def has_api_token() -> bool:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        return (scheme.lower() == "bearer" and bool(token)
+                and hmac.compare_digest(token.strip(), config.api_token))
+
     @app.get("/metrics")
     def prometheus() -> Response:
-        """Prometheus exposition of this master (a standby serves its own, mostly empty, figures)."""
+        """Prometheus exposition of this master (a standby serves its own, mostly empty, figures).
+
+        It tells job, task and agent counts, so it takes the API token (Prometheus: `authorization:`).
+        """
+        if not has_api_token():
+            resp = error_response(401, "missing or invalid bearer token (/metrics takes the API token)")
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="titus"'
+            return resp
         if metrics is None:
             return error_response(404, "metrics are not enabled on this master")
         return Response(metrics.render(), mimetype=None, content_type=CONTENT_TYPE)
@@ -100,6 +125,10 @@ def create_app(
     @app.errorhandler(NotFound)
     def not_found(exc: NotFound) -> Response:
         return error_response(404, str(exc))
+
+    @app.errorhandler(Forbidden)
+    def forbidden(exc: Forbidden) -> Response:
+        return error_response(403, str(exc))
 
     @app.errorhandler(Conflict)
     def conflict(exc: Conflict) -> Response:
@@ -126,13 +155,20 @@ def create_app(
 
     @app.get("/healthz")
     def healthz() -> Response | dict[str, Any]:
-        """200 while this master is useful (leading, or a standby that forwards); 503 once deposed."""
+        """200 while this master is useful (leading, or a standby that forwards); 503 once deposed.
+
+        Without a token it says only that: up (200, `{"status": "ok"}`) or down (503). With the API token it
+        also says its role, the leader's URL, the epoch and counts (what HA tooling and operators need); an
+        anonymous prober learns nothing about the cluster.
+        """
         role = routing.role() if routing is not None else "leader"
         leader = routing.leader_url() if routing is not None else None
         if manager.fenced or role == "deposed":
-            resp = error_response(503, "not leader: this master lost leadership")
+            resp = error_response(503, "down")
             resp.headers["Retry-After"] = "1"
             return resp
+        if not has_api_token():
+            return {"status": "ok"}
         if role != "leader":
             return {"status": "ok", "role": role, "leader": leader}
         return {"status": "ok", "role": "leader", "leader": leader, "epoch": manager.epoch,
@@ -161,10 +197,54 @@ def manager() -> JobManager:
     return m
 
 
+def _check_body(config: ApiConfig) -> Response | None:
+    """413 for a body over the limit, 415 for a body that is not JSON (before anything reads it)."""
+    length = request.content_length
+    if length is not None and length > config.max_body_bytes:
+        return error_response(413, f"request body too large: at most {config.max_body_bytes} bytes",
+                              [{"path": "(body)", "reason": f"at most {config.max_body_bytes} bytes"}])
+    has_body = bool(length) or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if request.method in _BODY_METHODS and has_body:
+        mimetype = request.mimetype
+        if mimetype != "application/json" and not mimetype.endswith("+json"):
+            shown = request.headers.get("Content-Type") or "none"
+            return error_response(415, f"request bodies must be application/json, not {shown}",
+                                  [{"path": "Content-Type", "reason": "must be application/json"}])
+    return None
+
+
+def json_too_deep(raw: bytes, limit: int) -> bool:
+    """True if arrays and objects nest deeper than `limit` anywhere in `raw`.
+
+    Checked before any parser sees the bytes: deeply nested JSON made the stdlib parser raise RecursionError
+    (a 500) and costs every recursive parser stack. Cheap for ordinary bodies (one C-speed count when there
+    are fewer brackets than the limit); a deep body is refused after `limit` + 1 brackets.
+    """
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    depth = 0
+    for char in _BRACKETS.sub(b"", _STRINGS.sub(b"", raw)):
+        if char in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+_BRACKETS = re.compile(rb"[^\[\]{}]")
+
+
 def parse_body(model: type[M], what: str) -> M:
     raw = request.get_data(cache=False)
     if not raw:
         raise bad_request(f"{what} is required in the request body", "(body)", "empty body")
+    limit: int = current_app.config["API"].max_json_depth
+    if json_too_deep(raw, limit):
+        raise bad_request(f"request body nests arrays and objects deeper than {limit} levels", "(body)",
+                          f"nesting deeper than {limit} levels")
     try:
         # The fast path: pydantic parses and validates the bytes in one pass (no dict in between).
         return model.model_validate_json(raw)

@@ -67,6 +67,8 @@ def _errors(*codes: int) -> dict[str, Any]:
         401: "Missing or wrong bearer token",
         404: "No such entity",
         409: "Illegal in the entity's current state",
+        413: "Request body over the master's limit (1 MiB by default)",
+        415: "Request body that is not application/json",
         503: "This master cannot write now; retry",
     }
     return {
@@ -233,6 +235,10 @@ def document() -> dict[str, Any]:
             "get": {"summary": "Registered agents", "responses": {**_ok("Agents"), **_errors(401)}}
         },
     }
+    for operations in paths.values():  # the edge's refusals apply to every operation that takes a body
+        for operation in operations.values():
+            if "requestBody" in operation:
+                operation["responses"].update(_errors(413, 415))
     return {
         "openapi": "3.1.0",
         "info": {
