@@ -49,9 +49,8 @@ def build_runtime(name: str, data_dir: Path, agent_id: str, image_cache_mb: int 
 
 def config_from(values: Mapping[str, str]) -> tuple[AgentConfig, str, str, Path, str]:
     url = values.get("TITUS_MASTER_URL", "http://127.0.0.1:7001")
+    # The shared agent token is the dev/compat mode; otherwise run_agent enrols (or finds its credential).
     token = values.get("TITUS_AGENT_TOKEN", "")
-    if not token:
-        raise ConfigError("TITUS_AGENT_TOKEN is required (the master's agent token)")
     agent_id = values.get("TITUS_AGENT_ID") or socket.gethostname()
     identity = _instance_identity(values)
     zone, instance_type = (identity.zone, identity.instance_type) if identity else ("local", "local")
@@ -111,9 +110,27 @@ def _host_stats_reader() -> Callable[[], dict[str, float]]:
     return read
 
 
+def agent_token(values: Mapping[str, str], url: str, agent_id: str, data_dir: Path, shared: str) -> str:
+    """This agent's credential (stored, or enrolled for with TITUS_BOOTSTRAP_TOKEN), else the shared
+    agent token of the dev/compat mode (TITUS_AGENT_TOKEN)."""
+    from agent.enrol import EnrolmentError, enrol, stored_credential
+
+    bootstrap = values.get("TITUS_BOOTSTRAP_TOKEN", "")
+    if stored_credential(data_dir) is None and not bootstrap:
+        if shared:
+            return shared
+        raise ConfigError("TITUS_BOOTSTRAP_TOKEN is required to enrol (titus agent-tokens create), or "
+                          "TITUS_AGENT_TOKEN for the shared-token dev/compat mode")
+    try:
+        return enrol(data_dir, [u.strip() for u in url.split(",") if u.strip()], agent_id, bootstrap)
+    except EnrolmentError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
 def run_agent(values: Mapping[str, str]) -> None:
-    config, url, token, data_dir, runtime_name = config_from(values)
+    config, url, shared_token, data_dir, runtime_name = config_from(values)
     data_dir.mkdir(parents=True, exist_ok=True)
+    token = agent_token(values, url, config.agent_id, data_dir, shared_token)
     # Agent state: the process runtime's tasks (an unprivileged uid) pass through to their work dirs.
     os.chmod(data_dir, 0o711 if runtime_name == "process" else 0o700)
     cache_dir = values.get("TITUS_IMAGE_CACHE_DIR")

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from master.agent_auth import AgentAuth
 from master.agent_channel import AgentChannel
 from master.api.models import (
     CapacityUpdate,
@@ -59,7 +60,7 @@ __all__ = [
 log = logging.getLogger("titus.master")
 
 
-class JobManager(AgentChannel, Scheduling, TimerPass, GroupAdmin, BackendSeam, ManagerBase):
+class JobManager(AgentChannel, AgentAuth, Scheduling, TimerPass, GroupAdmin, BackendSeam, ManagerBase):
     """The leader's whole control surface; see the module docstring for where each part lives."""
 
     def submit(self, descriptor: JobDescriptor, idempotency_key: str | None = None) -> tuple[str, bool]:

@@ -30,6 +30,8 @@ class MasterConfig:
     store: str = "sqlite"
     sqlite_synchronous: str = "FULL"
     api_token: str = ""
+    # The shared agent token: dev/compat mode only (titus dev, tests). Any holder may act as any agent;
+    # without it agents enrol with a bootstrap token and use their own credential (master/agent_auth.py).
     agent_token: str = ""
     threads: int = 64
     heartbeat_timeout_ms: int = 15_000
@@ -149,8 +151,11 @@ class MasterServer:
         clock: Callable[[], int] = wall_clock_ms,
         election: LeaderElection | None = None,
     ) -> None:
-        if not config.api_token or not config.agent_token:
-            raise ValueError("both an API token and an agent token are required")
+        if not config.api_token:
+            raise ValueError("an API token is required")
+        if config.agent_token:
+            log.warning("shared agent token set (TITUS_AGENT_TOKEN): dev/compat mode, any holder may act as"
+                        " any agent; enrol agents with bootstrap tokens instead")
         self.config = config
         self.store = build_store(config)
         self.manager = JobManager(

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -169,8 +170,8 @@ def master(config_file: str | None, port: int | None, data_dir: Path | None, zk_
         if zk_session_timeout is not None:
             values["TITUS_ZK_SESSION_TIMEOUT_S"] = str(zk_session_timeout)
         config = _master_config(values, port, data_dir)
-        if not config.api_token or not config.agent_token:
-            raise ConfigError("TITUS_API_TOKEN and TITUS_AGENT_TOKEN are required")
+        if not config.api_token:
+            raise ConfigError("TITUS_API_TOKEN is required")
         server = MasterServer(config)
     except (ConfigError, OSError, ValueError, StoreError) as exc:
         _fail(str(exc))
@@ -475,6 +476,79 @@ def task_logs(task_id: str, stderr: bool, url: str | None, token: str | None, as
         click.echo(json.dumps({"id": task_id, "stream": "stderr" if stderr else "stdout", "text": text}))
     else:
         click.echo(text, nl=False)
+
+
+# ------------------------------------------------------------------------ agent identity (issue 17)
+# `titus agent-tokens` (bootstrap tokens for enrolling agents) and `titus agent-credentials` (list, revoke).
+def _when(ms: int | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000)) if ms else "-"
+
+
+@main.group("agent-tokens")
+def agent_tokens() -> None:
+    """Bootstrap tokens: an agent presents one once (TITUS_BOOTSTRAP_TOKEN) to get its own credential."""
+
+
+@agent_tokens.command("create")
+@click.option("--ttl", "ttl_s", type=click.IntRange(1, 7 * 86_400), default=3600, show_default=True,
+              help="Seconds the token stays valid.")
+@click.option("--uses", type=click.IntRange(1, 10_000), default=1, show_default=True,
+              help="How many agents may enrol with it.")
+@click.option("--description", default="", help="Free text shown in the list (who or what it is for).")
+@_api_options
+def tokens_create(ttl_s: int, uses: int, description: str, url: str | None, token: str | None,
+                  as_json: bool) -> None:
+    """Create a bootstrap token; its secret is printed once (the master keeps only a hash)."""
+    client = _client(url, token)
+    body = {"ttlSeconds": ttl_s, "uses": uses, "description": description}
+    made = _run(lambda: client.call("POST", "/api/v3/agent/bootstrapTokens", json=body))
+    _emit(made, as_json, made["token"])
+
+
+@agent_tokens.command("list")
+@_api_options
+def tokens_list(url: str | None, token: str | None, as_json: bool) -> None:
+    """Bootstrap tokens with uses left (secrets are never shown again)."""
+    client = _client(url, token)
+    items = _run(lambda: client.call("GET", "/api/v3/agent/bootstrapTokens"))["items"]
+    rows = [[t["id"], str(t["usesLeft"]), _when(t["expiresAt"]), "yes" if t["expired"] else "no",
+             t["description"]] for t in items]
+    _emit(items, as_json, _table(rows, ["ID", "USES LEFT", "EXPIRES (UTC)", "EXPIRED", "DESCRIPTION"]))
+
+
+@agent_tokens.command("delete")
+@click.argument("token_id")
+@_api_options
+def tokens_delete(token_id: str, url: str | None, token: str | None, as_json: bool) -> None:
+    """Withdraw a bootstrap token before it expires (agents already enrolled keep their credentials)."""
+    client = _client(url, token)
+    _run(lambda: client.call("DELETE", f"/api/v3/agent/bootstrapTokens/{token_id}"))
+    _emit({"id": token_id, "deleted": True}, as_json, f"deleted bootstrap token {token_id}")
+
+
+@main.group("agent-credentials")
+def agent_credentials() -> None:
+    """Enrolled agents' credentials, each bound to one agent id."""
+
+
+@agent_credentials.command("list")
+@_api_options
+def credentials_list(url: str | None, token: str | None, as_json: bool) -> None:
+    """Active agent credentials."""
+    client = _client(url, token)
+    items = _run(lambda: client.call("GET", "/api/v3/agent/credentials"))["items"]
+    rows = [[c["agentId"], c["credentialId"], _when(c["createdAt"]), c["bootstrapTokenId"]] for c in items]
+    _emit(items, as_json, _table(rows, ["AGENT", "CREDENTIAL", "ENROLLED (UTC)", "BOOTSTRAP TOKEN"]))
+
+
+@agent_credentials.command("revoke")
+@click.argument("agent_id")
+@_api_options
+def credentials_revoke(agent_id: str, url: str | None, token: str | None, as_json: bool) -> None:
+    """Revoke an agent's credential: it is refused at once and the agent is treated as lost."""
+    client = _client(url, token)
+    revoked = _run(lambda: client.call("DELETE", f"/api/v3/agent/credentials/{agent_id}"))
+    _emit(revoked, as_json, f"revoked credential {revoked['credentialId']} of agent {agent_id}")
 
 
 def _optional_commands() -> None:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, g
 
 from master.api.app import manager, parse_body, query_int
-from master.api.errors import bad_request
+from master.api.errors import ApiError, bad_request
 from master.api.models import AgentRegistration, AgentStatusReport, LogUpload
 
 bp = Blueprint("agents", __name__, url_prefix="/api/v3/agent")
@@ -27,7 +27,11 @@ def list_agents() -> dict[str, Any]:
 
 @bp.post("/instances/register")
 def register() -> dict[str, Any]:
-    return manager().register_agent(parse_body(AgentRegistration, "agent registration"))
+    reg = parse_body(AgentRegistration, "agent registration")
+    if g.agent_id is not None and reg.id != g.agent_id:  # an enrolled agent registers only as itself
+        raise ApiError(403, f"this credential is agent {g.agent_id}'s, not {reg.id}'s",
+                       [{"path": "id", "reason": "not the agent this credential was issued to"}])
+    return manager().register_agent(reg)
 
 
 @bp.get("/instances/<agent_id>/assignments")

@@ -15,6 +15,7 @@ from flask.sessions import SessionInterface
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException
 
+from master.agent_auth import BOOTSTRAP_PREFIX, Unauthenticated, is_agent_credential
 from master.api.errors import ApiError, bad_request, error_response, validation_error
 from master.api.standby import ROLE_HEADER, Forwarder, Routing
 from master.job_manager import Conflict, Forbidden, JobManager, NotFound, NotLeader, StaleSession
@@ -52,7 +53,8 @@ def create_app(
 
     `metrics` (master/metrics.py) gets every request's route, status and duration and serves `/metrics`.
     """
-    from master.api import agents, jobs, management, openapi, tasks
+    from master.api import agents, credentials, jobs, management, openapi, tasks
+    from master.api.credentials import ENROL_PATH
 
     app = Flask("titus-master")
     app.session_interface = _NoSessions()  # the API is stateless: no cookie session per request
@@ -63,27 +65,45 @@ def create_app(
 
     forward = Forwarder(routing) if routing is not None else None
 
+    def unauthorized(message: str) -> Response:
+        resp = error_response(401, message)
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="titus"'
+        return resp
+
     @app.before_request
     def authenticate() -> Response | None:
+        """Who is calling: the API token (users), an agent credential bound to one agent id (checked
+        against the agent id in the path), the shared agent token (dev/compat mode only, unbound), or a
+        bootstrap token (enrolment only). A standby forwards agent credentials and bootstrap tokens
+        unchecked: the leader holds them and checks them."""
         g.started = time.perf_counter()
         path = request.path
         if not path.startswith("/api/v3/") or path == "/api/v3/openapi.json":
             return None
-        agent_channel = path.startswith("/api/v3/agent/instances/") and (
-            path.endswith(AGENT_CHANNEL_SUFFIXES) or "/logs/" in path
-        )
-        expected = config.agent_token if agent_channel else config.api_token
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token or not hmac.compare_digest(token.strip(), expected):
-            resp = error_response(
-                401,
-                "missing or invalid bearer token"
-                + (" (agent channel: use the agent token)" if agent_channel else ""),
-            )
-            resp.headers["WWW-Authenticate"] = 'Bearer realm="titus"'
-            return resp
-        g.agent_channel = agent_channel
+        scheme, _, raw = request.headers.get("Authorization", "").partition(" ")
+        token = raw.strip() if scheme.lower() == "bearer" else ""
+        leading = routing is None or routing.role() == "leader"
+        g.agent_id = None
+        if path == ENROL_PATH:
+            if not token.startswith(BOOTSTRAP_PREFIX) or (leading and not manager.valid_bootstrap(token)):
+                return unauthorized("enrolment takes a live bootstrap token (titus agent-tokens create)")
+            g.bootstrap_token = token
+        elif is_agent_channel(path):
+            if is_agent_credential(token):
+                if leading:
+                    agent_id = manager.agent_for_credential(token)
+                    if agent_id is None:
+                        return unauthorized("unknown or revoked agent credential")
+                    claimed = (request.view_args or {}).get("agent_id")
+                    if claimed is not None and claimed != agent_id:
+                        return error_response(403, f"this credential is agent {agent_id}'s, "
+                                                   f"not {claimed}'s")
+                    g.agent_id = agent_id
+            elif not (config.agent_token and _same(token, config.agent_token)):
+                return unauthorized("missing or invalid agent credential (agent channel: enrol with a"
+                                    " bootstrap token, or the shared agent token in dev/compat mode)")
+        elif not _same(token, config.api_token):
+            return unauthorized("missing or invalid bearer token")
         refusal = _check_body(config)
         if refusal is not None:
             return refusal
@@ -101,8 +121,7 @@ def create_app(
 
     def has_api_token() -> bool:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        return (scheme.lower() == "bearer" and bool(token)
-                and hmac.compare_digest(token.strip(), config.api_token))
+        return scheme.lower() == "bearer" and _same(token.strip(), config.api_token)
 
     @app.get("/metrics")
     def prometheus() -> Response:
@@ -125,6 +144,10 @@ def create_app(
     @app.errorhandler(NotFound)
     def not_found(exc: NotFound) -> Response:
         return error_response(404, str(exc))
+
+    @app.errorhandler(Unauthenticated)
+    def unauthenticated(exc: Unauthenticated) -> Response:
+        return unauthorized(str(exc))
 
     @app.errorhandler(Forbidden)
     def forbidden(exc: Forbidden) -> Response:
@@ -179,6 +202,7 @@ def create_app(
     app.register_blueprint(agents.bp)
     app.register_blueprint(management.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(credentials.bp)
     return app
 
 
@@ -195,6 +219,19 @@ def manager() -> JobManager:
 
     m: JobManager = current_app.config["MANAGER"]
     return m
+
+
+def is_agent_channel(path: str) -> bool:
+    """The agents' own calls (register, long poll, report, log upload): agent credentials, not the API
+    token."""
+    return path.startswith("/api/v3/agent/instances/") and (
+        path.endswith(AGENT_CHANNEL_SUFFIXES) or "/logs/" in path)
+
+
+def _same(token: str, expected: str) -> bool:
+    """Constant-time comparison that also takes non-ASCII input (hmac refuses non-ASCII str)."""
+    return bool(token) and bool(expected) and hmac.compare_digest(
+        token.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape"))
 
 
 def _check_body(config: ApiConfig) -> Response | None:

@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-Kind = Literal["job", "task", "agent", "capacity_group", "instance_group", "framework"]
+Kind = Literal["job", "task", "agent", "capacity_group", "instance_group", "framework", "credential"]
 #: "framework": the Mesos backend's FrameworkID per framework name, so a new leader re-registers as the same
 #: framework and keeps its tasks (never archived, never loaded at start-up).
+#: "credential": agent bootstrap tokens and per-agent credentials (hashes only; master/agent_auth.py).
 
 
 @dataclass(frozen=True)

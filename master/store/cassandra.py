@@ -79,7 +79,8 @@ log = logging.getLogger("titus.store.cassandra")
 KINDS_V1: tuple[Kind, ...] = ("job", "task", "agent")
 KINDS_V3: tuple[Kind, ...] = ("capacity_group", "instance_group")
 KINDS_V4: tuple[Kind, ...] = ("framework",)
-KINDS: tuple[Kind, ...] = (*KINDS_V1, *KINDS_V3, *KINDS_V4)
+KINDS_V5: tuple[Kind, ...] = ("credential",)
+KINDS: tuple[Kind, ...] = (*KINDS_V1, *KINDS_V3, *KINDS_V4, *KINDS_V5)
 _DAY_S = 86_400
 
 
@@ -122,6 +123,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         *(f"CREATE TABLE IF NOT EXISTS {_active_table(k)} ({_entity_columns()})" for k in KINDS_V4),
         *(f"CREATE TABLE IF NOT EXISTS {_archive_table(k)} "
           "(id text PRIMARY KEY, version bigint, archived_at timestamp, body text)" for k in KINDS_V4),
+    ),
+    # 5: agent bootstrap tokens and per-agent credentials (master/agent_auth.py).
+    (
+        *(f"CREATE TABLE IF NOT EXISTS {_active_table(k)} ({_entity_columns()})" for k in KINDS_V5),
+        *(f"CREATE TABLE IF NOT EXISTS {_archive_table(k)} "
+          "(id text PRIMARY KEY, version bigint, archived_at timestamp, body text)" for k in KINDS_V5),
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -377,7 +384,8 @@ class CassandraJobStore:
 
     def _finish_interrupted_moves(self) -> None:
         version = self.schema_version()  # a store not yet upgraded lacks the later kinds' tables
-        kinds = (*KINDS_V1, *(KINDS_V3 if version >= 3 else ()), *(KINDS_V4 if version >= 4 else ()))
+        kinds = (*KINDS_V1, *(KINDS_V3 if version >= 3 else ()), *(KINDS_V4 if version >= 4 else ()),
+                 *(KINDS_V5 if version >= 5 else ()))
         for kind in kinds:
             rows = self._session.execute(self._bind(
                 f"SELECT id, version, body FROM {_active_table(kind)} WHERE archived = true ALLOW FILTERING",

@@ -56,18 +56,18 @@ class Master:
         assert "items" in r.json()
 
 
-@pytest.fixture(scope="module")
-def master(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Master]:
-    data = tmp_path_factory.mktemp("edge-master")
-    port = free_port()
+def spawn_master(data: Path, port: int | None = None, **env_extra: str) -> Master:
+    """A `titus master` subprocess on `data`; `env_extra` overrides the TITUS_* settings (empty: unset)."""
+    port = port or free_port()
     env = {**os.environ, "TITUS_PORT": str(port), "TITUS_DATA_DIR": str(data / "state"),
            "TITUS_API_TOKEN": API_TOKEN, "TITUS_AGENT_TOKEN": AGENT_TOKEN,
            "TITUS_SQLITE_SYNCHRONOUS": "NORMAL",
            "TITUS_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S), "TITUS_REQUEST_TIMEOUT_S": "4",
            "TITUS_IDLE_TIMEOUT_S": str(IDLE_TIMEOUT_S), "TITUS_CONNECTION_LIMIT": str(CONNECTION_LIMIT),
-           "TITUS_LOG_LEVEL": "WARNING"}
+           "TITUS_LOG_LEVEL": "WARNING", **env_extra}
+    env = {k: v for k, v in env.items() if v != ""}
     log = data / "master.log"
-    with log.open("wb") as out:
+    with log.open("ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "titus.cli", "master"], env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
     m = Master(f"http://127.0.0.1:{port}", port, proc, log)
@@ -80,13 +80,23 @@ def master(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Master]:
             return False
 
     wait_for(healthy, timeout=60, what="master /healthz")
-    yield m
-    proc.terminate()
+    return m
+
+
+def stop_master(m: Master) -> None:
+    m.proc.terminate()
     try:
-        proc.wait(timeout=20)
+        m.proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
+        m.proc.kill()
+        m.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def master(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Master]:
+    m = spawn_master(tmp_path_factory.mktemp("edge-master"))
+    yield m
+    stop_master(m)
 
 
 def _connect(m: Master, timeout: float = 10.0) -> socket.socket:
@@ -331,7 +341,7 @@ PUBLIC = {"/healthz", "/api/v3/openapi.json", "/metrics"}  # /metrics checks its
 
 def _routes() -> list[tuple[str, str, bool]]:
     """(method, path, agent channel?) for every route the app serves, from the app's own URL map."""
-    from master.api.app import AGENT_CHANNEL_SUFFIXES, ApiConfig, create_app
+    from master.api.app import ApiConfig, create_app, is_agent_channel
 
     app = create_app(ApiConfig("a", "b"), None)  # type: ignore[arg-type]  # only the URL map is read
     out = []
@@ -341,8 +351,7 @@ def _routes() -> list[tuple[str, str, bool]]:
         path = rule.rule
         for arg in rule.arguments:
             path = path.replace(f"<{arg}>", "x1")
-        agent = path.startswith("/api/v3/agent/instances/") and (
-            path.endswith(AGENT_CHANNEL_SUFFIXES) or "/logs/" in path)
+        agent = is_agent_channel(path)
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             out.append((method, path, agent))
     return out
@@ -352,9 +361,12 @@ def test_every_route_refuses_no_token_a_wrong_token_and_the_other_channels_token
     routes = _routes()
     assert len(routes) > 20  # the whole API, not a sample
     for method, path, agent in routes:
-        other = API_TOKEN if agent else AGENT_TOKEN
-        for headers in ({}, {"Authorization": "Bearer wrong-token"}, {"Authorization": f"Bearer {other}"},
-                        {"Authorization": f"Basic {API_TOKEN}"}):
+        others = [API_TOKEN] if agent else [AGENT_TOKEN]
+        if path == "/api/v3/agent/enrol":
+            others.append(API_TOKEN)  # enrolment takes a bootstrap token and nothing else
+        for headers in ({}, {"Authorization": "Bearer wrong-token"}, {"Authorization": f"Basic {API_TOKEN}"},
+                        {"Authorization": "Bearer t\u00e9st-non-ascii"},
+                        *({"Authorization": f"Bearer {other}"} for other in others)):
             r = requests.request(method, master.url + path, headers=headers, json={}, timeout=30)
             assert r.status_code == 401, (method, path, headers, r.text)
             _assert_error_shape(r.content)
