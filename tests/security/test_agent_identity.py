@@ -224,3 +224,28 @@ def test_a_real_agent_enrols_with_a_bootstrap_token(master: Master, data: Path) 
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def _cli(master: Master, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "titus.cli", *args, "--url", master.url, "--token", API_TOKEN]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+def test_the_cli_creates_tokens_and_lists_and_revokes_credentials(master: Master, data: Path) -> None:
+    import json
+
+    made = _cli(master, "agent-tokens", "create", "--uses", "1", "--ttl", "300", "--description", "cli",
+                "--json")
+    assert made.returncode == 0, made.stderr
+    token = json.loads(made.stdout)["token"]
+    listed = _cli(master, "agent-tokens", "list")
+    assert json.loads(made.stdout)["id"] in listed.stdout and "cli" in listed.stdout
+    enrol(data / "id-cli", [master.url], "id-cli", token)
+    creds = _cli(master, "agent-credentials", "list", "--json")
+    assert "id-cli" in {c["agentId"] for c in json.loads(creds.stdout)}
+    revoked = _cli(master, "agent-credentials", "revoke", "id-cli")
+    assert revoked.returncode == 0 and "revoked credential" in revoked.stdout
+    again = _cli(master, "agent-credentials", "revoke", "id-cli")
+    assert again.returncode == 2 and "no active credential" in again.stderr
+    bad = _cli(master, "agent-tokens", "create", "--uses", "0")
+    assert bad.returncode != 0
