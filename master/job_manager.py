@@ -91,13 +91,14 @@ class JobManager(AgentChannel, AgentAuth, Scheduling, TimerPass, GroupAdmin, Bac
         self.schedule_wanted.set()
         return job.id, True
 
-    def kill_job(self, job_id: str) -> None:
+    def kill_job(self, job_id: str, by: str = "user") -> None:
+        """`by` names the caller in the status's reasonMessage ("killed by alice@example.com")."""
         now = self.clock()
         with self.lock:
             job = self._active_job(job_id)
             if job.state != states.JOB_ACCEPTED:
                 raise Conflict(f"job {job_id} is already {job.state}")
-            job.machine.move(states.JOB_KILL_INITIATED, "killed", "killed by user", now)
+            job.machine.move(states.JOB_KILL_INITIATED, "killed", f"killed by {by}", now)
             writes = [self._job_write(job)]
             self._reconcile_job(job, now, writes)
             pending = self._queue(writes)
@@ -144,7 +145,7 @@ class JobManager(AgentChannel, AgentAuth, Scheduling, TimerPass, GroupAdmin, Bac
             pending = self._queue([self._job_write(job)])
         self._wait(pending)
 
-    def kill_task(self, task_id: str, shrink: bool) -> None:
+    def kill_task(self, task_id: str, shrink: bool, by: str = "user") -> None:
         now = self.clock()
         with self.lock:
             task = self.tasks.get(task_id)
@@ -168,7 +169,7 @@ class JobManager(AgentChannel, AgentAuth, Scheduling, TimerPass, GroupAdmin, Bac
                 task.replace = False
             elif job.descriptor.batch is not None:
                 task.replace = False  # a user's kill of a batch task is final, not a failure to retry
-            self._kill(task, states.REASON_KILLED, "killed by user", now, writes)
+            self._kill(task, states.REASON_KILLED, f"killed by {by}", now, writes)
             self._reconcile_job(job, now, writes)
             pending = self._queue(writes)
         self._wait(pending)

@@ -15,6 +15,7 @@ from master.edge import EdgeLimits, EdgeServer
 from master.job_manager import JobManager, Settings
 from master.leader import AlwaysLeader, LeaderElection
 from master.metrics import MasterMetrics
+from master.principals import load_principals
 from master.resource_backend import NativeBackend, ResourceBackend
 from master.store.base import JobStore
 from master.store.sqlite import SqliteJobStore
@@ -33,6 +34,11 @@ class MasterConfig:
     # The shared agent token: dev/compat mode only (titus dev, tests). Any holder may act as any agent;
     # without it agents enrol with a bootstrap token and use their own credential (master/agent_auth.py).
     agent_token: str = ""
+    # Callers: the API token is the admin principal named here; more principals (name, e-mail, role) with
+    # their own tokens come from a JSON file (master/principals.py).
+    api_token_name: str = "operator"
+    api_token_email: str = "operator@titus.local"
+    principals_file: Path | None = None
     threads: int = 64
     heartbeat_timeout_ms: int = 15_000
     # store="cassandra": keyword arguments of master.store.cassandra.CassandraSettings (hosts, keyspace, ...)
@@ -174,7 +180,9 @@ class MasterServer:
             self.store.on_commit = self.metrics.on_commit
         self.app = create_app(
             ApiConfig(config.api_token, config.agent_token, max_body_bytes=config.max_body_bytes,
-                      max_json_depth=config.max_json_depth),
+                      max_json_depth=config.max_json_depth,
+                      principals=load_principals(config.api_token, config.principals_file,
+                                                 config.api_token_name, config.api_token_email)),
             self.manager, routing=self, metrics=self.metrics,
         )
         limits = EdgeLimits(

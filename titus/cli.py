@@ -95,6 +95,10 @@ def _master_config(values: dict[str, str], port: int | None = None, data_dir: Pa
         sqlite_synchronous=values.get("TITUS_SQLITE_SYNCHRONOUS", "FULL"),
         api_token=values.get("TITUS_API_TOKEN", ""),
         agent_token=values.get("TITUS_AGENT_TOKEN", ""),
+        api_token_name=values.get("TITUS_API_TOKEN_NAME", "operator"),
+        api_token_email=values.get("TITUS_API_TOKEN_EMAIL", "operator@titus.local"),
+        principals_file=Path(values["TITUS_PRINCIPALS_FILE"]) if values.get("TITUS_PRINCIPALS_FILE")
+        else None,
         heartbeat_timeout_ms=get_int(values, "TITUS_HEARTBEAT_TIMEOUT_MS", 15_000),
         cassandra=_cassandra_options(values) if store == "cassandra" else {},
         zk_hosts=values.get("TITUS_ZK", ""),

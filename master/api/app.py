@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -20,8 +21,10 @@ from master.api.errors import ApiError, bad_request, error_response, validation_
 from master.api.standby import ROLE_HEADER, Forwarder, Routing
 from master.job_manager import Conflict, Forbidden, JobManager, NotFound, NotLeader, StaleSession
 from master.metrics import CONTENT_TYPE, MasterMetrics
+from master.principals import Principal, load_principals, lookup, refusal
 
 log = logging.getLogger("titus.api")
+audit = logging.getLogger("titus.audit")
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -41,6 +44,8 @@ class ApiConfig:
     # reach the app another way (a standby's forward, a test client).
     max_body_bytes: int = 1 << 20
     max_json_depth: int = 32
+    # Token hash -> principal (master/principals.py); None: the API token alone, as the admin "operator".
+    principals: Mapping[str, Principal] | None = None
 
 
 def create_app(
@@ -64,6 +69,9 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
 
     forward = Forwarder(routing) if routing is not None else None
+    principals = config.principals
+    if principals is None:
+        principals = load_principals(config.api_token, None)
 
     def unauthorized(message: str) -> Response:
         resp = error_response(401, message)
@@ -84,6 +92,7 @@ def create_app(
         token = raw.strip() if scheme.lower() == "bearer" else ""
         leading = routing is None or routing.role() == "leader"
         g.agent_id = None
+        g.principal = None
         if path == ENROL_PATH:
             if not token.startswith(BOOTSTRAP_PREFIX) or (leading and not manager.valid_bootstrap(token)):
                 return unauthorized("enrolment takes a live bootstrap token (titus agent-tokens create)")
@@ -102,15 +111,27 @@ def create_app(
             elif not (config.agent_token and _same(token, config.agent_token)):
                 return unauthorized("missing or invalid agent credential (agent channel: enrol with a"
                                     " bootstrap token, or the shared agent token in dev/compat mode)")
-        elif not _same(token, config.api_token):
-            return unauthorized("missing or invalid bearer token")
-        refusal = _check_body(config)
-        if refusal is not None:
-            return refusal
+        else:
+            principal = lookup(principals, token)
+            if principal is None:
+                return unauthorized("missing or invalid bearer token")
+            why = refusal(principal.role, request.method, path)
+            if why is not None:
+                return error_response(403, f"{principal.email}: {why}")
+            g.principal = principal
+        body_refusal = _check_body(config)
+        if body_refusal is not None:
+            return body_refusal
         return forward() if forward is not None else None
 
     @app.after_request
     def tag_role(resp: Response) -> Response:
+        principal = g.get("principal")
+        if principal is not None and request.method not in ("GET", "HEAD"):
+            # The audit log: every change a caller asked for and its outcome (logger titus.audit).
+            audit.info("%s %s by %s: %d", request.method, request.path, principal.email, resp.status_code,
+                       extra={"principal": principal.name, "email": principal.email, "role": principal.role,
+                              "method": request.method, "path": request.path, "status": resp.status_code})
         if routing is not None and ROLE_HEADER not in resp.headers:
             resp.headers[ROLE_HEADER] = routing.role()
         if metrics is not None and "started" in g:
@@ -121,7 +142,7 @@ def create_app(
 
     def has_api_token() -> bool:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and _same(token.strip(), config.api_token)
+        return scheme.lower() == "bearer" and lookup(principals, token.strip()) is not None
 
     @app.get("/metrics")
     def prometheus() -> Response:
@@ -274,7 +295,15 @@ _STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
 _BRACKETS = re.compile(rb"[^\[\]{}]")
 
 
-def parse_body(model: type[M], what: str) -> M:
+def caller_email() -> str | None:
+    """The e-mail of the principal making this request (None on the agent channel)."""
+    principal: Principal | None = g.get("principal")
+    return principal.email if principal is not None else None
+
+
+def parse_body(model: type[M], what: str, fill: Callable[[dict[str, Any]], None] | None = None) -> M:
+    """The body as `model` (400 with field paths). `fill` supplies defaults that depend on the request
+    (the caller's e-mail as owner): applied to the JSON object when the strict one-pass parse fails."""
     raw = request.get_data(cache=False)
     if not raw:
         raise bad_request(f"{what} is required in the request body", "(body)", "empty body")
@@ -293,6 +322,8 @@ def parse_body(model: type[M], what: str) -> M:
         raise bad_request(f"request body is not valid JSON: {exc}", "(body)", "not valid JSON") from exc
     if not isinstance(data, dict):
         raise bad_request(f"{what} must be a JSON object", "(body)", "not a JSON object")
+    if fill is not None:
+        fill(data)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

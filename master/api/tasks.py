@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
-from master.api.app import manager, paginate, query_bool
+from master.api.app import caller_email, manager, paginate, query_bool
 from master.api.errors import bad_request
 from master.core import states
 
@@ -38,7 +38,7 @@ def get_task(task_id: str) -> dict[str, Any]:
 
 @bp.delete("/<task_id>")
 def kill_task(task_id: str) -> dict[str, Any]:
-    manager().kill_task(task_id, shrink=query_bool("shrink", False))
+    manager().kill_task(task_id, shrink=query_bool("shrink", False), by=caller_email() or "user")
     return {}
 
 
