@@ -170,9 +170,16 @@ def test_a_revoked_agent_is_refused_and_treated_as_lost(master: Master, data: Pa
     task_id = wait_for(on_frank, timeout=30, what="a task placed on the agent to revoke")
     r = master.api("DELETE", "/api/v3/agent/credentials/id-frank")
     assert r.status_code == 200 and r.json()["revoked"] is True
-    r = _as(credential, master, "GET", "/id-frank/assignments", params={"session": session, "waitMs": 0})
-    assert r.status_code == 401
-    assert _register(master, credential, "id-frank").status_code == 401
+    calls: list[tuple[str, str, Any]] = [
+        ("GET", "/id-frank/assignments", None),
+        ("POST", "/id-frank/status", {"sessionEpoch": session, "updates": []}),
+        ("POST", f"/id-frank/logs/{task_id}", {"sessionEpoch": session, "stdout": "x"}),
+        ("POST", "/register", {"id": "id-frank", "resources": RESOURCES}),
+    ]
+    for method, path, body in calls:
+        r = _as(credential, master, method, path, json=body, params={"session": session, "waitMs": 0})
+        assert r.status_code == 401, (path, r.text)
+        _assert_error_shape(r.content)
 
     def lost() -> bool:
         task = master.api("GET", f"/api/v3/tasks/{task_id}").json()
