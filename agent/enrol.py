@@ -8,6 +8,7 @@ itself, for its own tasks.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -27,19 +28,29 @@ def credential_path(data_dir: Path) -> Path:
     return data_dir / CREDENTIAL_FILE
 
 
-def stored_credential(data_dir: Path) -> str | None:
+def stored_credential(data_dir: Path, agent_id: str | None = None) -> str | None:
+    """The credential kept in `data_dir`; one issued to another agent id is an error, not a fallback."""
     path = credential_path(data_dir)
     try:
-        text = path.read_text().strip()
+        doc = json.loads(path.read_text())
     except FileNotFoundError:
         return None
-    return text or None
+    except ValueError as exc:
+        raise EnrolmentError(f"{path} is not a credential file: {exc}") from exc
+    if agent_id is not None and doc.get("agentId") != agent_id:
+        raise EnrolmentError(f"{path} holds the credential of agent {doc.get('agentId')!r}, not "
+                             f"{agent_id!r}: remove it and enrol again with a bootstrap token")
+    credential = doc.get("credential")
+    return credential if isinstance(credential, str) and credential else None
 
 
 def enrol(data_dir: Path, master_urls: list[str], agent_id: str, bootstrap_token: str,
-          timeout_s: float = 10.0) -> str:
-    """The stored credential, or a new one obtained with the bootstrap token (then stored)."""
-    existing = stored_credential(data_dir)
+          timeout_s: float = 10.0, instance_id: str | None = None) -> str:
+    """The stored credential, or a new one obtained with the bootstrap token (then stored).
+
+    `instance_id` (EC2, from IMDSv2) is bound to the credential: the master then accepts registrations under
+    it only from that instance id."""
+    existing = stored_credential(data_dir, agent_id)
     if existing is not None:
         return existing
     if not bootstrap_token:
@@ -48,7 +59,8 @@ def enrol(data_dir: Path, master_urls: list[str], agent_id: str, bootstrap_token
     errors = []
     for url in master_urls:
         try:
-            resp = requests.post(url.rstrip("/") + "/api/v3/agent/enrol", json={"agentId": agent_id},
+            body = {"agentId": agent_id, **({"instanceId": instance_id} if instance_id else {})}
+            resp = requests.post(url.rstrip("/") + "/api/v3/agent/enrol", json=body,
                                  headers={"Authorization": f"Bearer {bootstrap_token}"}, timeout=timeout_s)
         except requests.RequestException as exc:
             errors.append(f"{url}: {exc}")
@@ -57,18 +69,18 @@ def enrol(data_dir: Path, master_urls: list[str], agent_id: str, bootstrap_token
             raise EnrolmentError(f"enrolment as {agent_id} refused by {url}: HTTP {resp.status_code} "
                                  f"{resp.text[:300]}")
         credential = str(resp.json()["credential"])
-        _store(data_dir, credential)
+        _store(data_dir, agent_id, credential)
         log.info("enrolled as agent %s (credential %s)", agent_id, resp.json().get("credentialId"))
         return credential
     raise EnrolmentError("no master answered the enrolment: " + "; ".join(errors))
 
 
-def _store(data_dir: Path, credential: str) -> None:
+def _store(data_dir: Path, agent_id: str, credential: str) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     tmp = credential_path(data_dir).with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, credential.encode() + b"\n")
+        os.write(fd, json.dumps({"agentId": agent_id, "credential": credential}).encode() + b"\n")
         os.fsync(fd)
     finally:
         os.close(fd)

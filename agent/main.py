@@ -110,19 +110,21 @@ def _host_stats_reader() -> Callable[[], dict[str, float]]:
     return read
 
 
-def agent_token(values: Mapping[str, str], url: str, agent_id: str, data_dir: Path, shared: str) -> str:
+def agent_token(values: Mapping[str, str], url: str, agent_id: str, data_dir: Path, shared: str,
+                instance_id: str = "") -> str:
     """This agent's credential (stored, or enrolled for with TITUS_BOOTSTRAP_TOKEN), else the shared
     agent token of the dev/compat mode (TITUS_AGENT_TOKEN)."""
     from agent.enrol import EnrolmentError, enrol, stored_credential
 
     bootstrap = values.get("TITUS_BOOTSTRAP_TOKEN", "")
-    if stored_credential(data_dir) is None and not bootstrap:
-        if shared:
-            return shared
-        raise ConfigError("TITUS_BOOTSTRAP_TOKEN is required to enrol (titus agent-tokens create), or "
-                          "TITUS_AGENT_TOKEN for the shared-token dev/compat mode")
     try:
-        return enrol(data_dir, [u.strip() for u in url.split(",") if u.strip()], agent_id, bootstrap)
+        if stored_credential(data_dir, agent_id) is None and not bootstrap:
+            if shared:
+                return shared
+            raise ConfigError("TITUS_BOOTSTRAP_TOKEN is required to enrol (titus agent-tokens create), or "
+                              "TITUS_AGENT_TOKEN for the shared-token dev/compat mode")
+        return enrol(data_dir, [u.strip() for u in url.split(",") if u.strip()], agent_id, bootstrap,
+                     instance_id=instance_id or None)
     except EnrolmentError as exc:
         raise ConfigError(str(exc)) from exc
 
@@ -130,7 +132,8 @@ def agent_token(values: Mapping[str, str], url: str, agent_id: str, data_dir: Pa
 def run_agent(values: Mapping[str, str]) -> None:
     config, url, shared_token, data_dir, runtime_name = config_from(values)
     data_dir.mkdir(parents=True, exist_ok=True)
-    token = agent_token(values, url, config.agent_id, data_dir, shared_token)
+    token = agent_token(values, url, config.agent_id, data_dir, shared_token,
+                        config.attributes.get("instanceId", ""))
     # Agent state: the process runtime's tasks (an unprivileged uid) pass through to their work dirs.
     os.chmod(data_dir, 0o711 if runtime_name == "process" else 0o700)
     cache_dir = values.get("TITUS_IMAGE_CACHE_DIR")

@@ -81,15 +81,17 @@ class AgentCredential:
     bootstrap_id: str
     version: int = 0
     revoked_ms: int | None = None
+    instance_id: str = ""  # EC2: the instance it enrolled from; registrations must carry the same
 
     def record(self) -> dict[str, Any]:
         return {"type": "agent", "id": self.id, "agentId": self.agent_id, "hash": self.secret_hash,
-                "createdMs": self.created_ms, "bootstrapId": self.bootstrap_id, "revokedMs": self.revoked_ms}
+                "createdMs": self.created_ms, "bootstrapId": self.bootstrap_id, "revokedMs": self.revoked_ms,
+                "instanceId": self.instance_id}
 
     def wire(self) -> dict[str, Any]:
         return {"agentId": self.agent_id, "credentialId": self.id, "createdAt": self.created_ms,
                 "bootstrapTokenId": self.bootstrap_id, "revoked": self.revoked_ms is not None,
-                "revokedAt": self.revoked_ms}
+                "revokedAt": self.revoked_ms, "instanceId": self.instance_id}
 
 
 @dataclass
@@ -128,7 +130,8 @@ class AgentAuth(ManagerBase):
                     r.get("description", ""), stored.version)
             elif r["type"] == "agent" and r.get("revokedMs") is None:
                 cred = AgentCredential(r["id"], r["agentId"], r["hash"], r["createdMs"],
-                                       r.get("bootstrapId", ""), stored.version)
+                                       r.get("bootstrapId", ""), stored.version,
+                                       instance_id=r.get("instanceId", ""))
                 state.credentials[cred.id] = cred
                 state.by_agent[cred.agent_id] = cred.id
 
@@ -170,7 +173,7 @@ class AgentAuth(ManagerBase):
             return (known is not None and known.uses_left > 0 and self.clock() < known.expires_ms
                     and hmac.compare_digest(known.secret_hash, _hash(parts[1])))
 
-    def enrol(self, bootstrap: str, agent_id: str) -> dict[str, Any]:
+    def enrol(self, bootstrap: str, agent_id: str, instance_id: str = "") -> dict[str, Any]:
         """Spend one use of the bootstrap token on a new credential for `agent_id`.
 
         An agent id that already holds an active credential is refused: a leaked bootstrap token must not
@@ -188,7 +191,7 @@ class AgentAuth(ManagerBase):
             if agent_id in state.by_agent:
                 raise Conflict(f"agent {agent_id} is already enrolled; revoke its credential first")
             token.uses_left -= 1
-            cred = AgentCredential(cred_id, agent_id, _hash(secret), now, token.id)
+            cred = AgentCredential(cred_id, agent_id, _hash(secret), now, token.id, instance_id=instance_id)
             writes = [
                 Write("credential", f"bootstrap:{token.id}", token.version, token.record(),
                       archived=token.uses_left == 0),
@@ -208,8 +211,8 @@ class AgentAuth(ManagerBase):
                 "credential": f"{CREDENTIAL_PREFIX}{cred_id}.{secret}"}
 
     # --------------------------------------------------------------------------------- credentials
-    def agent_for_credential(self, token: str) -> str | None:
-        """The agent id an active credential is bound to, or None (unknown, malformed or revoked)."""
+    def agent_for_credential(self, token: str) -> tuple[str, str] | None:
+        """(agent id, instance id or "") an active credential is bound to; None if unknown or revoked."""
         parts = _split(token, CREDENTIAL_PREFIX)
         if parts is None:
             return None
@@ -217,7 +220,7 @@ class AgentAuth(ManagerBase):
             cred = self.credential_state.credentials.get(parts[0])
             if cred is None or not hmac.compare_digest(cred.secret_hash, _hash(parts[1])):
                 return None
-            return cred.agent_id
+            return cred.agent_id, cred.instance_id
 
     def list_credentials(self) -> list[dict[str, Any]]:
         with self.lock:

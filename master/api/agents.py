@@ -31,6 +31,10 @@ def register() -> dict[str, Any]:
     if g.agent_id is not None and reg.id != g.agent_id:  # an enrolled agent registers only as itself
         raise ApiError(403, f"this credential is agent {g.agent_id}'s, not {reg.id}'s",
                        [{"path": "id", "reason": "not the agent this credential was issued to"}])
+    bound_instance = g.get("agent_instance_id", "")
+    if g.agent_id is not None and bound_instance and reg.attributes.get("instanceId") != bound_instance:
+        raise ApiError(403, f"agent {g.agent_id} enrolled from instance {bound_instance}",
+                       [{"path": "attributes.instanceId", "reason": f"must be {bound_instance}"}])
     return manager().register_agent(reg)
 
 

@@ -100,9 +100,10 @@ def create_app(
         elif is_agent_channel(path):
             if is_agent_credential(token):
                 if leading:
-                    agent_id = manager.agent_for_credential(token)
-                    if agent_id is None:
+                    bound = manager.agent_for_credential(token)
+                    if bound is None:
                         return unauthorized("unknown or revoked agent credential")
+                    agent_id, g.agent_instance_id = bound
                     claimed = (request.view_args or {}).get("agent_id")
                     if claimed is not None and claimed != agent_id:
                         return error_response(403, f"this credential is agent {agent_id}'s, "

@@ -31,6 +31,9 @@ class BootstrapTokenRequest(BaseModel):
 class EnrolRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     agentId: Annotated[StrictStr, Field(pattern=_AGENT_ID)]
+    # EC2 (the agent read it from IMDSv2): registrations under this credential must carry the same
+    # attributes.instanceId. Claimed by the agent; not yet checked against the signed identity document.
+    instanceId: Annotated[StrictStr, Field(pattern=r"^i-[0-9a-f]{8,17}$")] | None = None
 
 
 @bp.post("/bootstrapTokens")
@@ -54,7 +57,7 @@ def delete_bootstrap_token(token_id: str) -> dict[str, Any]:
 @bp.post("/enrol")
 def enrol() -> dict[str, Any]:
     body = parse_body(EnrolRequest, "enrolment")
-    return manager().enrol(g.bootstrap_token, body.agentId)
+    return manager().enrol(g.bootstrap_token, body.agentId, body.instanceId or "")
 
 
 @bp.get("/credentials")

@@ -8,6 +8,7 @@ credential is refused and its agent treated as lost; credentials survive a maste
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 import requests
 
-from agent.enrol import EnrolmentError, credential_path, enrol
+from agent.enrol import EnrolmentError, credential_path, enrol, stored_credential
 from tests.conftest import batch_job, wait_for
 from tests.security.test_api_edge import (
     AGENT_TOKEN,
@@ -79,7 +80,10 @@ def test_enrolment_stores_a_private_credential_and_spends_the_bootstrap_token(
         master: Master, data: Path, agents: dict[str, tuple[str, int]]) -> None:
     path = credential_path(data / "id-alice")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert path.read_text().strip() == agents["id-alice"][0]
+    assert json.loads(path.read_text()) == {"agentId": "id-alice", "credential": agents["id-alice"][0]}
+    # A credential kept for another agent id is an error, not something to present under a new name.
+    with pytest.raises(EnrolmentError, match="not 'id-mallory'"):
+        enrol(data / "id-alice", [master.url], "id-mallory", "")
     # A restarted agent uses what it stored: no bootstrap token needed again.
     assert enrol(data / "id-alice", ["http://127.0.0.1:9"], "id-alice", "") == agents["id-alice"][0]
     listed = {c["agentId"] for c in master.api("GET", "/api/v3/agent/credentials").json()["items"]}
@@ -105,6 +109,18 @@ def test_bootstrap_tokens_are_limited_in_uses_and_time(master: Master, data: Pat
     assert r.status_code == 401
     _assert_error_shape(r.content)
     master.assert_serving()
+
+
+def test_a_credential_enrolled_from_an_instance_registers_only_from_it(master: Master, data: Path) -> None:
+    credential = enrol(data / "id-ec2", [master.url], "id-ec2", _bootstrap(master),
+                       instance_id="i-0123456789abcdef0")
+    for attributes, status in (({}, 403), ({"instanceId": "i-0fedcba9876543210"}, 403),
+                               ({"instanceId": "i-0123456789abcdef0"}, 200)):
+        r = _as(credential, master, "POST", "/register",
+                json={"id": "id-ec2", "resources": RESOURCES, "attributes": attributes})
+        assert r.status_code == status, (attributes, r.text)
+    listed = {c["agentId"]: c for c in master.api("GET", "/api/v3/agent/credentials").json()["items"]}
+    assert listed["id-ec2"]["instanceId"] == "i-0123456789abcdef0"
 
 
 def test_an_enrolled_agent_id_cannot_be_taken_over_with_a_new_bootstrap_token(
@@ -202,7 +218,8 @@ def test_credentials_survive_a_master_restart(master: Master, data: Path,
     alice, _ = agents["id-alice"]
     assert _register(restarted, alice, "id-alice").status_code == 200
     assert _register(restarted, alice, "id-bob").status_code == 403
-    revoked = (data / "id-frank" / "agent-credential").read_text().strip()
+    revoked = stored_credential(data / "id-frank")
+    assert revoked is not None
     assert _register(restarted, revoked, "id-frank").status_code == 401
 
 
