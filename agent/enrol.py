@@ -45,7 +45,7 @@ def stored_credential(data_dir: Path, agent_id: str | None = None) -> str | None
 
 
 def enrol(data_dir: Path, master_urls: list[str], agent_id: str, bootstrap_token: str,
-          timeout_s: float = 10.0, instance_id: str | None = None) -> str:
+          timeout_s: float = 10.0, instance_id: str | None = None, ca_file: str = "") -> str:
     """The stored credential, or a new one obtained with the bootstrap token (then stored).
 
     `instance_id` (EC2, from IMDSv2) is bound to the credential: the master then accepts registrations under
@@ -61,7 +61,8 @@ def enrol(data_dir: Path, master_urls: list[str], agent_id: str, bootstrap_token
         try:
             body = {"agentId": agent_id, **({"instanceId": instance_id} if instance_id else {})}
             resp = requests.post(url.rstrip("/") + "/api/v3/agent/enrol", json=body,
-                                 headers={"Authorization": f"Bearer {bootstrap_token}"}, timeout=timeout_s)
+                                 headers={"Authorization": f"Bearer {bootstrap_token}"}, timeout=timeout_s,
+                                 verify=ca_file or True)
         except requests.RequestException as exc:
             errors.append(f"{url}: {exc}")
             continue

@@ -124,7 +124,7 @@ def agent_token(values: Mapping[str, str], url: str, agent_id: str, data_dir: Pa
             raise ConfigError("TITUS_BOOTSTRAP_TOKEN is required to enrol (titus agent-tokens create), or "
                               "TITUS_AGENT_TOKEN for the shared-token dev/compat mode")
         return enrol(data_dir, [u.strip() for u in url.split(",") if u.strip()], agent_id, bootstrap,
-                     instance_id=instance_id or None)
+                     instance_id=instance_id or None, ca_file=values.get("TITUS_CA_FILE", ""))
     except EnrolmentError as exc:
         raise ConfigError(str(exc)) from exc
 
@@ -140,7 +140,8 @@ def run_agent(values: Mapping[str, str]) -> None:
     runtime = build_runtime(runtime_name, data_dir, config.agent_id,
                             get_int(values, "TITUS_IMAGE_CACHE_MB", 20_480),
                             Path(cache_dir) if cache_dir else None)
-    agent = Agent(config, runtime, MasterClient(url, token), _host_stats_reader(), data_dir, runtime_name)
+    client = MasterClient(url, token, values.get("TITUS_CA_FILE", ""))
+    agent = Agent(config, runtime, client, _host_stats_reader(), data_dir, runtime_name)
     done = threading.Event()
 
     def _stop(signum: int, _frame: object) -> None:

@@ -30,9 +30,11 @@ rewritten. The subclass touches only waitress's documented extension points (`ch
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import resource
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -89,13 +91,83 @@ class _EdgeChannel(HTTPChannel):  # type: ignore[misc]
     error_task_class = _JsonErrorTask
 
 
+class _TlsChannel(_EdgeChannel):
+    """The same channel over TLS: a non-blocking handshake first, then records read until none is pending.
+
+    waitress has no TLS. The socket is an `ssl.SSLSocket` in non-blocking mode; its want-read/want-write
+    conditions mean "try again when the socket is ready", never a closed connection (which is what
+    waitress's plain recv/send would make of them). Bytes already decrypted inside the SSL object do not
+    wake poll(), so a read drains `pending()` before it returns. The header and idle deadlines cover the
+    handshake too: a client that connects and never finishes it is closed like any idle one.
+    """
+
+    handshaking = True
+
+    def _handshake(self) -> bool:
+        try:
+            self.socket.do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return False
+        except (ssl.SSLError, OSError):
+            self.handle_close()
+            return False
+        self.handshaking = False
+        self.last_activity = time.time()
+        return True
+
+    def readable(self) -> bool:
+        return True if self.handshaking else bool(super().readable())
+
+    def handle_read(self) -> None:
+        if self.handshaking and not self._handshake():
+            return
+        while True:
+            try:
+                data = self.socket.recv(self.adj.recv_bytes)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return
+            except (ssl.SSLError, OSError):
+                self.handle_close()
+                return
+            if not data:
+                self.connected = False  # as waitress does: the peer closed its side
+                return
+            self.last_activity = time.time()
+            self.received(data)
+            if not self.socket.pending():
+                return
+
+    def handle_write(self) -> None:
+        if self.handshaking and not self.will_close:  # a deadline may close it mid-handshake
+            self._handshake()
+            return
+        super().handle_write()
+
+    def send(self, data: bytes, do_close: bool = True) -> int:
+        try:
+            return int(self.socket.send(data))
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return 0
+        except OSError as why:
+            if why.args and why.args[0] == errno.EWOULDBLOCK:
+                return 0
+            if do_close:
+                self.handle_close()
+            return 0
+
+
 class EdgeServer(TcpWSGIServer):  # type: ignore[misc]
     """waitress's TCP server with deadlines per request and idle shedding at the connection cap."""
 
     channel_class = _EdgeChannel
 
-    def __init__(self, app: Any, limits: EdgeLimits, **adjustments: Any) -> None:
+    def __init__(self, app: Any, limits: EdgeLimits, tls: ssl.SSLContext | None = None,
+                 **adjustments: Any) -> None:
+        """`tls`: serve HTTPS with this server context (every connection; there is no plain port)."""
         self.limits = limits
+        self.tls = tls
+        if tls is not None:
+            self.channel_class = _TlsChannel
         _raise_fd_limit(limits.connection_limit + 256)
         adj = Adjustments(
             connection_limit=limits.connection_limit,
@@ -142,9 +214,26 @@ class EdgeServer(TcpWSGIServer):  # type: ignore[misc]
             before = len(self._map)
             if before >= self.adj.connection_limit:
                 return
-            super().handle_accept()
+            if self.tls is None:
+                super().handle_accept()
+            else:
+                self._accept_tls()
             if len(self._map) == before:
                 return  # nothing more waiting (or a bogus socket, which waitress logs)
+
+    def _accept_tls(self) -> None:
+        """waitress's accept, with the connection wrapped for a server-side TLS handshake."""
+        try:
+            accepted = self.accept()
+            if accepted is None:
+                return
+            conn, addr = accepted
+            self.set_socket_options(conn)
+            assert self.tls is not None
+            conn = self.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+        except OSError:
+            return
+        self.channel_class(self, conn, self.fix_addr(addr), self.adj, map=self._map)
 
     def _shed_idle(self) -> None:
         """Close connections without a request in flight until there is room for a few new ones."""
@@ -161,6 +250,18 @@ class EdgeServer(TcpWSGIServer):  # type: ignore[misc]
         if idle[:excess]:
             log.warning("connection cap %d reached: closed %d idle connection(s)",
                         self.adj.connection_limit, len(idle[:excess]))
+
+
+def server_tls_context(cert_file: str, key_file: str, client_ca_file: str = "") -> ssl.SSLContext:
+    """TLS 1.2+ with the stdlib's default ciphers; with `client_ca_file`, clients must show a certificate
+    signed by that CA (mutual TLS)."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert_file, key_file)
+    if client_ca_file:
+        ctx.load_verify_locations(client_ca_file)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
 
 
 def _raise_fd_limit(wanted: int) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from master.api.app import ApiConfig, create_app
-from master.edge import EdgeLimits, EdgeServer
+from master.edge import EdgeLimits, EdgeServer, server_tls_context
 from master.job_manager import JobManager, Settings
 from master.leader import AlwaysLeader, LeaderElection
 from master.metrics import MasterMetrics
@@ -53,6 +53,11 @@ class MasterConfig:
     advertise_url: str = ""  # what standbys forward to; default http://<host>:<port>
     # The HTTP edge (master/edge.py): request body cap (413 above it), JSON nesting cap (400), connection cap
     # (idle connections are shed to make room), idle, header-read and whole-request deadlines.
+    # HTTPS: certificate chain and key files (PEM); with a client CA, clients must present a certificate it
+    # signed (mutual TLS). Empty: plain HTTP.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
     max_body_bytes: int = 1 << 20
     max_json_depth: int = 32
     connection_limit: int = 1000
@@ -192,8 +197,13 @@ class MasterServer:
             header_timeout_s=config.header_timeout_s,
             request_timeout_s=config.request_timeout_s,
         )
-        self.server = EdgeServer(self.app, limits, host=config.host, port=config.port, threads=config.threads,
-                                 ident="titus")
+        tls = None
+        if config.tls_cert_file or config.tls_key_file:
+            if not (config.tls_cert_file and config.tls_key_file):
+                raise ValueError("TLS needs both a certificate file and a key file")
+            tls = server_tls_context(config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file)
+        self.server = EdgeServer(self.app, limits, tls, host=config.host, port=config.port,
+                                 threads=config.threads, ident="titus")
         self.election = election or build_election(config, self.own_url)
         self.manager.on_fenced = self._fenced
 
@@ -203,7 +213,8 @@ class MasterServer:
 
     @property
     def own_url(self) -> str:
-        return self.config.advertise_url or f"http://{self.config.host}:{self.port}"
+        scheme = "https" if self.server.tls is not None else "http"
+        return self.config.advertise_url or f"{scheme}://{self.config.host}:{self.port}"
 
     # ------------------------------------------------------------------------------- Routing protocol
     def role(self) -> str:

@@ -107,6 +107,9 @@ def _master_config(values: dict[str, str], port: int | None = None, data_dir: Pa
         advertise_url=values.get("TITUS_ADVERTISE_URL", ""),
         backend=backend,
         mesos=_mesos_options(values) if backend == "mesos" else {},
+        tls_cert_file=values.get("TITUS_TLS_CERT", ""),
+        tls_key_file=values.get("TITUS_TLS_KEY", ""),
+        tls_client_ca_file=values.get("TITUS_TLS_CLIENT_CA", ""),
         # The HTTP edge's limits (docs/ARCHITECTURE.md, "The API edge").
         max_body_bytes=get_int(values, "TITUS_MAX_BODY_BYTES", 1 << 20),
         max_json_depth=get_int(values, "TITUS_MAX_JSON_DEPTH", 32),
@@ -273,7 +276,10 @@ def _client(url: str | None, token: str | None) -> TitusClient:
             token = token_file.read_text().strip()
     if not token:
         _fail("no API token: set TITUS_API_TOKEN or pass --token (titus dev writes one to .titus/api-token)")
-    return TitusClient(url, token)
+    client = TitusClient(url, token)
+    if os.environ.get("TITUS_CA_FILE"):  # a master serving HTTPS with a private CA (titus master TLS)
+        client.verify = os.environ["TITUS_CA_FILE"]
+    return client
 
 
 def _api_options(f: Any) -> Any:
