@@ -45,7 +45,8 @@ def stored_credential(data_dir: Path, agent_id: str | None = None) -> str | None
 
 
 def enrol(data_dir: Path, master_urls: list[str], agent_id: str, bootstrap_token: str,
-          timeout_s: float = 10.0, instance_id: str | None = None, ca_file: str = "") -> str:
+          timeout_s: float = 10.0, instance_id: str | None = None, ca_file: str = "",
+          client_cert: tuple[str, str] | None = None) -> str:
     """The stored credential, or a new one obtained with the bootstrap token (then stored).
 
     `instance_id` (EC2, from IMDSv2) is bound to the credential: the master then accepts registrations under
@@ -62,7 +63,7 @@ def enrol(data_dir: Path, master_urls: list[str], agent_id: str, bootstrap_token
             body = {"agentId": agent_id, **({"instanceId": instance_id} if instance_id else {})}
             resp = requests.post(url.rstrip("/") + "/api/v3/agent/enrol", json=body,
                                  headers={"Authorization": f"Bearer {bootstrap_token}"}, timeout=timeout_s,
-                                 verify=ca_file or True)
+                                 verify=ca_file or True, cert=client_cert)
         except requests.RequestException as exc:
             errors.append(f"{url}: {exc}")
             continue

@@ -110,6 +110,14 @@ def _host_stats_reader() -> Callable[[], dict[str, float]]:
     return read
 
 
+def client_certificate(values: Mapping[str, str]) -> tuple[str, str] | None:
+    """(certificate, key) for masters that require mutual TLS (TITUS_TLS_CLIENT_CERT/_KEY), if set."""
+    cert, key = values.get("TITUS_TLS_CLIENT_CERT", ""), values.get("TITUS_TLS_CLIENT_KEY", "")
+    if bool(cert) != bool(key):
+        raise ConfigError("TITUS_TLS_CLIENT_CERT and TITUS_TLS_CLIENT_KEY go together")
+    return (cert, key) if cert else None
+
+
 def agent_token(values: Mapping[str, str], url: str, agent_id: str, data_dir: Path, shared: str,
                 instance_id: str = "") -> str:
     """This agent's credential (stored, or enrolled for with TITUS_BOOTSTRAP_TOKEN), else the shared
@@ -124,7 +132,8 @@ def agent_token(values: Mapping[str, str], url: str, agent_id: str, data_dir: Pa
             raise ConfigError("TITUS_BOOTSTRAP_TOKEN is required to enrol (titus agent-tokens create), or "
                               "TITUS_AGENT_TOKEN for the shared-token dev/compat mode")
         return enrol(data_dir, [u.strip() for u in url.split(",") if u.strip()], agent_id, bootstrap,
-                     instance_id=instance_id or None, ca_file=values.get("TITUS_CA_FILE", ""))
+                     instance_id=instance_id or None, ca_file=values.get("TITUS_CA_FILE", ""),
+                     client_cert=client_certificate(values))
     except EnrolmentError as exc:
         raise ConfigError(str(exc)) from exc
 
@@ -140,7 +149,7 @@ def run_agent(values: Mapping[str, str]) -> None:
     runtime = build_runtime(runtime_name, data_dir, config.agent_id,
                             get_int(values, "TITUS_IMAGE_CACHE_MB", 20_480),
                             Path(cache_dir) if cache_dir else None)
-    client = MasterClient(url, token, values.get("TITUS_CA_FILE", ""))
+    client = MasterClient(url, token, values.get("TITUS_CA_FILE", ""), client_certificate(values))
     agent = Agent(config, runtime, client, _host_stats_reader(), data_dir, runtime_name)
     done = threading.Event()
 

@@ -267,6 +267,20 @@ def test_mutual_tls_refuses_clients_without_a_certificate(tmp_path: Path, pki: P
                          cert=(str(pki.client_cert), str(pki.client_key)),
                          headers={"Authorization": f"Bearer {API_TOKEN}"})
         assert r.status_code == 200
+        # The agent's side: enrolment and its channel with its client certificate (TITUS_TLS_CLIENT_CERT).
+        from agent.enrol import enrol
+        from agent.master_client import MasterClient, MasterUnavailable
+
+        cert = (str(pki.client_cert), str(pki.client_key))
+        made = requests.post(m.url + "/api/v3/agent/bootstrapTokens", json={}, timeout=10, verify=str(pki.ca),
+                             cert=cert, headers={"Authorization": f"Bearer {API_TOKEN}"})
+        credential = enrol(tmp_path / "mtls-agent", [m.url], "mtls-agent", made.json()["token"],
+                           ca_file=str(pki.ca), client_cert=cert)
+        resources = {"cpu": 1, "memoryMB": 512, "diskMB": 1000, "networkMbps": 10}
+        body = {"id": "mtls-agent", "resources": resources}
+        assert MasterClient(m.url, credential, str(pki.ca), cert)._call("POST", "/register", 10, json=body)
+        with pytest.raises(MasterUnavailable):  # the same agent without its certificate
+            MasterClient(m.url, credential, str(pki.ca))._call("POST", "/register", 10, json=body)
         ctx = ssl.create_default_context(cafile=str(pki.ca))
         with socket.create_connection(("127.0.0.1", m.port), timeout=10) as raw, pytest.raises(
                 (ssl.SSLError, ConnectionResetError, BrokenPipeError)), \
