@@ -5,7 +5,8 @@
 A `titus master` runs in-process (SQLite, synchronous=FULL: the credential's row is fsynced before the
 answer). An operator creates one bootstrap token good for `agents` uses; then `agents` agents enrol one
 after another through `agent.enrol.enrol`, the agent's own code: the HTTP round trip, the master's checks
-and its durable write, and the agent writing its credential file (fsync). Plain HTTP: TLS is not built yet.
+and its durable write, and the agent writing its credential file (fsync). Plain HTTP here; bench.tls runs the
+same over HTTPS.
 Goal (issue 17): enrolment <= 50 ms, judged on the 99th percentile. Figures are printed and written to
 bench/results/enrolment.json.
 """
@@ -33,20 +34,23 @@ API_TOKEN = "bench-enrolment-api-token"
 GOAL_MS = 50.0
 
 
-def run(agents: int) -> dict[str, Any]:
+def run(agents: int, tls: tuple[Path, Path, Path] | None = None) -> dict[str, Any]:
+    """`tls`: (CA file, certificate, key): the master serves HTTPS and the agents verify it."""
     work = Path(tempfile.mkdtemp(prefix="titus-bench-enrol-"))
+    cert, key = (str(tls[1]), str(tls[2])) if tls else ("", "")
+    verify: str | bool = str(tls[0]) if tls else True
     server = MasterServer(MasterConfig(port=0, data_dir=work / "master", api_token=API_TOKEN,
-                                       sqlite_synchronous="FULL"))
+                                       sqlite_synchronous="FULL", tls_cert_file=cert, tls_key_file=key))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{server.port}"
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{server.port}"
     try:
         deadline = time.monotonic() + 30
-        while requests.get(url + "/healthz", timeout=5).status_code != 200:
+        while requests.get(url + "/healthz", timeout=5, verify=verify).status_code != 200:
             if time.monotonic() > deadline:
                 raise RuntimeError("the master did not come up")
             time.sleep(0.05)
-        made = requests.post(url + "/api/v3/agent/bootstrapTokens", timeout=30,
+        made = requests.post(url + "/api/v3/agent/bootstrapTokens", timeout=30, verify=verify,
                              json={"uses": agents, "ttlSeconds": 3600},
                              headers={"Authorization": f"Bearer {API_TOKEN}"})
         made.raise_for_status()
@@ -54,9 +58,9 @@ def run(agents: int) -> dict[str, Any]:
         latencies_ms = []
         for i in range(agents):
             started = time.perf_counter()
-            enrol(work / f"agent-{i}", [url], f"bench-agent-{i}", token)
+            enrol(work / f"agent-{i}", [url], f"bench-agent-{i}", token, ca_file=str(tls[0]) if tls else "")
             latencies_ms.append((time.perf_counter() - started) * 1000)
-        enrolled = requests.get(url + "/api/v3/agent/credentials", timeout=30,
+        enrolled = requests.get(url + "/api/v3/agent/credentials", timeout=30, verify=verify,
                                 headers={"Authorization": f"Bearer {API_TOKEN}"}).json()["items"]
         if len(enrolled) != agents:
             raise RuntimeError(f"{len(enrolled)} credentials listed for {agents} enrolments")
@@ -66,7 +70,7 @@ def run(agents: int) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)
     p99 = pct(latencies_ms, 0.99)
     return {
-        **run_facts(sqlite_synchronous="FULL", transport="plain HTTP (TLS not built)", agents=agents),
+        **run_facts(sqlite_synchronous="FULL", transport="HTTPS" if tls else "plain HTTP", agents=agents),
         "enrolment_ms_p50": round(pct(latencies_ms, 0.50), 2),
         "enrolment_ms_p99": round(p99, 2),
         "enrolment_ms_max": round(max(latencies_ms), 2),
