@@ -49,9 +49,8 @@ def build_runtime(name: str, data_dir: Path, agent_id: str, image_cache_mb: int 
 
 def config_from(values: Mapping[str, str]) -> tuple[AgentConfig, str, str, Path, str]:
     url = values.get("TITUS_MASTER_URL", "http://127.0.0.1:7001")
+    # The shared agent token is the dev/compat mode; otherwise run_agent enrols (or finds its credential).
     token = values.get("TITUS_AGENT_TOKEN", "")
-    if not token:
-        raise ConfigError("TITUS_AGENT_TOKEN is required (the master's agent token)")
     agent_id = values.get("TITUS_AGENT_ID") or socket.gethostname()
     identity = _instance_identity(values)
     zone, instance_type = (identity.zone, identity.instance_type) if identity else ("local", "local")
@@ -112,16 +111,47 @@ def _host_stats_reader() -> Callable[[], dict[str, float]]:
     return read
 
 
+def client_certificate(values: Mapping[str, str]) -> tuple[str, str] | None:
+    """(certificate, key) for masters that require mutual TLS (TITUS_TLS_CLIENT_CERT/_KEY), if set."""
+    cert, key = values.get("TITUS_TLS_CLIENT_CERT", ""), values.get("TITUS_TLS_CLIENT_KEY", "")
+    if bool(cert) != bool(key):
+        raise ConfigError("TITUS_TLS_CLIENT_CERT and TITUS_TLS_CLIENT_KEY go together")
+    return (cert, key) if cert else None
+
+
+def agent_token(values: Mapping[str, str], url: str, agent_id: str, data_dir: Path, shared: str,
+                instance_id: str = "") -> str:
+    """This agent's credential (stored, or enrolled for with TITUS_BOOTSTRAP_TOKEN), else the shared
+    agent token of the dev/compat mode (TITUS_AGENT_TOKEN)."""
+    from agent.enrol import EnrolmentError, enrol, stored_credential
+
+    bootstrap = values.get("TITUS_BOOTSTRAP_TOKEN", "")
+    try:
+        if stored_credential(data_dir, agent_id) is None and not bootstrap:
+            if shared:
+                return shared
+            raise ConfigError("TITUS_BOOTSTRAP_TOKEN is required to enrol (titus agent-tokens create), or "
+                              "TITUS_AGENT_TOKEN for the shared-token dev/compat mode")
+        return enrol(data_dir, [u.strip() for u in url.split(",") if u.strip()], agent_id, bootstrap,
+                     instance_id=instance_id or None, ca_file=values.get("TITUS_CA_FILE", ""),
+                     client_cert=client_certificate(values))
+    except EnrolmentError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
 def run_agent(values: Mapping[str, str]) -> None:
-    config, url, token, data_dir, runtime_name = config_from(values)
+    config, url, shared_token, data_dir, runtime_name = config_from(values)
     data_dir.mkdir(parents=True, exist_ok=True)
+    token = agent_token(values, url, config.agent_id, data_dir, shared_token,
+                        config.attributes.get("instanceId", ""))
     # Agent state: the process runtime's tasks (an unprivileged uid) pass through to their work dirs.
     os.chmod(data_dir, 0o711 if runtime_name == "process" else 0o700)
     cache_dir = values.get("TITUS_IMAGE_CACHE_DIR")
     runtime = build_runtime(runtime_name, data_dir, config.agent_id,
                             get_int(values, "TITUS_IMAGE_CACHE_MB", 20_480),
                             Path(cache_dir) if cache_dir else None)
-    agent = Agent(config, runtime, MasterClient(url, token), _host_stats_reader(), data_dir, runtime_name)
+    client = MasterClient(url, token, values.get("TITUS_CA_FILE", ""), client_certificate(values))
+    agent = Agent(config, runtime, client, _host_stats_reader(), data_dir, runtime_name)
     if values.get("TITUS_LOG_S3_BUCKET"):
         from shared.log_archive import from_settings
 

@@ -24,7 +24,10 @@ class MasterClient:
     A connection error or timeout moves on to the next URL: a dead master costs one failed request.
     """
 
-    def __init__(self, base_url: str | list[str], token: str) -> None:
+    def __init__(self, base_url: str | list[str], token: str, ca_file: str = "",
+                 client_cert: tuple[str, str] | None = None) -> None:
+        """`ca_file`: the CA that signed the masters' certificates (HTTPS with a private CA);
+        `client_cert`: (certificate, key) files this agent presents to masters that require mutual TLS."""
         urls = base_url.split(",") if isinstance(base_url, str) else base_url
         self.bases = [u.strip().rstrip("/") + "/api/v3/agent/instances" for u in urls if u.strip()]
         if not self.bases:
@@ -32,6 +35,10 @@ class MasterClient:
         self._current = 0
         self.http = requests.Session()
         self.http.headers["Authorization"] = f"Bearer {token}"
+        # Per request, not on the session: requests lets REQUESTS_CA_BUNDLE override a session's verify.
+        self.verify: str | bool = ca_file or True
+        if client_cert is not None:
+            self.http.cert = client_cert
         # Bounded by the heartbeat timeout once known: a request stuck in a partition must not outlive
         # the point where the agent has to act on the silence.
         self.timeout_s = 10.0
@@ -47,7 +54,7 @@ class MasterClient:
     def _call(self, method: str, path: str, timeout: float, **kwargs: Any) -> dict[str, Any]:
         base = self.base
         try:
-            resp = self.http.request(method, base + path, timeout=timeout, **kwargs)
+            resp = self.http.request(method, base + path, timeout=timeout, verify=self.verify, **kwargs)
         except (requests.ConnectionError, requests.Timeout) as exc:
             if self.base == base:  # another thread may have rotated already
                 self._current += 1

@@ -100,7 +100,7 @@ class Http:
 
 def _metrics(port: int) -> dict[str, float]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    conn.request("GET", "/metrics")
+    conn.request("GET", "/metrics", headers={"Authorization": f"Bearer {API_TOKEN}"})
     text = conn.getresponse().read().decode()
     conn.close()
     out: dict[str, float] = {}

@@ -16,7 +16,7 @@ from master.api.models import (
 )
 from master.core import states
 from master.core.agent import Agent
-from master.manager_base import ManagerBase, StaleSession
+from master.manager_base import Forbidden, ManagerBase, NotFound, StaleSession
 from master.reconcile import job_fault_policy, reconcile_agent
 from master.scheduler.model import Resources
 from master.store.base import Write
@@ -181,12 +181,22 @@ class AgentChannel(ManagerBase):
         if writes or became_schedulable:
             self.schedule_wanted.set()
 
-    def log_chunk(self, agent_id: str, session: int, request_id: str, chunk: dict[str, Any]) -> None:
-        """The agent's answer to one byte-range read; ignored unless someone still waits for it."""
+    def log_chunk(
+        self, agent_id: str, task_id: str, session: int, request_id: str, chunk: dict[str, Any]
+    ) -> None:
+        """The agent's answer to one byte-range read, kept only for the read it answers: one this master
+        asked of this very agent, for this task, that a reader still waits for. So an agent cannot put text
+        into another agent's task logs (403), and answers nobody waits for (late, or for made-up reads) are
+        refused (404) instead of piling up in memory; the reader takes the one kept answer away."""
         with self.lock:
             self._agent_session(agent_id, session)
             read = self._log_reads.get(request_id)
-            if read is None or read["agentId"] != agent_id:
-                return
+            if read is not None and (read["agentId"] != agent_id or read["taskId"] != task_id):
+                raise Forbidden(f"log read {request_id} was not asked of agent {agent_id} for task {task_id}")
+            if read is None:
+                task = self.tasks.get(task_id)
+                if task is None or task.agent_id != agent_id:
+                    raise Forbidden(f"task {task_id} is not assigned to agent {agent_id}")
+                raise NotFound(f"no log read {request_id} is pending for task {task_id}")
             self._log_chunks[request_id] = chunk
             self._logs_changed.notify_all()

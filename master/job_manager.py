@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from master.agent_auth import AgentAuth
 from master.agent_channel import AgentChannel
 from master.api import mapper
 from master.api.models import (
@@ -29,6 +30,7 @@ from master.group_admin import GroupAdmin
 from master.job_updates import JobUpdates, SchedulingResults
 from master.manager_base import (
     Conflict,
+    Forbidden,
     ManagerBase,
     NotFound,
     NotLeader,
@@ -48,6 +50,7 @@ from master.timer_pass import TimerPass
 __all__ = [
     "Agent",
     "Conflict",
+    "Forbidden",
     "JobManager",
     "ManagerBase",
     "NotFound",
@@ -63,7 +66,8 @@ log = logging.getLogger("titus.master")
 
 
 class JobManager(
-    AgentChannel, Scheduling, TimerPass, GroupAdmin, BackendSeam, JobUpdates, SchedulingResults, ManagerBase
+    AgentChannel, AgentAuth, Scheduling, TimerPass, GroupAdmin, BackendSeam, JobUpdates, SchedulingResults,
+    ManagerBase,
 ):
     """The leader's whole control surface; see the module docstring for where each part lives."""
 
@@ -130,13 +134,14 @@ class JobManager(
                 f"use a new key for a different job"
             )
 
-    def kill_job(self, job_id: str) -> None:
+    def kill_job(self, job_id: str, by: str = "user") -> None:
+        """`by` names the caller in the status's reasonMessage ("killed by alice@example.com")."""
         now = self.clock()
         with self.lock:
             job = self._active_job(job_id)
             if job.state != states.JOB_ACCEPTED:
                 raise Conflict(f"job {job_id} is already {job.state}")
-            job.machine.move(states.JOB_KILL_INITIATED, "killed", "killed by user", now)
+            job.machine.move(states.JOB_KILL_INITIATED, "killed", f"killed by {by}", now)
             writes = [self._job_write(job)]
             self._reconcile_job(job, now, writes)
             pending = self._queue(writes)
@@ -183,9 +188,12 @@ class JobManager(
             pending = self._queue([self._job_write(job)])
         self._wait(pending)
 
-    def kill_task(self, task_id: str, shrink: bool, prevent_min_size_update: bool = False) -> None:
+    def kill_task(
+        self, task_id: str, shrink: bool, prevent_min_size_update: bool = False, by: str = "user"
+    ) -> None:
         """Titus's KillTask. With `shrink`, desired drops by one; where that would go below min, min drops
-        too, unless `prevent_min_size_update` asks for a refusal instead."""
+        too, unless `prevent_min_size_update` asks for a refusal instead. `by` names the caller in the
+        status's reasonMessage."""
         now = self.clock()
         with self.lock:
             task = self.tasks.get(task_id)
@@ -216,7 +224,7 @@ class JobManager(
                 task.replace = False
             elif job.descriptor.batch is not None:
                 task.replace = False  # a user's kill of a batch task is final, not a failure to retry
-            self._kill(task, states.REASON_KILLED, "killed by user", now, writes)
+            self._kill(task, states.REASON_KILLED, f"killed by {by}", now, writes)
             self._reconcile_job(job, now, writes)
             pending = self._queue(writes)
         self._wait(pending)

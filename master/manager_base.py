@@ -87,6 +87,10 @@ class Conflict(Exception):
     """The request is well-formed but illegal in the current state (HTTP 409)."""
 
 
+class Forbidden(Exception):
+    """The caller is known but may not do this (HTTP 403): e.g. an agent acting on another agent's task."""
+
+
 class NotLeader(Exception):
     """This master may not write (fenced, or a store failure made memory untrustworthy)."""
 

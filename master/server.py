@@ -10,14 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from waitress.server import create_server
-
 from master.api.app import ApiConfig, create_app
 from master.cluster_identity import EXIT_NO_CLUSTER, EXIT_STORE_CORRUPTED, ClusterIdentityError
 from master.core.fault_policy import Defaults
+from master.edge import EdgeLimits, EdgeServer, server_tls_context
 from master.job_manager import JobManager, Settings
 from master.leader import AlwaysLeader, LeaderElection
 from master.metrics import MasterMetrics
+from master.principals import load_principals
 from master.resource_backend import NativeBackend, ResourceBackend
 from master.store.base import JobStore, StoreCorrupted
 from master.store.sqlite import SqliteJobStore
@@ -33,7 +33,14 @@ class MasterConfig:
     store: str = "sqlite"
     sqlite_synchronous: str = "FULL"
     api_token: str = ""
+    # The shared agent token: dev/compat mode only (titus dev, tests). Any holder may act as any agent;
+    # without it agents enrol with a bootstrap token and use their own credential (master/agent_auth.py).
     agent_token: str = ""
+    # Callers: the API token is the admin principal named here; more principals (name, e-mail, role) with
+    # their own tokens come from a JSON file (master/principals.py).
+    api_token_name: str = "operator"
+    api_token_email: str = "operator@titus.local"
+    principals_file: Path | None = None
     threads: int = 64
     heartbeat_timeout_ms: int = 15_000
     # Default disconnected timeouts (master/core/fault_policy.py), in ms; None: wait for the agent for ever.
@@ -55,6 +62,19 @@ class MasterConfig:
     advertise_url: str = ""  # what standbys forward to; default http://<host>:<port>
     # Finished tasks' logs once their agent is gone: a shared.log_archive.S3LogArchive, or None.
     log_archive: Any = None
+    # The HTTP edge (master/edge.py): request body cap (413 above it), JSON nesting cap (400), connection cap
+    # (idle connections are shed to make room), idle, header-read and whole-request deadlines.
+    # HTTPS: certificate chain and key files (PEM); with a client CA, clients must present a certificate it
+    # signed (mutual TLS). Empty: plain HTTP.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
+    max_body_bytes: int = 1 << 20
+    max_json_depth: int = 32
+    connection_limit: int = 1000
+    idle_timeout_s: float = 60.0
+    header_timeout_s: float = 10.0
+    request_timeout_s: float = 60.0
 
 
 #: Exit code of a master that lost leadership (or was fenced): its supervisor restarts it as a standby.
@@ -153,8 +173,11 @@ class MasterServer:
         clock: Callable[[], int] = wall_clock_ms,
         election: LeaderElection | None = None,
     ) -> None:
-        if not config.api_token or not config.agent_token:
-            raise ValueError("both an API token and an agent token are required")
+        if not config.api_token:
+            raise ValueError("an API token is required")
+        if config.agent_token:
+            log.warning("shared agent token set (TITUS_AGENT_TOKEN): dev/compat mode, any holder may act as"
+                        " any agent; enrol agents with bootstrap tokens instead")
         self.config = config
         self.store = build_store(config)
         self.manager = JobManager(
@@ -179,17 +202,26 @@ class MasterServer:
         if isinstance(self.store, SqliteJobStore):
             self.store.on_commit = self.metrics.on_commit
         self.app = create_app(
-            ApiConfig(config.api_token, config.agent_token), self.manager, routing=self, metrics=self.metrics
+            ApiConfig(config.api_token, config.agent_token, max_body_bytes=config.max_body_bytes,
+                      max_json_depth=config.max_json_depth,
+                      principals=load_principals(config.api_token, config.principals_file,
+                                                 config.api_token_name, config.api_token_email)),
+            self.manager, routing=self, metrics=self.metrics,
         )
-        self.server = create_server(
-            self.app,
-            host=config.host,
-            port=config.port,
-            threads=config.threads,
-            channel_timeout=120,
-            connection_limit=1000,
-            ident="titus",
+        limits = EdgeLimits(
+            max_body_bytes=config.max_body_bytes,
+            connection_limit=config.connection_limit,
+            idle_timeout_s=config.idle_timeout_s,
+            header_timeout_s=config.header_timeout_s,
+            request_timeout_s=config.request_timeout_s,
         )
+        tls = None
+        if config.tls_cert_file or config.tls_key_file:
+            if not (config.tls_cert_file and config.tls_key_file):
+                raise ValueError("TLS needs both a certificate file and a key file")
+            tls = server_tls_context(config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file)
+        self.server = EdgeServer(self.app, limits, tls, host=config.host, port=config.port,
+                                 threads=config.threads, ident="titus")
         self.election = election or build_election(config, self.own_url)
         self.manager.on_fenced = self._fenced
 
@@ -199,7 +231,8 @@ class MasterServer:
 
     @property
     def own_url(self) -> str:
-        return self.config.advertise_url or f"http://{self.config.host}:{self.port}"
+        scheme = "https" if self.server.tls is not None else "http"
+        return self.config.advertise_url or f"{scheme}://{self.config.host}:{self.port}"
 
     # ------------------------------------------------------------------------------- Routing protocol
     def role(self) -> str:
@@ -221,7 +254,7 @@ class MasterServer:
         try:
             # waitress's run() lasts while any keep-alive connection is open; loop until told to stop instead.
             while not self._closed.is_set():
-                server.asyncore.loop(timeout=1.0, map=server._map, count=1)
+                server.run_once(timeout=1.0)
         finally:
             for channel in list(server._map.values()):
                 channel.close()

@@ -81,7 +81,9 @@ class MasterProc:
 
     def health(self) -> dict[str, Any] | None:
         try:
-            r = requests.get(self.url + "/healthz", timeout=0.5)
+            # Role, leader and epoch are shown only to the API token; anonymous probes learn up/down only.
+            r = requests.get(self.url + "/healthz", timeout=0.5,
+                             headers={"Authorization": f"Bearer {API_TOKEN}"})
         except requests.RequestException:
             return None
         if r.status_code != 200:

@@ -11,6 +11,8 @@ import logging
 import sys
 from typing import Any
 
+from shared.redact import RedactingFilter
+
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
@@ -25,7 +27,9 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 doc[key] = value
-        if record.exc_info:
+        if record.exc_text:  # set (and cleaned) by RedactingFilter
+            doc["exc"] = record.exc_text
+        elif record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
         return json.dumps(doc, default=str, sort_keys=False)
 
@@ -37,6 +41,7 @@ def configure(level: int = logging.INFO, fmt: str = "json") -> None:
     """Route every log record to stderr as JSON lines (`fmt="json"`) or as plain text (`fmt="text"`)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.addFilter(RedactingFilter())  # secret-looking values never reach the log (shared/redact.py)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

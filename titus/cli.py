@@ -118,6 +118,8 @@ _API_COMMANDS = {
     "task": ("titus.cli_jobs:task", "Inspect and kill tasks, read their logs."),
     "instance-group": ("titus.cli_fleet:instance_group", "Agent pools: list, get, lifecycle."),
     "capacity-group": ("titus.cli_fleet:capacity_group", "Capacity groups: reservations and their use."),
+    "agent-tokens": ("titus.cli_identity:agent_tokens", "Bootstrap tokens agents enrol with."),
+    "agent-credentials": ("titus.cli_identity:agent_credentials", "Agents' credentials: list, revoke."),
     "cluster": ("titus.cluster:cluster", "Bring a cluster up on AWS with Terraform."),
     "capacity-controller": ("capacity.cli:capacity_controller", "Size the agent autoscaling groups."),
 }
@@ -209,6 +211,10 @@ def _master_config(values: dict[str, str], port: int | None = None, data_dir: Pa
         sqlite_synchronous=values.get("TITUS_SQLITE_SYNCHRONOUS", "FULL"),
         api_token=values.get("TITUS_API_TOKEN", ""),
         agent_token=values.get("TITUS_AGENT_TOKEN", ""),
+        api_token_name=values.get("TITUS_API_TOKEN_NAME", "operator"),
+        api_token_email=values.get("TITUS_API_TOKEN_EMAIL", "operator@titus.local"),
+        principals_file=Path(values["TITUS_PRINCIPALS_FILE"]) if values.get("TITUS_PRINCIPALS_FILE")
+        else None,
         heartbeat_timeout_ms=get_int(values, "TITUS_HEARTBEAT_TIMEOUT_MS", 15_000),
         init_cluster=values.get("TITUS_INIT_CLUSTER", "false").lower() == "true",
         cluster_id=values.get("TITUS_CLUSTER_ID", ""),
@@ -222,6 +228,16 @@ def _master_config(values: dict[str, str], port: int | None = None, data_dir: Pa
         backend=backend,
         mesos=_mesos_options(values) if backend == "mesos" else {},
         log_archive=_log_archive(values),
+        tls_cert_file=values.get("TITUS_TLS_CERT", ""),
+        tls_key_file=values.get("TITUS_TLS_KEY", ""),
+        tls_client_ca_file=values.get("TITUS_TLS_CLIENT_CA", ""),
+        # The HTTP edge's limits (docs/ARCHITECTURE.md, "The API edge").
+        max_body_bytes=get_int(values, "TITUS_MAX_BODY_BYTES", 1 << 20),
+        max_json_depth=get_int(values, "TITUS_MAX_JSON_DEPTH", 32),
+        connection_limit=get_int(values, "TITUS_CONNECTION_LIMIT", 1000),
+        idle_timeout_s=get_float(values, "TITUS_IDLE_TIMEOUT_S", 60.0),
+        header_timeout_s=get_float(values, "TITUS_HEADER_TIMEOUT_S", 10.0),
+        request_timeout_s=get_float(values, "TITUS_REQUEST_TIMEOUT_S", 60.0),
     )
 
 
@@ -315,8 +331,8 @@ def master(config_file: str | None, port: int | None, data_dir: Path | None, zk_
         if zk_session_timeout is not None:
             values["TITUS_ZK_SESSION_TIMEOUT_S"] = str(zk_session_timeout)
         config = _master_config(values, port, data_dir)
-        if not config.api_token or not config.agent_token:
-            raise ConfigError("TITUS_API_TOKEN and TITUS_AGENT_TOKEN are required")
+        if not config.api_token:
+            raise ConfigError("TITUS_API_TOKEN is required")
         server = MasterServer(config)
     except StoreCorrupted as exc:
         _fail(str(exc), EXIT_STORE_CORRUPTED)

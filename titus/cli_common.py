@@ -115,7 +115,8 @@ def make_client(url: str | None, token: str | None) -> TitusClient:
             "no API token: set TITUS_API_TOKEN or pass --token (titus dev writes one to .titus/api-token)",
             EXIT_AUTH,
         )
-    return TitusClient(url, token)
+    # A master serving HTTPS with a private CA (titus master TLS): TITUS_CA_FILE names the CA's file.
+    return TitusClient(url, token, ca_file=os.environ.get("TITUS_CA_FILE", ""))
 
 
 def api_options(f: Callable[..., Any]) -> Callable[..., Any]:

@@ -43,9 +43,11 @@ class TitusClient:
     requests alone costs 150-250 ms of start-up here (docs/cli.md, bench/cli_startup.py). One kept-alive
     connection, re-opened once if the master closed it."""
 
-    def __init__(self, url: str, token: str, timeout: float = 30) -> None:
+    def __init__(self, url: str, token: str, timeout: float = 30, ca_file: str = "") -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        # A private CA's file for an HTTPS master (TITUS_CA_FILE); empty: the system's trust store.
+        self.ca_file = ca_file
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ApiError(0, None, f"master URL must be http(s)://host[:port], not {url!r}")
@@ -59,7 +61,12 @@ class TitusClient:
 
         if self._conn is None:
             if self._scheme == "https":
-                self._conn = http.client.HTTPSConnection(self._host, self._port, timeout=self.timeout)
+                import ssl
+
+                context = ssl.create_default_context(cafile=self.ca_file or None)
+                self._conn = http.client.HTTPSConnection(
+                    self._host, self._port, timeout=self.timeout, context=context
+                )
             else:
                 self._conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
         return self._conn

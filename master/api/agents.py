@@ -9,15 +9,16 @@ import base64
 import binascii
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, g
 
 from master.api.app import manager, parse_body, query_int
-from master.api.errors import bad_request
+from master.api.errors import ApiError, bad_request
 from master.api.models import AgentRegistration, AgentStatusReport, LogUpload
 
 bp = Blueprint("agents", __name__, url_prefix="/api/v3/agent")
 
 MAX_WAIT_MS = 60_000
+#: Per stream of one log upload; the agent sends a tail of 16 KiB by default (TITUS_LOG_TAIL_BYTES).
 
 
 @bp.get("/instances")
@@ -27,7 +28,15 @@ def list_agents() -> dict[str, Any]:
 
 @bp.post("/instances/register")
 def register() -> dict[str, Any]:
-    return manager().register_agent(parse_body(AgentRegistration, "agent registration"))
+    reg = parse_body(AgentRegistration, "agent registration")
+    if g.agent_id is not None and reg.id != g.agent_id:  # an enrolled agent registers only as itself
+        raise ApiError(403, f"this credential is agent {g.agent_id}'s, not {reg.id}'s",
+                       [{"path": "id", "reason": "not the agent this credential was issued to"}])
+    bound_instance = g.get("agent_instance_id", "")
+    if g.agent_id is not None and bound_instance and reg.attributes.get("instanceId") != bound_instance:
+        raise ApiError(403, f"agent {g.agent_id} enrolled from instance {bound_instance}",
+                       [{"path": "attributes.instanceId", "reason": f"must be {bound_instance}"}])
+    return manager().register_agent(reg)
 
 
 @bp.get("/instances/<agent_id>/assignments")
@@ -53,7 +62,7 @@ def upload_logs(agent_id: str, task_id: str) -> dict[str, Any]:
         data = base64.b64decode(body.dataB64, validate=True)
     except binascii.Error as exc:
         raise bad_request("dataB64 is not base64", "dataB64", "not base64") from exc
-    manager().log_chunk(agent_id, body.sessionEpoch, body.requestId, {
+    manager().log_chunk(agent_id, task_id, body.sessionEpoch, body.requestId, {
         "data": data, "offset": body.offset, "size": body.size, "start": body.start, "final": body.final,
         "found": body.found, "source": "agent"})
     return {}

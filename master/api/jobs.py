@@ -14,7 +14,7 @@ from flask import Blueprint, Response, jsonify, request
 from pydantic import ValidationError
 
 from master.api import mapper, observe
-from master.api.app import manager, paginate, parse_body, query_int
+from master.api.app import caller_email, manager, paginate, parse_body, query_int
 from master.api.errors import ApiError, bad_request, validation_error
 from master.api.models import (
     Capacity,
@@ -40,7 +40,7 @@ def create_job() -> tuple[Response, int]:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= 255:
         raise bad_request("Idempotency-Key must be 1 to 255 characters", "Idempotency-Key", "bad length")
-    descriptor = parse_body(JobDescriptor, "job descriptor")
+    descriptor = parse_body(JobDescriptor, "job descriptor", fill=_owner_from_caller)
     _check_against_cluster(descriptor)
     job_id, created = manager().submit(descriptor, key)
     resp = jsonify({"id": job_id})
@@ -48,6 +48,16 @@ def create_job() -> tuple[Response, int]:
         resp.headers["Idempotent-Replayed"] = "true"
     resp.headers["Location"] = f"/api/v3/jobs/{job_id}"
     return resp, 202
+
+
+def _owner_from_caller(body: dict[str, Any]) -> None:
+    """owner.teamEmail defaults to the caller's e-mail when absent (the Titus proto's rule)."""
+    email = caller_email()
+    owner = body.get("owner")
+    if email is not None and owner is None:
+        body["owner"] = {"teamEmail": email}
+    elif email is not None and isinstance(owner, dict) and "teamEmail" not in owner:
+        owner["teamEmail"] = email
 
 
 def _check_against_cluster(descriptor: JobDescriptor) -> None:
@@ -203,7 +213,7 @@ def get_job(job_id: str) -> dict[str, Any]:
 
 @bp.delete("/<job_id>")
 def kill_job(job_id: str) -> dict[str, Any]:
-    manager().kill_job(job_id)
+    manager().kill_job(job_id, by=caller_email() or "user")
     return {}
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from flask import Blueprint
 from pydantic import BaseModel
 
+from master.api.credentials import BootstrapTokenRequest, EnrolRequest
 from master.api.models import (
     AgentRegistration,
     AgentStatusReport,
@@ -64,6 +65,8 @@ def _schemas() -> dict[str, Any]:
         AgentRegistration,
         AgentStatusReport,
         LogUpload,
+        BootstrapTokenRequest,
+        EnrolRequest,
     ]
     for model in models:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -81,8 +84,11 @@ def _errors(*codes: int) -> dict[str, Any]:
     text = {
         400: "Invalid input; `fields` names each offending field",
         401: "Missing or wrong bearer token",
+        403: "The caller's role or agent credential does not allow this",
         404: "No such entity",
         409: "Illegal in the entity's current state",
+        413: "Request body over the master's limit (1 MiB by default)",
+        415: "Request body that is not application/json",
         503: "This master cannot write now; retry",
     }
     return {
@@ -432,6 +438,11 @@ def document() -> dict[str, Any]:
         },
     }
     paths.update(_eviction_paths())
+    paths.update(_identity_paths())
+    for operations in paths.values():  # the edge's refusals apply to every operation that takes a body
+        for operation in operations.values():
+            if "requestBody" in operation:
+                operation["responses"].update(_errors(413, 415))
     return {
         "openapi": "3.1.0",
         "info": {
@@ -504,6 +515,38 @@ def _eviction_paths() -> dict[str, Any]:
                     **_errors(400, 401, 404, 503),
                 },
             }
+        },
+    }
+
+
+def _identity_paths() -> dict[str, Any]:
+    """Agent identity (master/api/credentials.py): bootstrap tokens, enrolment, credentials."""
+    token_id, agent_id = [_path_param("tokenId")], [_path_param("agentId")]
+    return {
+        "/api/v3/agent/bootstrapTokens": {
+            "post": {"summary": "Create a bootstrap token (its secret is in this answer only)",
+                     "requestBody": _body("BootstrapTokenRequest"),
+                     "responses": {**_ok("The token", status="201"), **_errors(400, 401, 403, 503)}},
+            "get": {"summary": "Bootstrap tokens with uses left",
+                    "responses": {**_ok("Tokens"), **_errors(401, 403)}},
+        },
+        "/api/v3/agent/bootstrapTokens/{tokenId}": {
+            "delete": {"summary": "Withdraw a bootstrap token", "parameters": token_id,
+                       "responses": {**_ok("Deleted"), **_errors(401, 403, 404, 503)}},
+        },
+        "/api/v3/agent/enrol": {
+            "post": {"summary": "Trade a bootstrap token (the bearer) for this agent's own credential",
+                     "requestBody": _body("EnrolRequest"),
+                     "responses": {**_ok("The credential"), **_errors(400, 401, 409, 503)}},
+        },
+        "/api/v3/agent/credentials": {
+            "get": {"summary": "Active agent credentials",
+                    "responses": {**_ok("Credentials"), **_errors(401, 403)}},
+        },
+        "/api/v3/agent/credentials/{agentId}": {
+            "delete": {"summary": "Revoke an agent's credential; the agent is treated as lost",
+                       "parameters": agent_id,
+                       "responses": {**_ok("Revoked"), **_errors(401, 403, 404, 503)}},
         },
     }
 

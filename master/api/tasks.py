@@ -10,7 +10,7 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from master.api import mapper
-from master.api.app import manager, paginate, parse_body, query_bool, query_int
+from master.api.app import caller_email, manager, paginate, parse_body, query_bool, query_int
 from master.api.errors import bad_request
 from master.api.jobs import attribute_keys
 from master.api.models import TaskAttributesUpdate, TaskMoveRequest
@@ -67,6 +67,7 @@ def kill_task(task_id: str) -> dict[str, Any]:
         task_id,
         shrink=query_bool("shrink", False),
         prevent_min_size_update=query_bool("preventMinSizeUpdate", False),
+        by=caller_email() or "user",
     )
     return {}
 

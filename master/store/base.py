@@ -10,11 +10,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-Kind = Literal["job", "task", "agent", "capacity_group", "instance_group", "framework", "cluster"]
+Kind = Literal[
+    "job", "task", "agent", "capacity_group", "instance_group", "framework", "cluster", "credential"
+]
 #: "framework": the Mesos backend's FrameworkID per framework name, so a new leader re-registers as the same
 #: framework and keeps its tasks (never archived, never loaded at start-up).
 #: "cluster": the one record `identity` holding the cluster id, written when a cluster is initialised
 #: (master/cluster_identity.py, DESIGN.md #10).
+#: "credential": agent bootstrap tokens and per-agent credentials (hashes only; master/agent_auth.py).
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,7 @@ log = logging.getLogger("titus.store.cassandra")
 KINDS_V1: tuple[Kind, ...] = ("job", "task", "agent")
 KINDS_V3: tuple[Kind, ...] = ("capacity_group", "instance_group")
 KINDS_V4: tuple[Kind, ...] = ("framework",)
-KINDS_V5: tuple[Kind, ...] = ("cluster",)
+KINDS_V5: tuple[Kind, ...] = ("cluster", "credential")
 KINDS: tuple[Kind, ...] = (*KINDS_V1, *KINDS_V3, *KINDS_V4, *KINDS_V5)
 _DAY_S = 86_400
 
@@ -124,7 +124,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         *(f"CREATE TABLE IF NOT EXISTS {_archive_table(k)} "
           "(id text PRIMARY KEY, version bigint, archived_at timestamp, body text)" for k in KINDS_V4),
     ),
-    # 5: the cluster's identity (master/cluster_identity.py).
+    # 5: the cluster's identity (master/cluster_identity.py); agent bootstrap tokens and per-agent
+    # credentials (master/agent_auth.py).
     (
         *(f"CREATE TABLE IF NOT EXISTS {_active_table(k)} ({_entity_columns()})" for k in KINDS_V5),
         *(f"CREATE TABLE IF NOT EXISTS {_archive_table(k)} "

@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
 from pydantic import ValidationError
 
+from master.api import mapper
 from master.api.models import CapacityUpdate
 from master.api.standby import Routing
 from master.core import states
@@ -168,7 +169,7 @@ def jobs() -> Response:
     page = max(0, _int_arg("page", 0))
     selected = _selected_jobs(f)
     selected.reverse()  # newest first
-    chunk = [j.to_wire() for j in selected[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]]
+    chunk = [mapper.job_to_wire(j) for j in selected[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]]
     has_more = (page + 1) * PAGE_SIZE < len(selected)
     query = {k: v for k, v in f.items() if v}
     fragment = bool(request.headers.get("HX-Request")) and request.args.get("fragment") == "1"
@@ -352,14 +353,22 @@ def capacity_groups() -> Response:
     """Reservation (instanceCount x resourceDimension) against what the group's placed tasks hold."""
     used: dict[str, dict[str, float]] = {}
     running: dict[str, int] = {}
+    resources: dict[str, dict[str, Any]] = {}  # per job: Titus's Task carries none, its job's container does
     for t in _manager().list_tasks(None, None):
-        if "agent.id" not in t["taskContext"] or "capacityGroup" not in t:
+        ctx = t["taskContext"]
+        if "agent.id" not in ctx or "task.capacityGroup" not in ctx:
             continue
-        group = t["capacityGroup"]
+        if t["jobId"] not in resources:
+            try:
+                job = _manager().get_job(t["jobId"])
+            except NotFound:
+                continue
+            resources[t["jobId"]] = job["jobDescriptor"]["container"].get("resources", {})
+        group = ctx["task.capacityGroup"]
         running[group] = running.get(group, 0) + 1
         acc = used.setdefault(group, dict.fromkeys(_DIMS, 0.0))
         for k in _DIMS:
-            acc[k] += float(t["resources"].get(k, 0))
+            acc[k] += float(resources[t["jobId"]].get(k, 0))
     rows = []
     for g in _manager().list_capacity_groups():
         dim = g["resourceDimension"]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import RunningMaster, batch_job, wait_for
+from tests.conftest import API_TOKEN, RunningMaster, batch_job, wait_for
 
 
 def _samples(master: RunningMaster) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    r = requests.get(master.url + "/metrics", timeout=10)
+    assert requests.get(master.url + "/metrics", timeout=10).status_code == 401  # counts need the token
+    r = requests.get(master.url + "/metrics", timeout=10, headers={"Authorization": f"Bearer {API_TOKEN}"})
     assert r.status_code == 200
     assert r.headers["Content-Type"].startswith("text/plain")
     out = {}

@@ -19,7 +19,6 @@ def _without(path: str, job: dict[str, Any]) -> dict[str, Any]:
 
 
 INVALID: list[tuple[str, dict[str, Any], str]] = [
-    ("missing-owner", _without("owner", batch_job()), "owner"),
     ("bad-email", batch_job(owner={"teamEmail": "nobody"}), "owner.teamEmail"),
     ("missing-app-name", _without("applicationName", batch_job()), "applicationName"),
     ("app-name-spaces", batch_job(applicationName="has spaces"), "applicationName"),

@@ -122,6 +122,8 @@ def test_migrate_creates_and_upgrades_the_schema_idempotently(cassandra_server: 
         store.apply(epoch + 1, [Write("framework", "titus", 0, {"frameworkId": "fw-1"})])  # needs migration 4
         framework = store.get("framework", "titus")
         assert framework is not None and (framework.record, framework.version) == ({"frameworkId": "fw-1"}, 1)
+        store.apply(epoch + 1, [Write("credential", "agent:c1", 0, {"type": "agent"})])  # needs migration 5
+        assert [s.record for s in store.load_active("credential")] == [{"type": "agent"}]
     finally:
         store.drop_keyspace()
         store.close()

@@ -272,14 +272,14 @@ def test_agents_groups_and_task_pages_show_what_the_master_knows(master: Running
     def pending_shown() -> bool:
         return "pending" in s.get(f"{ui_master.url}/ui/jobs/{huge}", timeout=10).text and bool(
             ui_master.api("GET", "/api/v3/tasks", params={"jobIds": huge})
-            .json()["items"][0]
-            .get("pendingReason")
+            .json()["items"][0]["taskContext"]
+            .get("task.pendingReason")
         )
 
     wait_for(pending_shown, what="a pending reason for the too-big task")
     reason = ui_master.api("GET", "/api/v3/tasks", params={"jobIds": huge}).json()["items"][0][
-        "pendingReason"
-    ]
+        "taskContext"
+    ]["task.pendingReason"]
     assert reason.replace("'", "&#39;") in s.get(f"{ui_master.url}/ui/jobs/{huge}", timeout=10).text
     # a finished task: its page, its logs from the tail the agent reported, and the job page lists it
     task_id = ui_master.api("GET", "/api/v3/tasks", params={"jobIds": job_id}).json()["items"][0]["id"]
