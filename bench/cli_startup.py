@@ -53,7 +53,8 @@ def run(runs: int) -> dict[str, Any]:
     if not os.path.exists(titus):
         raise RuntimeError(f"no installed entry point at {titus}: run scripts/setup.sh")
     with tempfile.TemporaryDirectory() as tmp:
-        server = MasterServer(MasterConfig(port=0, data_dir=Path(tmp), api_token="bench-token",
+        server = MasterServer(MasterConfig(
+            init_cluster=True, port=0, data_dir=Path(tmp), api_token="bench-token",
                                            agent_token="bench-agent", sqlite_synchronous="NORMAL"))
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()

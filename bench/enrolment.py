@@ -39,7 +39,8 @@ def run(agents: int, tls: tuple[Path, Path, Path] | None = None) -> dict[str, An
     work = Path(tempfile.mkdtemp(prefix="titus-bench-enrol-"))
     cert, key = (str(tls[1]), str(tls[2])) if tls else ("", "")
     verify: str | bool = str(tls[0]) if tls else True
-    server = MasterServer(MasterConfig(port=0, data_dir=work / "master", api_token=API_TOKEN,
+    server = MasterServer(MasterConfig(
+        init_cluster=True, port=0, data_dir=work / "master", api_token=API_TOKEN,
                                        sqlite_synchronous="FULL", tls_cert_file=cert, tls_key_file=key))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -47,7 +47,8 @@ def run(lines: int, interval: float) -> dict[str, Any]:
 
     result = run_facts(lines=lines, interval_s=interval, runtime="oci", sqlite_synchronous="NORMAL")
     with tempfile.TemporaryDirectory() as tmp:
-        server = MasterServer(MasterConfig(port=0, data_dir=Path(tmp) / "master", api_token=API_TOKEN,
+        server = MasterServer(MasterConfig(
+            init_cluster=True, port=0, data_dir=Path(tmp) / "master", api_token=API_TOKEN,
                                            agent_token=AGENT_TOKEN, sqlite_synchronous="NORMAL"))
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()

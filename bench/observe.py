@@ -40,7 +40,8 @@ TOKEN = "bench-observe-token"
 def _serve(port: int, data_dir: str, threads: int) -> None:
     from master.server import MasterConfig, MasterServer
 
-    config = MasterConfig(port=port, data_dir=Path(data_dir), api_token=TOKEN, agent_token="bench-agent",
+    config = MasterConfig(
+        init_cluster=True, port=port, data_dir=Path(data_dir), api_token=TOKEN, agent_token="bench-agent",
                           sqlite_synchronous="FULL", threads=threads)
     MasterServer(config).serve_forever()
 

@@ -82,7 +82,8 @@ def _free_port() -> int:
 def submissions_per_s(work: Path, duration: float, concurrency: int,
                       tls: tuple[Path, Path, Path] | None) -> dict[str, Any]:
     port = _free_port()
-    env = {**os.environ, "TITUS_PORT": str(port), "TITUS_DATA_DIR": str(work / "state"),
+    env = {**os.environ, "TITUS_INIT_CLUSTER": "true",
+           "TITUS_PORT": str(port), "TITUS_DATA_DIR": str(work / "state"),
            "TITUS_API_TOKEN": API_TOKEN, "TITUS_SQLITE_SYNCHRONOUS": "FULL", "TITUS_LOG_LEVEL": "WARNING"}
     verify: str | bool = True
     scheme = "http"

@@ -85,6 +85,7 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory(prefix="titus-bench-ui-") as tmp:
         config = MasterConfig(
+            init_cluster=True,
             port=0,
             data_dir=Path(tmp),
             api_token=TOKEN,

@@ -88,6 +88,7 @@ def start_agent(url: str, data_dir: Path, agent_id: str, group: str) -> subproce
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     clock = HeldClock()
     config = MasterConfig(
+            init_cluster=True,
         port=free_port(),
         data_dir=tmp_path / "master",
         api_token=API_TOKEN,

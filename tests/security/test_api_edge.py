@@ -60,7 +60,8 @@ class Master:
 def spawn_master(data: Path, port: int | None = None, **env_extra: str) -> Master:
     """A `titus master` subprocess on `data`; `env_extra` overrides the TITUS_* settings (empty: unset)."""
     port = port or free_port()
-    env = {**os.environ, "TITUS_PORT": str(port), "TITUS_DATA_DIR": str(data / "state"),
+    env = {**os.environ, "TITUS_INIT_CLUSTER": "true",
+           "TITUS_PORT": str(port), "TITUS_DATA_DIR": str(data / "state"),
            "TITUS_API_TOKEN": API_TOKEN, "TITUS_AGENT_TOKEN": AGENT_TOKEN,
            "TITUS_SQLITE_SYNCHRONOUS": "NORMAL",
            "TITUS_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S), "TITUS_REQUEST_TIMEOUT_S": "4",

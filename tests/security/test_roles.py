@@ -129,7 +129,7 @@ def test_a_bad_principals_file_stops_the_master_with_a_message(tmp_path: Path) -
     bad = tmp_path / "principals.json"
     bad.write_text(json.dumps({"principals": [{"name": "x", "email": "x@example.com", "role": "root",
                                                "token": "t" * 20}]}))
-    env = {"TITUS_API_TOKEN": API_TOKEN, "TITUS_PRINCIPALS_FILE": str(bad),
+    env = {"TITUS_INIT_CLUSTER": "true", "TITUS_API_TOKEN": API_TOKEN, "TITUS_PRINCIPALS_FILE": str(bad),
            "TITUS_DATA_DIR": str(tmp_path), "TITUS_PORT": "0", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-m", "titus.cli", "master"], env=env, capture_output=True,
                          text=True, timeout=60)

@@ -115,7 +115,8 @@ class TlsMaster:
 
 def _spawn(data: Path, pki: Pki, **extra: str) -> TlsMaster:
     port = free_port()
-    env = {**os.environ, "TITUS_PORT": str(port), "TITUS_DATA_DIR": str(data / "state"),
+    env = {**os.environ, "TITUS_INIT_CLUSTER": "true",
+           "TITUS_PORT": str(port), "TITUS_DATA_DIR": str(data / "state"),
            "TITUS_API_TOKEN": API_TOKEN, "TITUS_SQLITE_SYNCHRONOUS": "NORMAL", "TITUS_LOG_LEVEL": "WARNING",
            "TITUS_TLS_CERT": str(pki.server_cert), "TITUS_TLS_KEY": str(pki.server_key),
            "TITUS_IDLE_TIMEOUT_S": str(IDLE_TIMEOUT_S), "TITUS_HEADER_TIMEOUT_S": "2", **extra}

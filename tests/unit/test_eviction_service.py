@@ -26,7 +26,7 @@ def manager(tmp_path: Path, clock: Clock, system: SystemBudget | None = None) ->
     if system is not None:
         settings.system_disruption_budget = system
     m = JobManager(SqliteJobStore(tmp_path / "titus.db", "NORMAL"), clock, settings)
-    m.start()
+    m.start(init_cluster=True)
     return m
 
 

@@ -22,7 +22,7 @@ def jm(tmp_path: Path) -> Iterator[JobManager]:
     clock = iter(range(1_000_000, 10**9, 10)).__next__
     m = JobManager(SqliteJobStore(tmp_path / "titus.db", "NORMAL"), clock, Settings())
     m.events = EventLog(clock, capacity=4)  # a tiny log, so falling behind it is cheap to arrange
-    m.start()
+    m.start(init_cluster=True)
     yield m
     m.store.close()
 
