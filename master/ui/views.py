@@ -42,9 +42,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 @bp.app_template_filter("ui_time")
-def ui_time(ms: int) -> str:
-    """Epoch milliseconds as UTC, to the second: what an operator compares with logs."""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+def ui_time(ms: int | str) -> str:
+    """Epoch milliseconds as UTC, to the second: what an operator compares with logs. Titus's timestamps
+    are uint64, so proto3 JSON (what the pages are given) carries them as strings."""
+    return datetime.fromtimestamp(int(ms) / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _manager() -> JobManager:
