@@ -243,7 +243,10 @@ class AgentAuth(ManagerBase):
             del state.by_agent[agent_id]
             agent = self.agents.get(agent_id)
             if agent is not None:
-                # The same path as a heartbeat timeout: the next timer pass marks it lost with its tasks.
+                # The next timer pass marks it lost. Not merely silent: an agent whose credential was
+                # withdrawn is no longer trusted to come back, so its tasks are lost (and replaced) at once
+                # rather than Disconnected (master/reconcile.py), as for a host the resource manager lost.
+                agent.gone = True
                 agent.last_heartbeat_ms = -self.settings.heartbeat_timeout_ms - 1
                 self._wake_agent(agent_id)
         self._wait(pending)

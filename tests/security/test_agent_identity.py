@@ -271,6 +271,6 @@ def test_the_cli_creates_tokens_and_lists_and_revokes_credentials(master: Master
     revoked = _cli(master, "agent-credentials", "revoke", "id-cli")
     assert revoked.returncode == 0 and "revoked credential" in revoked.stdout
     again = _cli(master, "agent-credentials", "revoke", "id-cli")
-    assert again.returncode == 2 and "no active credential" in again.stderr
+    assert again.returncode == 3 and "no active credential" in again.stderr  # 3: not found (docs/cli.md)
     bad = _cli(master, "agent-tokens", "create", "--uses", "0")
     assert bad.returncode != 0

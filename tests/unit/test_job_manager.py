@@ -276,7 +276,8 @@ def test_agent_back_before_the_timeout_gets_its_tasks_back_in_their_real_state(
     assert (lost["state"], lost["reasonCode"]) == ("Finished", "lost")
     assert lost["reasonMessage"] == "the agent reconnected without it"
     report(jm, back, upd(ended, "Finished", "failed", 3))
-    assert (jm.get_task(ended)["status"]["reasonCode"], jm.get_task(ended)["taskContext"]["task.exitCode"]) == ("failed", "3")
+    finished = jm.get_task(ended)
+    assert (finished["status"]["reasonCode"], finished["taskContext"]["task.exitCode"]) == ("failed", "3")
     # Only the task it came back without is replaced.
     assert len([t for t in active(jm, service) if t["status"]["state"] == "Accepted"]) == 1
 
