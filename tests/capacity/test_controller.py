@@ -329,7 +329,8 @@ def test_consolidation_through_the_real_master_terminates_the_freed_instance(
     a.unavailable, b.unavailable = "held by the test", ""
     a.converge()
     b.converge()
-    assert master.api("PUT", f"/api/v3/jobs/{job_id}/capacityAttributes", json={"desired": 4}).status_code < 300
+    scaled = master.api("PUT", f"/api/v3/jobs/{job_id}/capacityAttributes", json={"desired": 4})
+    assert scaled.status_code < 300, scaled.text
     wait_for(lambda: len(b.converge()) == 2, what="two tasks on the second agent")
     a.unavailable = ""
     a.converge()
