@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.conftest import batch_job, free_port, wait_for
-from tests.security.test_api_edge import API_TOKEN, IDLE_TIMEOUT_S, _closed_by_peer
+from tests.security.test_api_edge import API_TOKEN, IDLE_TIMEOUT_S, Master, _closed_by_peer, stop_master
 
 
 @dataclass
@@ -105,15 +105,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
                d / "other-ca.pem")
 
 
-@dataclass
-class TlsMaster:
-    url: str
-    port: int
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-
-def _spawn(data: Path, pki: Pki, **extra: str) -> TlsMaster:
+def _spawn(data: Path, pki: Pki, **extra: str) -> Master:
     port = free_port()
     env = {**os.environ, "TITUS_INIT_CLUSTER": "true",
            "TITUS_PORT": str(port), "TITUS_DATA_DIR": str(data / "state"),
@@ -124,7 +116,7 @@ def _spawn(data: Path, pki: Pki, **extra: str) -> TlsMaster:
     with log.open("ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "titus.cli", "master"], env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
-    m = TlsMaster(f"https://127.0.0.1:{port}", port, proc, log)
+    m = Master(f"https://127.0.0.1:{port}", port, proc, log)
     cert = (str(pki.client_cert), str(pki.client_key)) if "TITUS_TLS_CLIENT_CA" in extra else None
 
     def healthy() -> bool:
@@ -139,39 +131,30 @@ def _spawn(data: Path, pki: Pki, **extra: str) -> TlsMaster:
     return m
 
 
-def _stop(m: TlsMaster) -> None:
-    m.proc.terminate()
-    try:
-        m.proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        m.proc.kill()
-        m.proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
-def master(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[TlsMaster]:
+def master(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Master]:
     m = _spawn(tmp_path_factory.mktemp("tls-master"), pki)
     yield m
-    _stop(m)
+    stop_master(m)
 
 
-def _api(m: TlsMaster, pki: Pki, method: str, path: str, **kwargs: Any) -> requests.Response:
+def _api(m: Master, pki: Pki, method: str, path: str, **kwargs: Any) -> requests.Response:
     headers = {"Authorization": f"Bearer {API_TOKEN}", **kwargs.pop("headers", {})}
     return requests.request(method, m.url + path, headers=headers, verify=str(pki.ca), timeout=30, **kwargs)
 
 
-def _assert_serving(m: TlsMaster, pki: Pki) -> None:
+def _assert_serving(m: Master, pki: Pki) -> None:
     assert m.proc.poll() is None, m.log.read_text()[-3000:]
     assert _api(m, pki, "GET", "/api/v3/jobs").status_code == 200
 
 
-def test_a_client_that_trusts_the_ca_is_served(master: TlsMaster, pki: Pki) -> None:
+def test_a_client_that_trusts_the_ca_is_served(master: Master, pki: Pki) -> None:
     r = _api(master, pki, "POST", "/api/v3/jobs", json=batch_job())
     assert r.status_code == 202, r.text
     assert _api(master, pki, "GET", f"/api/v3/jobs/{r.json()['id']}").status_code == 200
 
 
-def test_clients_refuse_a_master_whose_certificate_they_cannot_verify(master: TlsMaster, pki: Pki) -> None:
+def test_clients_refuse_a_master_whose_certificate_they_cannot_verify(master: Master, pki: Pki) -> None:
     with pytest.raises(requests.exceptions.SSLError):
         requests.get(master.url + "/healthz", timeout=10, verify=str(pki.other_ca))
     with pytest.raises(requests.exceptions.SSLError):
@@ -179,7 +162,7 @@ def test_clients_refuse_a_master_whose_certificate_they_cannot_verify(master: Tl
     _assert_serving(master, pki)
 
 
-def test_plain_http_and_silent_connections_get_nothing_and_are_closed(master: TlsMaster, pki: Pki) -> None:
+def test_plain_http_and_silent_connections_get_nothing_and_are_closed(master: Master, pki: Pki) -> None:
     with socket.create_connection(("127.0.0.1", master.port), timeout=10) as plain:
         plain.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         try:
@@ -193,7 +176,7 @@ def test_plain_http_and_silent_connections_get_nothing_and_are_closed(master: Tl
     _assert_serving(master, pki)
 
 
-def test_many_concurrent_keepalive_clients_and_large_answers(master: TlsMaster, pki: Pki) -> None:
+def test_many_concurrent_keepalive_clients_and_large_answers(master: Master, pki: Pki) -> None:
     """Exercises partial TLS writes and records left pending in the SSL object: every answer whole."""
     expected = _api(master, pki, "GET", "/api/v3/openapi.json").json()
 
@@ -211,7 +194,7 @@ def test_many_concurrent_keepalive_clients_and_large_answers(master: TlsMaster, 
     _assert_serving(master, pki)
 
 
-def test_the_edge_limits_hold_over_tls(master: TlsMaster, pki: Pki) -> None:
+def test_the_edge_limits_hold_over_tls(master: Master, pki: Pki) -> None:
     import http.client
 
     # A declared length over the cap is refused from the headers, before any body byte is sent.
@@ -231,7 +214,7 @@ def test_the_edge_limits_hold_over_tls(master: TlsMaster, pki: Pki) -> None:
     _assert_serving(master, pki)
 
 
-def test_the_cli_and_a_real_agent_trust_the_ca_through_titus_ca_file(master: TlsMaster, pki: Pki,
+def test_the_cli_and_a_real_agent_trust_the_ca_through_titus_ca_file(master: Master, pki: Pki,
                                                                        tmp_path: Path) -> None:
     env = {**os.environ, "TITUS_CA_FILE": str(pki.ca), "TITUS_URL": master.url, "TITUS_API_TOKEN": API_TOKEN}
     made = subprocess.run([sys.executable, "-m", "titus.cli", "agent-tokens", "create", "--json"], env=env,
@@ -290,4 +273,4 @@ def test_mutual_tls_refuses_clients_without_a_certificate(tmp_path: Path, pki: P
             if not tls.recv(1024):
                 raise ConnectionResetError("closed without an answer")
     finally:
-        _stop(m)
+        stop_master(m)
