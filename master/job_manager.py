@@ -10,6 +10,7 @@ master/snapshot.py and master/timers.py.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Iterable
 from typing import Any, Protocol
@@ -333,7 +334,8 @@ class JobManager(
                 task = Task.from_record(stored.record, stored.version)
             agent = self.agents.get(task.agent_id) if task.agent_id else None
             native = isinstance(self.backend, NativeBackend)  # Mesos executors do not read desired sets
-            if agent is not None and not agent.lost and agent.registered and native:
+            silent = time.monotonic() < self._log_silent_until.get(task.agent_id or "", 0.0)
+            if agent is not None and not agent.lost and agent.registered and native and not silent:
                 following = sum(1 for r in self._log_reads.values() if r["waitMs"] > 0)
                 if wait_s > 0 and following >= MAX_FOLLOW_WAITS:
                     wait_s = 0  # followers must not take the HTTP threads the agents' long polls need
@@ -347,6 +349,8 @@ class JobManager(
                                             timeout=wait_s + self.settings.log_wait_s)
                 self._log_reads.pop(request_id, None)
                 chunk = self._log_chunks.pop(request_id, None)
+                if chunk is None and not self.closing:
+                    self._log_silent_until[agent.id] = time.monotonic() + self.settings.log_silent_s
                 if chunk is not None and chunk.get("found", True):
                     return chunk
         # Outside the lock: the archive is a network call.

@@ -18,7 +18,7 @@ from typing import Any
 import requests
 
 from tests.capacity.fake_agent import FakeAgent
-from tests.conftest import AGENT_TOKEN, API_TOKEN, RunningMaster, service_job
+from tests.conftest import AGENT_TOKEN, API_TOKEN, RunningMaster, service_job, wait_for
 
 HERE = Path(__file__).resolve().parent
 
@@ -75,7 +75,7 @@ def test_console_in_chromium(master: RunningMaster, artefacts: Path) -> None:
     job_id = r.json()["id"]
     for old in artefacts.glob("*.png"):
         old.unlink()
-    stop, errors = threading.Event(), []
+    stop, errors = threading.Event(), list[BaseException]()
     driver = threading.Thread(target=_drive, args=(agent, stop, errors), daemon=True)
     driver.start()
     try:
@@ -112,3 +112,57 @@ def test_console_in_chromium(master: RunningMaster, artefacts: Path) -> None:
     wire = master.api("GET", f"/api/v3/jobs/{job_id}").json()
     assert wire["status"]["state"] == "Finished"
     assert wire["jobDescriptor"]["service"]["capacity"]["desired"] == 3
+
+
+def test_an_agent_that_lets_a_log_read_time_out_is_not_asked_again_until_it_answers(
+    master: RunningMaster,
+) -> None:
+    """A console page reads two streams; each read put to an agent that cannot answer waited log_wait_s
+    (5 s), so the page took 10 s. After one read times out the stored tail is served without asking, and a
+    new session of the agent is asked again."""
+    silent = FakeAgent(master.url, "ui-silent-agent", "i-ui-silent", "ui-silent-pool")
+    r = master.api("POST", "/api/v3/jobs", json=service_job(desired=1, applicationName="uisilent"))
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    wait_for(lambda: len(silent.converge()) == 1, what="the task running on the silent agent")
+    task_id = master.api("GET", "/api/v3/tasks", params={"jobIds": job_id}).json()["items"][0]["id"]
+
+    def read() -> requests.Response:
+        return master.api("GET", f"/api/v3/tasks/{task_id}/logs", params={"stream": "stdout"})
+
+    first = read()
+    assert first.status_code == 200 and first.headers["X-Titus-Log-Source"] == "tail", first.text
+    # The second read, watched from the agent's side: were it put to the agent, its desired set would
+    # list it for as long as the master waits (log_wait_s).
+    seen: list[dict[str, Any]] = []
+    answer: list[requests.Response] = []
+    reader = threading.Thread(target=lambda: answer.append(read()), daemon=True)
+    reader.start()
+    while reader.is_alive():
+        r = requests.get(
+            f"{master.url}/api/v3/agent/instances/{silent.id}/assignments",
+            params={"since": -1, "session": silent.session, "waitMs": 0},
+            headers={"Authorization": f"Bearer {AGENT_TOKEN}"},
+            timeout=10,
+        )
+        seen += r.json().get("logReads", [])
+        reader.join(0.05)
+    assert answer and answer[0].headers["X-Titus-Log-Source"] == "tail"
+    assert seen == [], seen
+    # The agent comes back with a new session and answers: it is asked again.
+    answering = LoggingAgent(master.url, silent.id, "i-ui-silent", "ui-silent-pool")
+    answering.running = set(silent.running)
+    stop, errors = threading.Event(), list[BaseException]()
+    driver = threading.Thread(target=_drive, args=(answering, stop, errors), daemon=True)
+    driver.start()
+    try:
+        again = wait_for(
+            lambda: (lambda r: r if r.headers["X-Titus-Log-Source"] == "agent" else None)(read()),
+            timeout=30,
+            what="a log read answered by the agent's new session",
+        )
+    finally:
+        stop.set()
+        driver.join(timeout=10)
+    assert not errors, errors
+    assert f"task {task_id}\n" in again.text
