@@ -43,7 +43,6 @@ class AgentChannel(ManagerBase):
                 version=(previous.version + 1) if previous else 1,
             )
             self.agents[reg.id] = agent
-            self._log_silent_until.pop(reg.id, None)  # a new session: ask it again
             self._full_pass = True
             self.index.rezone(reg.id, agent.attributes.get("zone", ""))
             if previous is not None:
@@ -198,8 +197,6 @@ class AgentChannel(ManagerBase):
                 task = self.tasks.get(task_id)
                 if task is None or task.agent_id != agent_id:
                     raise Forbidden(f"task {task_id} is not assigned to agent {agent_id}")
-                self._log_silent_until.pop(agent_id, None)  # late, but it answers again
                 raise NotFound(f"no log read {request_id} is pending for task {task_id}")
             self._log_chunks[request_id] = chunk
-            self._log_silent_until.pop(agent_id, None)
             self._logs_changed.notify_all()

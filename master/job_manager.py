@@ -10,7 +10,6 @@ master/snapshot.py and master/timers.py.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Iterable
 from typing import Any, Protocol
@@ -313,7 +312,7 @@ class JobManager(
     log_archive: LogArchiveReader | None = None
 
     def task_log_range(
-        self, task_id: str, stream: str, offset: int, limit: int, wait_s: float
+        self, task_id: str, stream: str, offset: int, limit: int, wait_s: float, ask_agent: bool = True
     ) -> dict[str, Any]:
         """A byte range of a task's stdout or stderr: `offset` from the start (negative: from the end), at
         most `limit` bytes. Its agent reads it from the task's files, through the desired-set channel (the
@@ -321,7 +320,8 @@ class JobManager(
         their files; with wait_s > 0 the agent answers as soon as the log grows past `offset`, or the task
         ends (what `titus task logs --follow` waits on). When no agent can answer (gone, lost, an agent that
         does not know logReads), a finished task's logs come from the archive (S3) if there is one, else from
-        the tail stored with the task; `source` says which.
+        the tail stored with the task; `source` says which. ask_agent=False skips the agent: a reader that
+        just saw it not answer (source "tail") need not wait log_wait_s for it again.
 
         Returns {"data": bytes, "offset": where data starts, "size": the stream's length so far, "start":
         the first offset still kept (rotation), "final": no more will come, "source"}."""
@@ -334,8 +334,7 @@ class JobManager(
                 task = Task.from_record(stored.record, stored.version)
             agent = self.agents.get(task.agent_id) if task.agent_id else None
             native = isinstance(self.backend, NativeBackend)  # Mesos executors do not read desired sets
-            silent = time.monotonic() < self._log_silent_until.get(task.agent_id or "", 0.0)
-            if agent is not None and not agent.lost and agent.registered and native and not silent:
+            if ask_agent and agent is not None and not agent.lost and agent.registered and native:
                 following = sum(1 for r in self._log_reads.values() if r["waitMs"] > 0)
                 if wait_s > 0 and following >= MAX_FOLLOW_WAITS:
                     wait_s = 0  # followers must not take the HTTP threads the agents' long polls need
@@ -349,8 +348,6 @@ class JobManager(
                                             timeout=wait_s + self.settings.log_wait_s)
                 self._log_reads.pop(request_id, None)
                 chunk = self._log_chunks.pop(request_id, None)
-                if chunk is None and not self.closing:
-                    self._log_silent_until[agent.id] = time.monotonic() + self.settings.log_silent_s
                 if chunk is not None and chunk.get("found", True):
                     return chunk
         # Outside the lock: the archive is a network call.

@@ -108,8 +108,6 @@ class Settings:
     archive_reload_tasks: int = 50_000  # finished tasks read back from the store at start-up, newest first
     finished_tasks_per_job: int = 200
     log_wait_s: float = 5.0
-    #: How long an agent that let a log read time out is not asked again (its answer clears it sooner).
-    log_silent_s: float = 30.0
     #: The cluster-wide token bucket every eviction also draws from (master/eviction.py).
     system_disruption_budget: SystemBudget = field(default_factory=SystemBudget)
     # How long a task whose agent went silent stays Disconnected before it is replaced, unless its job
@@ -165,10 +163,6 @@ class ManagerBase:
         # agent sees them in its desired set ("logReads") and answers with a chunk (task_log_range).
         self._log_reads: dict[str, dict[str, Any]] = {}
         self._log_chunks: dict[str, dict[str, Any]] = {}
-        # Agents that let a log read time out, with when (monotonic) they may be asked again: a reader
-        # then gets the stored tail at once instead of waiting out log_wait_s again (an agent that cannot
-        # answer one read will not answer the next, and a console page reads two streams).
-        self._log_silent_until: dict[str, float] = {}
         self.closing = False
         # Event-driven scheduling state: a pass looks at new tasks only, unless capacity changed (an agent
         # came, went or freed resources), when every pending task gets another chance.

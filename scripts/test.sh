@@ -22,4 +22,5 @@ done
 # The project's venv first on PATH: the tests and the programs they start (titus, moto_server, ...) must run
 # the versions setup installed, not whatever another install put earlier on PATH.
 export PATH="$PWD/.venv/bin:$PATH"
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# --durations: the slowest tests in every run's output, to keep the suite inside its time budget.
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=30 "$@"

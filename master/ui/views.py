@@ -292,16 +292,19 @@ def task_logs(task_id: str) -> Response:
     """What the task log route serves (`task_logs`: the agent's upload, or the tail kept when finished).
 
     htmx asks for the fragment with both streams, read one after the other: two concurrent log requests
-    for one task would share one upload from the agent, and the second would wait out its timeout.
+    for one task would share one upload from the agent, and the second would wait out its timeout. When
+    the agent did not answer the first (its source is the stored tail), the second is not put to it:
+    waiting out log_wait_s twice would keep the page 10 s.
     """
     stream = request.args.get("stream", "stdout")
     if stream not in ("stdout", "stderr"):
         return Response("stream must be stdout or stderr", status=400, mimetype="text/plain")
     try:
         if request.headers.get("HX-Request"):
-            texts = {s: _log_tail(task_id, s) for s in ("stdout", "stderr")}
-            return _page("logs.html", texts=texts)
-        text = _log_tail(task_id, stream)
+            out = _log_tail(task_id, "stdout")
+            err = _log_tail(task_id, "stderr", ask_agent=out["source"] != "tail")
+            return _page("logs.html", texts={"stdout": _text(out), "stderr": _text(err)})
+        text = _text(_log_tail(task_id, stream))
     except NotFound:
         return Response(f"task {task_id} not found", status=404, mimetype="text/plain")
     return Response(text, mimetype="text/plain")
@@ -311,9 +314,12 @@ def task_logs(task_id: str) -> Response:
 LOG_TAIL_BYTES = 64 * 1024
 
 
-def _log_tail(task_id: str, stream: str) -> str:
+def _log_tail(task_id: str, stream: str, ask_agent: bool = True) -> dict[str, Any]:
     """The end of one stream, read through the master's byte-range log call without waiting for growth."""
-    chunk = _manager().task_log_range(task_id, stream, -LOG_TAIL_BYTES, LOG_TAIL_BYTES, 0.0)
+    return _manager().task_log_range(task_id, stream, -LOG_TAIL_BYTES, LOG_TAIL_BYTES, 0.0, ask_agent)
+
+
+def _text(chunk: dict[str, Any]) -> str:
     data = chunk["data"]
     return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
 
