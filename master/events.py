@@ -49,6 +49,10 @@ class Change:
     job_id: str = ""
 
 
+#: A leader term numbers at most 2**40 events (decades at thousands a second) before the next term's range.
+TERM_SHIFT = 40
+
+
 class EventsLost(Exception):
     """The reader's cursor is older than the oldest event kept."""
 
@@ -58,6 +62,7 @@ class EventLog:
         self._clock = clock
         self._events: deque[Event] = deque(maxlen=capacity)
         self._seq = 0
+        self._closed = False  # wake(): waits return at once
         self._cond = threading.Condition(threading.Lock())
         self._subscribers: list[Callable[[Event], None]] = []
         self._tickets = 0  # handed out by reserve
@@ -67,6 +72,25 @@ class EventLog:
     @property
     def last_seq(self) -> int:
         return self._seq
+
+    def start_term(self, epoch: int) -> None:
+        """Number this leader term's events from `epoch << TERM_SHIFT`: sequences of different terms never
+        overlap, so a reader resuming with a sequence another master (or this one before a restart) issued
+        is either behind this term's start (EventsLost: it resynchronises from the state) or ahead of
+        anything issued (the stream resynchronises too), never handed this term's events under numbers it
+        takes for ones it already saw. Events kept from before are dropped for the same reason."""
+        with self._cond:
+            base = epoch << TERM_SHIFT
+            if base > self._seq:
+                self._seq = base
+                self._events.clear()
+
+    def wake(self) -> None:
+        """Release every reader waiting in wait_since (the master is closing: streams end now, not after
+        their keep-alive period)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
 
     def subscribe(self, callback: Callable[[Event], None]) -> None:
         self._subscribers.append(callback)
@@ -116,7 +140,7 @@ class EventLog:
     def wait_since(self, seq: int, timeout_s: float, limit: int = 1000) -> list[Event]:
         """Events after `seq`, waiting up to `timeout_s` for the first one."""
         with self._cond:
-            self._cond.wait_for(lambda: self._seq > seq, timeout=timeout_s)
+            self._cond.wait_for(lambda: self._seq > seq or self._closed, timeout=timeout_s)
             return self._read(seq, limit)
 
     def _read(self, seq: int, limit: int) -> list[Event]:

@@ -196,6 +196,7 @@ class ManagerBase:
             for cond in self._agent_changed.values():
                 cond.notify_all()
             self._logs_changed.notify_all()
+        self.events.wake()
 
     def _agent_condition(self, agent_id: str) -> threading.Condition:
         cond = self._agent_changed.get(agent_id)
@@ -226,6 +227,7 @@ class ManagerBase:
             where or "this master's store",
         )
         self.epoch = self.store.acquire_epoch()
+        self.events.start_term(self.epoch)
         if verdict.write:
             self.store.apply(self.epoch, [Write("cluster", "identity", 0, {"id": verdict.cluster_id})])
         self.cluster_id = verdict.cluster_id

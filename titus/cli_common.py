@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 if TYPE_CHECKING:
-    from titus.client import TitusClient
+    from titus.client import ApiError, TitusClient
 
 DEFAULT_URL = "http://127.0.0.1:7001"
 
@@ -93,12 +93,17 @@ def api_call(action: Callable[[], T]) -> T:
     try:
         return action()
     except ApiError as exc:
-        raise CliError(
-            exc.body.get("error") or str(exc),
-            code_for_status(exc.status) if exc.status else EXIT_ERROR,
-            exc.status or None,
-            exc.body.get("fields") or None,
-        ) from exc
+        raise cli_error(exc) from exc
+
+
+def cli_error(exc: ApiError) -> CliError:
+    """The CliError for an ApiError: its message, the master's field errors, the exit code for its status."""
+    return CliError(
+        exc.body.get("error") or str(exc),
+        code_for_status(exc.status) if exc.status else EXIT_ERROR,
+        exc.status or None,
+        exc.body.get("fields") or None,
+    )
 
 
 def make_client(url: str | None, token: str | None) -> TitusClient:

@@ -22,6 +22,7 @@ from titus.cli_common import (
     Progress,
     api_call,
     api_options,
+    cli_error,
     complete_ids,
     emit,
     make_client,
@@ -284,6 +285,88 @@ def job_scale(
 
 
 # ========================================================================================= waiting
+#: Reconnects in a row, with no event between them, before `titus job watch` gives up.
+WATCH_RECONNECTS = 5
+
+
+@job.command("watch")
+@click.argument("job_id", required=False, shell_complete=complete_ids("job"))
+@click.option("--app", "application_name", help="Only jobs of this application name.")
+@click.option("--type", "job_type", type=click.Choice(["batch", "service"]), help="Only this type of job.")
+@api_options
+def job_watch(
+    job_id: str | None,
+    application_name: str | None,
+    job_type: str | None,
+    url: str | None,
+    token: str | None,
+    as_json: bool,
+) -> None:
+    """Print job and task changes as they happen (ObserveJobs): every active job and task first, then
+    each change. With JOB_ID: that job until it is Finished. A dropped connection is resumed after the
+    last change printed (or from a fresh snapshot when the master no longer has it). --json: one
+    JobChangeNotification per line (keep-alives left out). Ctrl-C stops it, exit 0."""
+    from titus.client import ApiError
+
+    client = make_client(url, token)
+    filters = {k: v for k, v in {"applicationName": application_name, "jobType": (job_type or "").upper()}
+               .items() if v}
+    since: int | None = None
+    lost = 0
+    try:
+        while True:
+            try:
+                for event in client.observe(job_id, since, filters=filters):
+                    lost = 0
+                    since = event.seq if event.seq is not None else since
+                    _print_change(event.message, as_json)
+                    if job_id and _job_finished(event.message):
+                        return  # ObserveJob ends with the job's final update
+                why = "the master ended the stream"  # a master stopping ends it too: resume elsewhere
+            except ApiError as exc:
+                if exc.status:  # refused (404: no such job), not lost
+                    raise cli_error(exc) from exc
+                why = str(exc)
+            lost += 1
+            if lost > WATCH_RECONNECTS:
+                raise CliError(f"{why}; gave up after {WATCH_RECONNECTS} reconnects")
+            click.echo(f"watch: {why}; reconnecting", err=True)
+            time.sleep(min(0.2 * 2**lost, 5.0))
+    except KeyboardInterrupt:
+        return
+
+
+def _job_finished(message: dict[str, Any]) -> bool:
+    update = message.get("jobUpdate")
+    return bool(update) and update["job"]["status"]["state"] == "Finished"
+
+
+def _print_change(message: dict[str, Any], as_json: bool) -> None:
+    """One JobChangeNotification: a line per job or task update (time, kind, id, state, why); the
+    snapshot's end goes to stderr, so stdout stays one line per change."""
+    if "keepAliveResponse" in message:
+        return
+    if as_json:
+        click.echo(json.dumps(message, separators=(",", ":")))
+        return
+    when = _ts(message.get("timestamp"))
+    if "snapshotEnd" in message:
+        click.echo(f"{when}  (the jobs and tasks above are the current state; changes follow)", err=True)
+    elif "jobUpdate" in message:
+        j = message["jobUpdate"]["job"]
+        d, status = j["jobDescriptor"], j["status"]
+        kind = "batch" if "batch" in d else "service"
+        line = f"{when}  job   {j['id']}  {status['state']}  {kind} {d['applicationName']} {_size(d)}"
+        reason = _job_reason(status)
+        click.echo(f"{line}  {reason}" if reason else line)
+    elif "taskUpdate" in message:
+        t = message["taskUpdate"]["task"]
+        agent = t.get("taskContext", {}).get("agent.id", "-")
+        line = f"{when}  task  {t['id']}  {t['status']['state']}  job {t['jobId']} agent {agent}"
+        reason = task_reason(t)
+        click.echo(f"{line}  {reason}" if reason else line)
+
+
 def _poll(what: str, timeout: float, step: Callable[[], tuple[bool, str]]) -> None:
     """Call step() every POLL_S until it says done; its text is the progress line."""
     progress = Progress()

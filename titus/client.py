@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -38,6 +39,14 @@ class LogRange:
     source: str  # "agent" (the task's files) or "tail" (what was stored with the finished task)
 
 
+@dataclass
+class ObserveEvent:
+    """One event of a job stream: a JobChangeNotification and, for changes, the sequence to resume after."""
+
+    seq: int | None
+    message: dict[str, Any]
+
+
 class TitusClient:
     """Over the standard library's http.client, not requests: the CLI imports this on every API command and
     requests alone costs 150-250 ms of start-up here (docs/cli.md, bench/cli_startup.py). One kept-alive
@@ -57,19 +66,19 @@ class TitusClient:
         self._conn: Any = None
 
     def _connection(self) -> Any:
+        if self._conn is None:
+            self._conn = self._new_connection(self.timeout)
+        return self._conn
+
+    def _new_connection(self, timeout: float) -> Any:
         import http.client
 
-        if self._conn is None:
-            if self._scheme == "https":
-                import ssl
+        if self._scheme == "https":
+            import ssl
 
-                context = ssl.create_default_context(cafile=self.ca_file or None)
-                self._conn = http.client.HTTPSConnection(
-                    self._host, self._port, timeout=self.timeout, context=context
-                )
-            else:
-                self._conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
-        return self._conn
+            context = ssl.create_default_context(cafile=self.ca_file or None)
+            return http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=context)
+        return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
 
     def request(
         self,
@@ -126,13 +135,8 @@ class TitusClient:
         headers: dict[str, str] | None = None,
     ) -> Any:
         resp = self.request(method, path, params, json, headers)
+        _raise_for(resp)
         text = resp.body.decode("utf-8", "replace")
-        if resp.status >= 400:
-            try:
-                parsed = _json_loads(text)
-            except ValueError:
-                parsed = None
-            raise ApiError(resp.status, parsed if isinstance(parsed, dict) else None, text[:500])
         if resp.headers.get("content-type", "").startswith("application/json"):
             return _json_loads(text)
         return text
@@ -178,17 +182,58 @@ class TitusClient:
         params = {"stream": stream, "offset": offset, "limit": limit, "waitMs": wait_ms}
         path = f"/api/v3/tasks/{task_id}/logs"
         resp = self.request("GET", path, params, timeout=self.timeout + wait_ms / 1000)
-        if resp.status >= 400:
-            text = resp.body.decode("utf-8", "replace")
-            try:
-                parsed = _json_loads(text)
-            except ValueError:
-                parsed = None
-            raise ApiError(resp.status, parsed if isinstance(parsed, dict) else None, text[:500])
+        _raise_for(resp)
         h = resp.headers
         return LogRange(resp.body, int(h.get("x-titus-log-offset", 0)), int(h.get("x-titus-log-size", 0)),
                         int(h.get("x-titus-log-start", 0)), h.get("x-titus-log-final", "false") == "true",
                         h.get("x-titus-log-source", ""))
+
+    def observe(
+        self,
+        job_id: str | None = None,
+        since: int | None = None,
+        filters: dict[str, str] | None = None,
+        keep_alive_ms: int = 10_000,
+    ) -> Iterator[ObserveEvent]:
+        """ObserveJobs (every job matching the find filters) or ObserveJob (one job): the master's
+        server-sent events, each a JobChangeNotification, keep-alives included. `since`, the last sequence
+        seen, resumes after it (or the master sends a fresh snapshot when it no longer has it).
+
+        On a connection of its own, since the stream holds it. Ends when the master ends the stream
+        (ObserveJob, after the job's final update); ApiError(0, ...) when the connection is lost or the
+        stream stays silent for three keep-alive periods, ApiError(status) when the master refuses."""
+        import http.client
+
+        path = f"/api/v3/jobs/{job_id}/observe" if job_id else "/api/v3/jobs/observe"
+        target = self._prefix + path + "?" + urlencode({**(filters or {}), "keepAliveMs": keep_alive_ms})
+        headers = {**self._headers, "Accept": "text/event-stream"}
+        if since is not None:
+            headers["Last-Event-ID"] = str(since)
+        conn = self._new_connection(3 * keep_alive_ms / 1000 + self.timeout)
+        try:
+            conn.request("GET", target, headers=headers)
+            resp = conn.getresponse()
+            if resp.status >= 400:
+                _raise_for(Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()))
+            seq: int | None = None
+            data: list[str] = []
+            while True:
+                raw = resp.readline()
+                if not raw:
+                    return  # the master ended the stream
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                if not line:  # an event ends at a blank line
+                    if data:
+                        yield ObserveEvent(seq, _json_loads("\n".join(data)))
+                    seq, data = None, []
+                elif line.startswith("id:"):
+                    seq = int(line[3:].strip())
+                elif line.startswith("data:"):
+                    data.append(line[6:] if line.startswith("data: ") else line[5:])
+        except (http.client.HTTPException, OSError, ValueError) as exc:
+            raise ApiError(0, None, f"lost the job stream from {self.url}: {exc!r}") from exc
+        finally:
+            conn.close()
 
     def logs(self, task_id: str, stream: str = "stdout") -> str:
         return str(self.call("GET", f"/api/v3/tasks/{task_id}/logs", params={"stream": stream}))
@@ -255,3 +300,15 @@ class TitusClient:
 
 def _json_loads(text: str) -> Any:
     return json.loads(text)
+
+
+def _raise_for(resp: Response) -> None:
+    """A refusal (4xx/5xx) as ApiError, with the master's JSON error when it sent one."""
+    if resp.status < 400:
+        return
+    text = resp.body.decode("utf-8", "replace")
+    try:
+        parsed = _json_loads(text)
+    except ValueError:
+        parsed = None
+    raise ApiError(resp.status, parsed if isinstance(parsed, dict) else None, text[:500])

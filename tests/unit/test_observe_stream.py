@@ -11,7 +11,7 @@ import pytest
 
 from master.api.models import JobDescriptor
 from master.api.observe import Frame, JobStream
-from master.events import EventLog
+from master.events import TERM_SHIFT, EventLog
 from master.job_manager import JobManager, Settings
 from master.store.sqlite import SqliteJobStore
 from tests.conftest import service_job
@@ -39,7 +39,7 @@ def test_a_subscriber_behind_the_log_gets_a_fresh_snapshot(jm: JobManager) -> No
     job_id, _ = jm.submit(JobDescriptor.model_validate(service_job(desired=2)))
     for n in range(5):
         jm.update_job_attributes(job_id, {"n": str(n)})
-    assert jm.events.last_seq > 5  # the first events are out of the 4-event log
+    assert jm.events.last_seq > (jm.epoch << TERM_SHIFT) + 5  # the first events are out of the 4-event log
     frames = list(islice(JobStream(jm, _everything, since=1, keep_alive_ms=100), 4))
     assert _kinds(frames) == ["jobUpdate", "taskUpdate", "taskUpdate", "snapshotEnd"]
     assert frames[0].message["jobUpdate"]["job"]["jobDescriptor"]["attributes"] == {"n": "4"}
@@ -67,3 +67,25 @@ def test_a_subscriber_that_falls_behind_while_streaming_resynchronises(jm: JobMa
     again = list(islice(stream, 2))
     assert _kinds(again) == ["jobUpdate", "snapshotEnd"]
     assert again[0].message["jobUpdate"]["job"]["jobDescriptor"]["attributes"] == {"a": "5"}
+
+
+def test_a_sequence_from_the_previous_leader_term_gets_a_fresh_snapshot(tmp_path: Path) -> None:
+    """Sequences are per leader term: a client resuming after a failover or restart with the old master's
+    sequence must not be handed the new master's events under numbers it takes for ones it saw."""
+    clock = iter(range(1_000_000, 10**9, 10)).__next__
+    old = JobManager(SqliteJobStore(tmp_path / "titus.db", "NORMAL"), clock, Settings())
+    old.start(init_cluster=True)
+    job_id, _ = old.submit(JobDescriptor.model_validate(service_job(desired=0)))
+    old.update_job_attributes(job_id, {"seen": "yes"})
+    since = old.events.last_seq
+    old.store.close()
+    new = JobManager(SqliteJobStore(tmp_path / "titus.db", "NORMAL"), clock, Settings())
+    new.start()
+    try:
+        for n in range(10):  # more changes in the new term than the old one had numbered
+            new.update_job_attributes(job_id, {"seen": "yes", "n": str(n)})
+        frames = list(islice(JobStream(new, _everything, since=since, keep_alive_ms=100), 2))
+        assert _kinds(frames) == ["jobUpdate", "snapshotEnd"], frames
+        assert frames[0].message["jobUpdate"]["job"]["jobDescriptor"]["attributes"]["n"] == "9"
+    finally:
+        new.store.close()

@@ -16,7 +16,7 @@ import pytest
 
 from master.api.models import CapacityUpdate
 from master.core import states
-from master.events import Event
+from master.events import TERM_SHIFT, Event
 from master.job_manager import Conflict, JobManager, Settings, StaleSession
 from master.scheduler.model import Resources
 from master.snapshot import SnapshotBuilder, job_resources
@@ -120,8 +120,9 @@ def test_indexes_equal_a_full_scan_through_a_random_walk(jm: JobManager, seed: i
         fresh = jm._schedule_request(pending, clock())
         jm.snapshots = fresh_builder
         assert cached == fresh, f"step {step}: cached snapshot differs from a fresh one"
-    assert [e.seq for e in seen] == list(range(1, len(seen) + 1))
-    assert jm.events.last_seq == len(seen) > 0
+    base = jm.epoch << TERM_SHIFT  # this leader term's numbers
+    assert [e.seq for e in seen] == list(range(base + 1, base + len(seen) + 1))
+    assert jm.events.last_seq == base + len(seen) > base
     by_task: dict[str, list[int]] = {}
     for e in seen:
         by_task.setdefault(e.entity_id, []).append(e.version)
@@ -130,7 +131,7 @@ def test_indexes_equal_a_full_scan_through_a_random_walk(jm: JobManager, seed: i
 
 def test_event_log_readers_resume_from_their_cursor(jm: JobManager) -> None:
     job_id = submit(jm, batch_job(size=2))
-    events = jm.events.read_since(0)
+    events = jm.events.read_since(jm.epoch << TERM_SHIFT)
     assert [(e.kind, e.state) for e in events] == [("job", "Accepted"), ("task", "Accepted"),
                                                    ("task", "Accepted")]
     assert events[0].entity_id == job_id
