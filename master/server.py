@@ -12,6 +12,7 @@ from typing import Any
 
 from master.api.app import ApiConfig, create_app
 from master.cluster_identity import EXIT_NO_CLUSTER, EXIT_STORE_CORRUPTED, ClusterIdentityError
+from master.core.disruption import SystemBudget
 from master.core.fault_policy import Defaults
 from master.edge import EdgeLimits, EdgeServer, server_tls_context
 from master.job_manager import JobManager, Settings
@@ -46,6 +47,10 @@ class MasterConfig:
     # Default disconnected timeouts (master/core/fault_policy.py), in ms; None: wait for the agent for ever.
     service_disconnected_timeout_ms: int | None = 300_000
     batch_disconnected_timeout_ms: int | None = None
+    # The cluster-wide bucket every system eviction draws from (master/core/disruption.py SystemBudget):
+    # how many may happen at once and how fast the bucket refills.
+    system_disruption_burst: int = 50
+    system_disruption_rate_per_s: float = 1.0
     # Cluster identity (master/cluster_identity.py): initialise a new cluster if the store holds none;
     # the cluster this master must belong to ("" = whichever the store says).
     init_cluster: bool = False
@@ -185,6 +190,9 @@ class MasterServer:
                 heartbeat_timeout_ms=config.heartbeat_timeout_ms,
                 disconnect_defaults=Defaults(
                     config.service_disconnected_timeout_ms, config.batch_disconnected_timeout_ms
+                ),
+                system_disruption_budget=SystemBudget(
+                    config.system_disruption_rate_per_s, config.system_disruption_burst
                 ),
             )
         )

@@ -220,6 +220,8 @@ def _master_config(values: dict[str, str], port: int | None = None, data_dir: Pa
         cluster_id=values.get("TITUS_CLUSTER_ID", ""),
         service_disconnected_timeout_ms=_timeout_ms(values, "TITUS_SERVICE_DISCONNECTED_TIMEOUT_S", "300"),
         batch_disconnected_timeout_ms=_timeout_ms(values, "TITUS_BATCH_DISCONNECTED_TIMEOUT_S", "never"),
+        system_disruption_burst=_at_least(values, "TITUS_SYSTEM_DISRUPTION_BURST", 50, 1),
+        system_disruption_rate_per_s=_at_least(values, "TITUS_SYSTEM_DISRUPTION_RATE_PER_S", 1.0, 0.0),
         cassandra=_cassandra_options(values) if store == "cassandra" else {},
         zk_hosts=values.get("TITUS_ZK", ""),
         zk_session_timeout_s=get_float(values, "TITUS_ZK_SESSION_TIMEOUT_S", 10.0),
@@ -255,6 +257,15 @@ def _log_archive(values: dict[str, str]) -> Any:
         except LogArchiveError as exc:
             click.echo(f"warning: {exc}", err=True)
     return archive
+def _at_least(values: dict[str, str], name: str, default: Any, least: float) -> Any:
+    """An int (default int) or float setting, refused below `least`: a burst of 0 would refuse every
+    system eviction for ever, a negative rate would drain the bucket."""
+    value = get_int(values, name, default) if isinstance(default, int) else get_float(values, name, default)
+    if value < least:
+        raise ConfigError(f"{name} must be at least {least:g}, not {value:g}")
+    return value
+
+
 def _timeout_ms(values: dict[str, str], name: str, default: str) -> int | None:
     """Seconds, or `never`, as milliseconds or None (the default disconnected timeouts)."""
     raw = values.get(name, default).strip()

@@ -337,7 +337,7 @@ def job_watch(
 
 
 def _job_finished(message: dict[str, Any]) -> bool:
-    update = message.get("jobUpdate")
+    update: dict[str, Any] = message.get("jobUpdate") or {}
     return bool(update) and update["job"]["status"]["state"] == "Finished"
 
 

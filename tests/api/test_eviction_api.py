@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from tests.conftest import RunningMaster, service_job
+import threading
+from pathlib import Path
+
+import pytest
+import requests
+
+from master.server import MasterServer
+from shared.config import ConfigError
+from tests.conftest import API_TOKEN, RunningMaster, free_port, service_job, wait_for
+from titus.cli import _master_config
 
 
 def test_job_quota_is_shaped_as_titus_eviction_quota(shared_master: RunningMaster) -> None:
@@ -51,3 +60,31 @@ def test_the_eviction_api_takes_the_api_token_only(shared_master: RunningMaster)
         assert r.status_code == 401
     r = requests.delete(shared_master.url + "/api/v3/eviction/tasks/t1", timeout=10)
     assert r.status_code == 401
+
+
+def test_the_system_budget_is_a_master_setting(tmp_path: Path) -> None:
+    """TITUS_SYSTEM_DISRUPTION_BURST / _RATE_PER_S, read the way `titus master` reads them, reach the quota."""
+    values = {"TITUS_API_TOKEN": API_TOKEN, "TITUS_INIT_CLUSTER": "true", "TITUS_SQLITE_SYNCHRONOUS": "OFF",
+              "TITUS_SYSTEM_DISRUPTION_BURST": "3", "TITUS_SYSTEM_DISRUPTION_RATE_PER_S": "0.5"}
+    server = MasterServer(_master_config(values, port=free_port(), data_dir=tmp_path))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.port}"
+    try:
+        wait_for(lambda: requests.get(url + "/healthz", timeout=1).status_code == 200, what="master /healthz")
+        system = requests.get(url + "/api/v3/eviction/quotas/system", timeout=10,
+                              headers={"Authorization": f"Bearer {API_TOKEN}"}).json()
+        assert system["quota"] == 3 and "3 of 3" in system["message"], system
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+@pytest.mark.parametrize(("name", "raw", "says"), [
+    ("TITUS_SYSTEM_DISRUPTION_BURST", "0", "at least 1"),
+    ("TITUS_SYSTEM_DISRUPTION_BURST", "lots", "must be an integer"),
+    ("TITUS_SYSTEM_DISRUPTION_RATE_PER_S", "-1", "at least 0"),
+])
+def test_a_bad_system_budget_setting_is_refused_by_name(name: str, raw: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=f"{name}.*{says}|{says}.*{name}|{name} {says}"):
+        _master_config({"TITUS_API_TOKEN": API_TOKEN, name: raw})
