@@ -3,22 +3,36 @@
 Views read through the manager's public queries (the ones the v3 routes use) and change state through the
 same calls (`kill_job`, `update_capacity`, `set_enabled`), so the console can do nothing the API cannot.
 Every page works without JavaScript; htmx (served from /ui/static/vendor, fetched from npm at setup by
-scripts/install-htmx.sh) only refreshes fragments: the jobs table and a task's logs every few seconds.
+scripts/install-htmx.sh) only refreshes fragments: the jobs table, a job's tasks and a running task's logs.
+They refresh when something changed, not on a timer: static/live.js listens to a server-sent event stream
+of this console (`/ui/events`: the job event stream reduced to "this job changed"; `/ui/tasks/<id>/logs/
+events`: "this task's stdout grew") and asks htmx to re-fetch the fragment, at most once per 300 ms.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from functools import wraps
 from typing import Any, TypeVar, cast
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from pydantic import ValidationError
 
 from master.api import mapper
 from master.api.models import CapacityUpdate
+from master.api.observe import JobStream
 from master.api.standby import Routing
 from master.core import states
 from master.core.entities import Job
@@ -166,6 +180,7 @@ def _jobs_url(query: dict[str, str], **extra: int) -> str:
 @bp.get("/jobs")
 @login_required
 def jobs() -> Response:
+    since = _manager().events.last_seq  # before the state is read: the live stream resumes from here
     f = _job_filters()
     page = max(0, _int_arg("page", 0))
     selected = _selected_jobs(f)
@@ -186,6 +201,7 @@ def jobs() -> Response:
         next_url=_jobs_url(query, page=page + 1),
         prev_url=_jobs_url(query, page=page - 1),
         groups=[g["appName"] for g in _manager().list_capacity_groups()],
+        since=since,
     )
 
 
@@ -199,6 +215,7 @@ def _int_arg(name: str, default: int) -> int:
 @bp.get("/jobs/<job_id>")
 @login_required
 def job(job_id: str, status: int = 200, error: str = "") -> Response:
+    since = _manager().events.last_seq  # before the state is read: the live stream resumes from here
     try:
         wire = _manager().get_job(job_id)
     except NotFound:
@@ -218,6 +235,7 @@ def job(job_id: str, status: int = 200, error: str = "") -> Response:
         live=wire["status"]["state"] != states.JOB_FINISHED,
         done=_DONE.get(request.args.get("done", ""), ""),
         error=error,
+        since=since,
     )
 
 
@@ -308,6 +326,101 @@ def task_logs(task_id: str) -> Response:
     except NotFound:
         return Response(f"task {task_id} not found", status=404, mimetype="text/plain")
     return Response(text, mimetype="text/plain")
+
+
+#: How long a live stream of the console stays silent before it writes a keep-alive (a closed tab is
+#: noticed at that write, and its HTTP thread freed).
+LIVE_KEEP_ALIVE_MS = 15_000
+
+
+def _sse(frames: Iterator[str]) -> Response:
+    resp = Response((f.encode() for f in frames), mimetype="text/event-stream")
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["X-Accel-Buffering"] = "no"
+    return resp
+
+
+def _everything(job_id: str, descriptor: dict[str, Any]) -> bool:
+    return True
+
+
+@bp.get("/events")
+@login_required
+def events() -> Response:
+    """Which jobs changed, as they change (`event: change`, data {"job": id}), for live fragments: the
+    observe stream (master/api/observe.py) reduced to ids (the fragment is rendered by its own route).
+    With ?job=ID: that job's changes, then `event: end` once it is Finished.
+
+    `since` is the event sequence the page was rendered at, so what changed between the render and this
+    connection is not missed; when the master no longer has it (or it is absent) the stream starts with a
+    snapshot, which is sent as one change: the page cannot know what it missed, so it re-fetches."""
+    job_id = request.args.get("job") or None
+    raw = request.args.get("since", "")
+    since = int(raw) if raw.isdigit() else None
+    m = _manager()
+    if job_id is not None:
+        try:
+            m.get_job(job_id)
+        except NotFound:
+            return Response(f"job {job_id} not found", status=404, mimetype="text/plain")
+    stream = JobStream(m, _everything, job_id, since, LIVE_KEEP_ALIVE_MS)
+
+    def frames() -> Iterator[str]:
+        for frame in stream:
+            message = frame.message
+            if "keepAliveResponse" in message:
+                yield ": keep-alive\n\n"
+            elif "snapshotEnd" in message:  # after a snapshot (no usable `since`, or a resynchronisation)
+                yield f"event: change\ndata: {json.dumps({'job': job_id})}\n\n"
+            elif frame.seq is not None:  # a change (a snapshot's frames carry no sequence)
+                if "jobUpdate" in message:
+                    changed = message["jobUpdate"]["job"]["id"]
+                else:
+                    changed = message["taskUpdate"]["task"]["jobId"]
+                yield f"event: change\ndata: {json.dumps({'job': changed})}\n\n"
+        yield "event: end\ndata: {}\n\n"  # ObserveJob ended (the job is Finished) or the master stops
+
+    return _sse(frames())
+
+
+@bp.get("/tasks/<task_id>/logs/events")
+@login_required
+def task_log_events(task_id: str) -> Response:
+    """`event: change` whenever the task's stdout grew, `event: end` when the task has ended: a follow
+    read through the agent channel (the one `titus task logs -f` uses, the agent holding it until the
+    file grows), so the logs fragment is re-fetched when there is more to show, not on a timer. When no
+    agent answers (the stored tail is all there is) it asks again after a few seconds."""
+    m = _manager()
+    try:
+        first = m.task_log_range(task_id, "stdout", 0, 1, 0.0)
+    except NotFound:
+        return Response(f"task {task_id} not found", status=404, mimetype="text/plain")
+
+    def frames() -> Iterator[str]:
+        size, chunk = int(first["size"]), first
+        # What was written between the page's own read and this one: the page cannot know, so re-fetch.
+        yield "event: change\ndata: {}\n\n"
+        while not chunk["final"] and not m.closing:
+            chunk = m.task_log_range(task_id, "stdout", size, 1, LOG_FOLLOW_WAIT_S)
+            if int(chunk["size"]) > size:
+                size = int(chunk["size"])
+                yield "event: change\ndata: {}\n\n"
+            else:
+                yield ": keep-alive\n\n"
+                # Nothing new: the read was not held (no agent to answer, or the master's cap on held
+                # reads reached), so wait a little before asking again instead of spinning.
+                time.sleep(LOG_RETRY_S if chunk["source"] == "agent" else LOG_NO_AGENT_RETRY_S)
+        yield "event: change\ndata: {}\n\n"
+        yield "event: end\ndata: {}\n\n"
+
+    return _sse(frames())
+
+
+#: How long one follow read of the console may be held by the agent (as the CLI's --follow).
+LOG_FOLLOW_WAIT_S = 20.0
+#: Pauses before asking again when a read brought nothing new.
+LOG_RETRY_S = 0.5
+LOG_NO_AGENT_RETRY_S = 3.0
 
 
 #: How much of a stream the console shows: its last 64 KiB (the CLI's `titus task logs` reads it all).

@@ -80,12 +80,19 @@ async function main() {
     await page.click('#scale');
     assert.match(await page.textContent('.done'), /Capacity updated/);
     assert.match(await page.textContent('#capacity'), /desired 3,/);
-    // no reload: the tasks table refreshes itself (htmx, every 3 s) until the new tasks show as Started
+    // no reload: the job's event stream (/ui/events?job=) says it changed and htmx re-fetches the tasks
     await until('three started tasks, shown without reloading', async () =>
       (await page.locator('#active-tasks td.state:text-is("Started")').count()) === 3);
     await shot('04-job-scaled');
+    // and no polling: while nothing changes, the page asks for nothing (it used to every 3 s)
+    const asked = [];
+    const onRequest = (r) => { if (r.headers()['hx-request']) asked.push(new URL(r.url()).pathname); };
+    page.on('request', onRequest);
+    await new Promise((r) => setTimeout(r, 4000));
+    page.off('request', onRequest);
+    assert.deepEqual(asked, [], 'fragments fetched while nothing changed');
 
-    // 5. a task's page: logs arrive through htmx and refresh while it runs (the fake agent counts)
+    // 5. a task's page: logs arrive through htmx and follow the task's output (the fake agent adds a line a round)
     await page.locator('#active-tasks a').first().click();
     assert.match(await page.textContent('#task-state'), /Started/);
     const first = await until('stdout in the page', async () => {

@@ -24,12 +24,23 @@ HERE = Path(__file__).resolve().parent
 
 
 class LoggingAgent(FakeAgent):
-    """The fake agent, plus answers to log reads (`logReads`): each upload says how many came before it."""
+    """The fake agent, plus each task's stdout, one line longer at every round ("upload N"), served to log
+    reads (`logReads`) the way the real agent serves them: the bytes [offset, offset+limit) of what it has
+    (negative offsets from the end), with the stream's size."""
 
     uploads = 0
 
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.logs: dict[str, bytes] = {}
+
     def converge(self) -> set[str]:
         running = super().converge()
+        for task_id in running:
+            self.uploads += 1
+            self.logs[task_id] = self.logs.get(task_id, f"task {task_id}\n".encode()) + (
+                f"upload {self.uploads}\n".encode()
+            )
         r = requests.get(
             f"{self.url}/api/v3/agent/instances/{self.id}/assignments",
             params={"since": -1, "session": self.session, "waitMs": 0},
@@ -37,12 +48,21 @@ class LoggingAgent(FakeAgent):
             timeout=10,
         )
         for read in r.json().get("logReads", []):
-            self.uploads += 1
             task_id = read["taskId"]
-            data = f"task {task_id}\nupload {self.uploads}\n".encode()
-            body = {"sessionEpoch": self.session, "requestId": read["id"], "stream": read["stream"],
-                    "offset": 0, "size": len(data), "start": 0, "final": False,
-                    "dataB64": base64.b64encode(data).decode()}
+            data = self.logs.get(task_id, b"") if read["stream"] == "stdout" else b""
+            offset = int(read["offset"])
+            begin = max(0, len(data) + offset) if offset < 0 else min(offset, len(data))
+            piece = data[begin : begin + int(read["limit"])]
+            body = {
+                "sessionEpoch": self.session,
+                "requestId": read["id"],
+                "stream": read["stream"],
+                "offset": begin,
+                "size": len(data),
+                "start": 0,
+                "final": False,
+                "dataB64": base64.b64encode(piece).decode(),
+            }
             requests.post(
                 f"{self.url}/api/v3/agent/instances/{self.id}/logs/{task_id}",
                 json=body,

@@ -3,6 +3,8 @@ actions through the API's own operations, agents/groups pages. The browser test:
 
 from __future__ import annotations
 
+import html
+import re
 from typing import Any
 
 import requests
@@ -28,6 +30,8 @@ def test_unauthenticated_pages_redirect_to_login(ui_master: RunningMaster) -> No
         "/ui/jobs/nope",
         "/ui/tasks/nope",
         "/ui/tasks/nope/logs",
+        "/ui/events",
+        "/ui/tasks/nope/logs/events",
     ):
         r = requests.get(ui_master.url + path, allow_redirects=False, timeout=10)
         assert r.status_code == 302, (path, r.status_code)
@@ -350,3 +354,37 @@ def test_a_standby_sends_browsers_to_the_leaders_console(master: RunningMaster) 
     client = create_app(config, master.server.manager, routing=_Standby(None)).test_client()
     r = client.get("/ui/jobs")
     assert r.status_code == 503 and b"no leader is known yet" in r.data and r.headers["Retry-After"] == "1"
+
+
+def _events(s: requests.Session, url: str, until: str) -> list[str]:
+    """The SSE lines of a console stream, read until a line equal to `until` (the stream stays open)."""
+    lines: list[str] = []
+    with s.get(url, stream=True, timeout=30) as r:
+        assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/event-stream"), r.text
+        for raw in r.iter_lines(decode_unicode=True):
+            lines.append(raw)
+            if raw == until:
+                return lines
+    raise AssertionError(f"the stream ended before {until!r}: {lines}")
+
+
+def test_live_streams_say_what_changed_since_the_page_was_rendered(ui_master: RunningMaster) -> None:
+    """The job page names its event stream with the sequence it was rendered at: a change made after the
+    render, before the browser connects, still arrives; a finished job's stream ends."""
+    s = login(ui_master.url)
+    job_id = _submit(ui_master, service_job(desired=0, applicationName="livepage"))
+    page = s.get(f"{ui_master.url}/ui/jobs/{job_id}", timeout=10).text
+    m = re.search(r'data-live="([^"]+)"', page)
+    assert m is not None, page
+    stream_url = ui_master.url + html.unescape(m.group(1))
+    assert f"job={job_id}" in stream_url and "since=" in stream_url
+    r = ui_master.api("PUT", f"/api/v3/jobs/{job_id}/attributes", json={"attributes": {"after": "render"}})
+    assert r.status_code == 200, r.text
+    lines = _events(s, stream_url, f'data: {{"job": "{job_id}"}}')
+    assert lines[0] == "event: change", lines
+    # without a sequence it cannot know what it missed: its first event is a change, at once
+    assert _events(s, f"{ui_master.url}/ui/events?job={job_id}", "event: change")[0] == "event: change"
+    assert s.get(f"{ui_master.url}/ui/events?job=nope", timeout=10).status_code == 404
+    # killed (no tasks: it finishes at once): the job's stream says so and ends
+    assert ui_master.api("DELETE", f"/api/v3/jobs/{job_id}").status_code == 200
+    assert "event: end" in _events(s, stream_url, "event: end")
