@@ -167,12 +167,7 @@ class AgentChannel(ManagerBase):
             for task_id, usage in report.usage.items():
                 task = self.tasks.get(task_id)
                 if task is not None and task.agent_id == agent_id:
-                    task.usage = {
-                        "cpuPct": float(usage.cpuPct),
-                        "rssMB": float(usage.rssMB),
-                        "processes": usage.processes,
-                        "timestamp": now,
-                    }
+                    task.record_usage(now, float(usage.cpuPct), float(usage.rssMB), usage.processes)
             became_schedulable = agent.schedulable and not was_schedulable
             if became_schedulable:
                 self._full_pass = True  # capacity appeared: every pending task gets another chance

@@ -266,6 +266,12 @@ class JobManager(
         task = Task.from_record(stored.record, stored.version)
         return self._task_wire(task)
 
+    def task_usage_history(self, task_id: str) -> list[tuple[int, float, float, int]]:
+        """The task's usage samples, oldest first (Task.usage_history: in memory, the last 30 minutes)."""
+        with self.lock:
+            task = self.tasks.get(task_id) or self._find_archived_task(task_id)
+            return list(task.usage_history) if task is not None else []
+
     def _task_wire(self, task: Task) -> dict[str, Any]:
         job = self._job_of(task)
         tier = self.tier_of_group(job.descriptor.capacityGroup) if job is not None else None

@@ -5,6 +5,7 @@ Their wire form (Titus's `Job` and `Task` messages) is master/api/mapper.py's bu
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +71,11 @@ class Job:
         )
 
 
+#: Usage samples kept per task, at most one per USAGE_SAMPLE_MS: 360 x 5 s, the last 30 minutes.
+USAGE_SAMPLES = 360
+USAGE_SAMPLE_MS = 5_000
+
+
 @dataclass
 class Task:
     id: str
@@ -89,6 +95,12 @@ class Task:
     stderr_tail: str = ""
     version: int = 0
     usage: dict[str, float] = field(default_factory=dict)
+    #: (at_ms, cpuPct, rssMB, processes), one sample per USAGE_SAMPLE_MS at most: the console's usage over
+    #: time. In memory only: usage is not state worth a store write a second per task, so a new leader
+    #: starts the history afresh.
+    usage_history: deque[tuple[int, float, float, int]] = field(
+        default_factory=lambda: deque(maxlen=USAGE_SAMPLES), repr=False, compare=False
+    )
     pending_reason: str = ""
     #: The engine's verdict behind pending_reason (agents excluded per reason), for the scheduling result.
     pending_detail: PendingReason | None = field(default=None, repr=False, compare=False)
@@ -100,6 +112,12 @@ class Task:
     # Resubmits caused by the platform (lost, transientSystemError, localSystemError): they do not count
     # against the user's retry budget, which `retries_done` is (master/core/states.py PLATFORM_REASONS).
     system_retries: int = 0
+
+    def record_usage(self, at_ms: int, cpu_pct: float, rss_mb: float, processes: int) -> None:
+        """The latest usage, and a sample of it for the history when the last one is USAGE_SAMPLE_MS old."""
+        self.usage = {"cpuPct": cpu_pct, "rssMB": rss_mb, "processes": processes, "timestamp": at_ms}
+        if not self.usage_history or at_ms - self.usage_history[-1][0] >= USAGE_SAMPLE_MS:
+            self.usage_history.append((at_ms, cpu_pct, rss_mb, processes))
 
     @property
     def resubmit_number(self) -> int:

@@ -38,6 +38,7 @@ from master.core import states
 from master.core.entities import Job
 from master.job_manager import Conflict, JobManager, NotFound, NotLeader
 from master.ui.auth import COOKIE, CSRF_FIELD, csrf_token, csrf_valid, token_valid
+from master.ui.charts import usage_charts
 
 bp = Blueprint("ui", __name__, url_prefix="/ui", template_folder="templates", static_folder="static")
 
@@ -301,7 +302,12 @@ def task(task_id: str) -> Response:
         wire = _manager().get_task(task_id)
     except NotFound:
         return _page("error.html", status=404, message=f"task {task_id} not found")
-    return _page("task.html", task=wire, running=wire["status"]["state"] != states.FINISHED)
+    return _page(
+        "task.html",
+        task=wire,
+        running=wire["status"]["state"] != states.FINISHED,
+        charts=usage_charts(_manager().task_usage_history(task_id)),
+    )
 
 
 @bp.get("/tasks/<task_id>/logs")

@@ -63,7 +63,7 @@ def test_the_eviction_api_takes_the_api_token_only(shared_master: RunningMaster)
 
 
 def test_the_system_budget_is_a_master_setting(tmp_path: Path) -> None:
-    """TITUS_SYSTEM_DISRUPTION_BURST / _RATE_PER_S, read the way `titus master` reads them, reach the quota."""
+    """TITUS_SYSTEM_DISRUPTION_BURST and _RATE_PER_S, read as `titus master` reads them, reach the quota."""
     values = {"TITUS_API_TOKEN": API_TOKEN, "TITUS_INIT_CLUSTER": "true", "TITUS_SQLITE_SYNCHRONOUS": "OFF",
               "TITUS_SYSTEM_DISRUPTION_BURST": "3", "TITUS_SYSTEM_DISRUPTION_RATE_PER_S": "0.5"}
     server = MasterServer(_master_config(values, port=free_port(), data_dir=tmp_path))

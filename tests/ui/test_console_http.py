@@ -388,3 +388,23 @@ def test_live_streams_say_what_changed_since_the_page_was_rendered(ui_master: Ru
     # killed (no tasks: it finishes at once): the job's stream says so and ends
     assert ui_master.api("DELETE", f"/api/v3/jobs/{job_id}").status_code == 200
     assert "event: end" in _events(s, stream_url, "event: end")
+
+
+def test_a_task_page_draws_its_usage_over_time(master: RunningMaster) -> None:
+    agent = FakeAgent(master.url, "ui-usage-agent", "i-usage", "usage-pool")
+    _submit(master, service_job(desired=1, applicationName="usage"))
+    wait_for(lambda: len(agent.converge()) == 1, what="the task running on the fake agent")
+    (task_id,) = agent.running
+    s = login(master.url)
+    no_report_yet = s.get(f"{master.url}/ui/tasks/{task_id}", timeout=10).text
+    assert "Usage over time" not in no_report_yet
+    report = {
+        "sessionEpoch": agent.session,
+        "runningTaskIds": [task_id],
+        "usage": {task_id: {"cpuPct": 12.5, "rssMB": 40, "processes": 3}},
+    }
+    r = master.agent("POST", f"/api/v3/agent/instances/{agent.id}/status", json=report)
+    assert r.status_code == 200, r.text
+    page = s.get(f"{master.url}/ui/tasks/{task_id}", timeout=10).text
+    assert "Usage over time" in page and page.count("<polyline points=") == 3, page
+    assert "CPU %: last 12.5, peak 12.5 (1 samples" in page and "Processes: last 3.0" in page
