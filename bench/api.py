@@ -69,6 +69,7 @@ class Dev:
                 str(self.dir),
                 "--agent-cpu",
                 "2",
+                "--no-tls",  # plain HTTP, as this bench has always measured; bench.tls compares TLS with it
             ],
             env=env,
             stdout=subprocess.DEVNULL,
@@ -230,7 +231,7 @@ def main() -> None:
     result: dict[str, Any] = {
         "duration_s": args.duration,
         "concurrency": args.concurrency,
-        **run_facts(sqlite_synchronous="FULL", embedded="titus dev", clients=args.concurrency),
+        **run_facts(sqlite_synchronous="FULL", embedded="titus dev --no-tls", clients=args.concurrency),
     }
     result.update(throughput(args.duration, args.concurrency, args.port))
     result.update(start_latency(args.start_jobs, args.port + 1))

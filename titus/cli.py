@@ -154,7 +154,9 @@ def completion(shell: str) -> None:
 @click.option("--data-dir", default=".titus", show_default=True, type=click.Path(path_type=Path))
 @click.option("--agent-memory-mb", default=None, type=int, help="Memory the local agent offers.")
 @click.option("--agent-cpu", default=None, type=float, help="CPUs the local agent offers.")
-def dev(port: int, data_dir: Path, agent_memory_mb: int | None, agent_cpu: float | None) -> None:
+@click.option("--tls/--no-tls", default=True, show_default=True,
+              help="HTTPS with a CA of the cluster's own, made on first start (--no-tls: plain HTTP).")
+def dev(port: int, data_dir: Path, agent_memory_mb: int | None, agent_cpu: float | None, tls: bool) -> None:
     """Run an all-in-one cluster in the foreground: one master and one local agent. Ctrl-C stops both."""
     from master.cluster_identity import EXIT_STORE_CORRUPTED
     from master.store.base import StoreCorrupted
@@ -162,7 +164,7 @@ def dev(port: int, data_dir: Path, agent_memory_mb: int | None, agent_cpu: float
 
     _setup_logging(os.environ.get("TITUS_LOG_LEVEL", "INFO"))
     try:
-        run_dev(port, data_dir, agent_memory_mb, agent_cpu)
+        run_dev(port, data_dir, agent_memory_mb, agent_cpu, tls)
     except DevRefused as exc:
         _fail(str(exc), exc.code)
     except StoreCorrupted as exc:

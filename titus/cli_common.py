@@ -109,19 +109,30 @@ def cli_error(exc: ApiError) -> CliError:
 def make_client(url: str | None, token: str | None) -> TitusClient:
     from titus.client import TitusClient
 
-    url = url or os.environ.get("TITUS_URL") or DEFAULT_URL
+    data_dir = Path(os.environ.get("TITUS_DATA_DIR", ".titus"))
+    dev_url = _read(data_dir / "url")  # what `titus dev` serves on, HTTPS with its own CA
+    url = url or os.environ.get("TITUS_URL") or dev_url or DEFAULT_URL
     token = token or os.environ.get("TITUS_API_TOKEN")
     if not token:
-        token_file = Path(os.environ.get("TITUS_DATA_DIR", ".titus")) / "api-token"
-        if token_file.exists():
-            token = token_file.read_text().strip()
+        token = _read(data_dir / "api-token")
     if not token:
         raise CliError(
             "no API token: set TITUS_API_TOKEN or pass --token (titus dev writes one to .titus/api-token)",
             EXIT_AUTH,
         )
-    # A master serving HTTPS with a private CA (titus master TLS): TITUS_CA_FILE names the CA's file.
-    return TitusClient(url, token, ca_file=os.environ.get("TITUS_CA_FILE", ""))
+    # A master serving HTTPS with a private CA (titus master TLS): TITUS_CA_FILE names the CA's file. The
+    # dev cluster's CA is trusted for the dev cluster's URL only, never for another master.
+    ca_file = os.environ.get("TITUS_CA_FILE", "")
+    if not ca_file and dev_url and url.rstrip("/") == dev_url.rstrip("/") and (data_dir / "ca.pem").exists():
+        ca_file = str(data_dir / "ca.pem")
+    return TitusClient(url, token, ca_file=ca_file)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
 
 
 def api_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -141,7 +152,9 @@ def api_options(f: Callable[..., Any]) -> Callable[..., Any]:
     wrapped = click.option("--token", help="API token (default: $TITUS_API_TOKEN or .titus/api-token).")(
         wrapped
     )
-    wrapped = click.option("--url", help=f"Master URL (default: $TITUS_URL or {DEFAULT_URL}).")(wrapped)
+    wrapped = click.option(
+        "--url", help=f"Master URL (default: $TITUS_URL, the URL titus dev wrote, or {DEFAULT_URL})."
+    )(wrapped)
     return wrapped
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import click
 
 from master.server import MasterConfig, MasterServer
+from titus.dev_tls import ensure_dev_certificates
 
 _PR_SET_PDEATHSIG = 1
 
@@ -81,7 +82,9 @@ class AgentBackoff:
         return delay
 
 
-def run_dev(port: int, data_dir: Path, agent_memory_mb: int | None, agent_cpu: float | None) -> None:
+def run_dev(
+    port: int, data_dir: Path, agent_memory_mb: int | None, agent_cpu: float | None, tls: bool = True
+) -> None:
     data_dir = data_dir.resolve()
     # A new cluster only for a data dir that is new (absent or empty): an existing one whose store went
     # missing is an error to report, not a reason to start over (DESIGN.md #10).
@@ -89,6 +92,7 @@ def run_dev(port: int, data_dir: Path, agent_memory_mb: int | None, agent_cpu: f
     data_dir.mkdir(parents=True, exist_ok=True)
     api_token, new_api = _token(data_dir, "api-token", "TITUS_API_TOKEN")
     agent_token, _ = _token(data_dir, "agent-token", "TITUS_AGENT_TOKEN")
+    certs = ensure_dev_certificates(data_dir) if tls else None
     server = MasterServer(
         MasterConfig(
             host="127.0.0.1",
@@ -98,9 +102,16 @@ def run_dev(port: int, data_dir: Path, agent_memory_mb: int | None, agent_cpu: f
             agent_token=agent_token,
             sqlite_synchronous=os.environ.get("TITUS_SQLITE_SYNCHRONOUS", "FULL"),
             init_cluster=new,
+            tls_cert_file=str(certs.cert_file) if certs else "",
+            tls_key_file=str(certs.key_file) if certs else "",
         )
     )
-    url = f"http://127.0.0.1:{server.port}"
+    url = f"{'https' if certs else 'http'}://127.0.0.1:{server.port}"
+    # Where the CLI finds this cluster without TITUS_URL (titus/cli_common.py make_client), and trusts
+    # its CA for that URL only.
+    (data_dir / "url").write_text(url + "\n")
+    if certs is None:
+        (data_dir / "ca.pem").unlink(missing_ok=True)
     agent_env = {
         **os.environ,
         "TITUS_MASTER_URL": url,
@@ -110,6 +121,7 @@ def run_dev(port: int, data_dir: Path, agent_memory_mb: int | None, agent_cpu: f
         "TITUS_RUNTIME": dev_runtime(),
         "TITUS_KILL_TASKS_ON_EXIT": "true",
         "TITUS_UNKNOWN_TASK_GRACE_S": os.environ.get("TITUS_UNKNOWN_TASK_GRACE_S", "2"),
+        **({"TITUS_CA_FILE": str(certs.ca_file)} if certs else {}),
     }
     agent_env.pop("TITUS_API_TOKEN", None)
     if agent_memory_mb is not None:
@@ -139,7 +151,10 @@ def run_dev(port: int, data_dir: Path, agent_memory_mb: int | None, agent_cpu: f
     click.echo(f"titus dev: master on {url}, agent pid {agent.pid}, data in {data_dir}")
     click.echo(f"  API token {'written to' if new_api else 'in'} {data_dir / 'api-token'}; use it as")
     click.echo(f"    export TITUS_API_TOKEN=$(cat {data_dir / 'api-token'})")
-    click.echo(f'    curl -H "Authorization: Bearer $TITUS_API_TOKEN" {url}/api/v3/jobs')
+    cacert = f" --cacert {certs.ca_file}" if certs else ""
+    click.echo(f'    curl{cacert} -H "Authorization: Bearer $TITUS_API_TOKEN" {url}/api/v3/jobs')
+    if certs:
+        click.echo(f"  HTTPS with this cluster's own CA ({certs.ca_file}); the titus CLI trusts it here.")
     click.echo("  Ctrl-C stops the master, the agent and every task.", err=False)
 
     stop = threading.Event()

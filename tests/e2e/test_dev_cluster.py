@@ -34,6 +34,8 @@ class DevCluster:
 
     def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         headers = {"Authorization": f"Bearer {self.token}", **kwargs.pop("headers", {})}
+        # HTTPS with the cluster's own CA (titus/dev_tls.py): verified, as a client should
+        kwargs.setdefault("verify", str(self.data_dir / "ca.pem"))
         return requests.request(method, self.url + path, headers=headers, timeout=30, **kwargs)
 
     def submit(self, job: dict[str, Any]) -> str:
@@ -50,7 +52,10 @@ class DevCluster:
         return [t for t in self.tasks(job_id) if t["status"]["state"] == "Started"]
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "TITUS_URL": self.url, "TITUS_API_TOKEN": self.token}
+        # No URL, token or CA given: the CLI finds all three in the dev cluster's data dir.
+        given = ("TITUS_URL", "TITUS_API_TOKEN", "TITUS_CA_FILE")
+        env = {k: v for k, v in os.environ.items() if k not in given}
+        env["TITUS_DATA_DIR"] = str(self.data_dir)
         result = subprocess.run(
             [sys.executable, "-m", "titus.cli", *args], env=env, capture_output=True, text=True, timeout=60
         )
@@ -80,9 +85,10 @@ def start_dev(data_dir: Path, port: int) -> DevCluster:
         ],
         env=env,
     )
-    url = f"http://127.0.0.1:{port}"
+    url = f"https://127.0.0.1:{port}"
     token_file = data_dir / "api-token"
-    wait_for(token_file.exists, timeout=30, what="the api token file")
+    # written after the token and the certificates: the cluster's files are all there
+    wait_for((data_dir / "url").exists, timeout=30, what="the url file")
     cluster = DevCluster(url, data_dir, proc, token_file.read_text().strip(), port)
 
     def agent_ready() -> bool:
@@ -343,6 +349,21 @@ def test_a_crashed_agent_is_restarted_and_adopts_its_tasks_while_the_master_serv
         assert cluster.tasks(job_id, "Finished") == []
     finally:
         stop_dev(cluster)
+
+
+def test_dev_serves_https_with_its_own_ca_and_nothing_else(dev: DevCluster) -> None:
+    """Plain HTTP gets no API, the system's trust store does not know the cluster's CA, and its CA's key
+    stays private; the CLI found URL, token and CA on its own (DevCluster.cli)."""
+    assert (dev.data_dir / "url").read_text().strip() == dev.url
+    with pytest.raises(requests.exceptions.SSLError):
+        dev.api("GET", "/api/v3/jobs", verify=True)
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(f"http://127.0.0.1:{dev.port}/api/v3/jobs", timeout=10,
+                     headers={"Authorization": f"Bearer {dev.token}"})
+    assert dev.api("GET", "/api/v3/jobs").status_code == 200
+    assert (dev.data_dir / "tls" / "ca-key.pem").stat().st_mode & 0o077 == 0
+    assert (dev.data_dir / "tls" / "server-key.pem").stat().st_mode & 0o077 == 0
+    assert json.loads(dev.cli("job", "list", "--json").stdout) == []
 
 
 def test_a_dev_dir_whose_store_went_missing_is_refused_not_recreated(tmp_path: Path) -> None:
