@@ -12,6 +12,7 @@ events`: "this task's stdout grew") and asks htmx to re-fetch the fragment, at m
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -339,8 +340,35 @@ def task_logs(task_id: str) -> Response:
 LIVE_KEEP_ALIVE_MS = 15_000
 
 
+#: Console streams open at once, per master: each holds one of the HTTP threads (64) that the agents' long
+#: polls need too, so a few dozen open tabs must not starve the agents. Past the cap a stream tells the
+#: browser to come back in LIVE_BUSY_RETRY_MS and ends; the page still works, it is just not live meanwhile.
+MAX_LIVE_STREAMS = 16
+LIVE_BUSY_RETRY_MS = 30_000
+_live_lock = threading.Lock()
+
+
 def _sse(frames: Iterator[str]) -> Response:
-    resp = Response((f.encode() for f in frames), mimetype="text/event-stream")
+    slots: dict[str, int] = current_app.config.setdefault("UI_LIVE_STREAMS", {"open": 0})
+
+    def bounded() -> Iterator[bytes]:
+        # The slot is taken when the server starts sending, not before: a response never iterated (the
+        # client went away first) would never give it back.
+        with _live_lock:
+            admitted = slots["open"] < MAX_LIVE_STREAMS
+            if admitted:
+                slots["open"] += 1
+        if not admitted:
+            yield f"retry: {LIVE_BUSY_RETRY_MS}\nevent: busy\ndata: {{}}\n\n".encode()
+            return
+        try:
+            for frame in frames:
+                yield frame.encode()
+        finally:
+            with _live_lock:
+                slots["open"] -= 1
+
+    resp = Response(bounded(), mimetype="text/event-stream")
     resp.headers["Cache-Control"] = "no-store"
     resp.headers["X-Accel-Buffering"] = "no"
     return resp

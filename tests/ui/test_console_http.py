@@ -408,3 +408,35 @@ def test_a_task_page_draws_its_usage_over_time(master: RunningMaster) -> None:
     page = s.get(f"{master.url}/ui/tasks/{task_id}", timeout=10).text
     assert "Usage over time" in page and page.count("<polyline points=") == 3, page
     assert "CPU %: last 12.5, peak 12.5 (1 samples" in page and "Processes: last 3.0" in page
+
+
+def test_console_streams_are_capped_so_tabs_cannot_starve_the_agents(master: RunningMaster) -> None:
+    """Each open stream holds an HTTP thread the agents' long polls need: past MAX_LIVE_STREAMS a stream
+    says come back later (`retry:`) and ends; a closed tab gives its slot back."""
+    from master.ui.views import LIVE_BUSY_RETRY_MS, MAX_LIVE_STREAMS
+
+    s = login(master.url)
+    job_id = _submit(master, service_job(desired=0, applicationName="tabs"))
+    opened = []
+    try:
+        for _ in range(MAX_LIVE_STREAMS):
+            r = s.get(f"{master.url}/ui/events", stream=True, timeout=30)
+            lines = r.iter_lines(decode_unicode=True)
+            assert next(lines) == "event: change"  # admitted: the snapshot's change comes at once
+            opened.append(r)
+        busy = s.get(f"{master.url}/ui/events", timeout=30).text
+        assert busy.startswith(f"retry: {LIVE_BUSY_RETRY_MS}\nevent: busy"), busy
+        assert master.api("GET", "/api/v3/jobs").status_code == 200  # the API still answers
+        opened.pop().close()  # a tab closed: its stream notices when writing to it fails (a write or two)
+        pokes = iter(range(1000))
+
+        def admitted() -> bool:
+            poke = {"attributes": {"poke": str(next(pokes))}}  # a change: every stream writes
+            assert master.api("PUT", f"/api/v3/jobs/{job_id}/attributes", json=poke).status_code == 200
+            with s.get(f"{master.url}/ui/events", stream=True, timeout=30) as again:
+                return next(again.iter_lines(decode_unicode=True)) == "event: change"
+
+        wait_for(admitted, timeout=30, what="a stream admitted again after one closed")
+    finally:
+        for r in opened:
+            r.close()
