@@ -38,6 +38,7 @@ from master.api.standby import Routing
 from master.core import states
 from master.core.entities import Job
 from master.job_manager import Conflict, JobManager, NotFound, NotLeader
+from master.principals import load_principals, lookup
 from master.ui.auth import COOKIE, CSRF_FIELD, csrf_token, csrf_valid, token_valid
 from master.ui.charts import usage_charts
 
@@ -52,7 +53,13 @@ _DONE = {
     "scaled": "Capacity updated.",
     "enabled": "Job enabled.",
     "disabled": "Job disabled.",
+    "task_killed": "Kill requested: the task is being stopped.",
+    "task_killed_shrunk": "Kill requested, and the job's desired size lowered by one.",
+    "lifecycle": "Lifecycle updated.",
 }
+
+#: The lifecycle states an operator may set on an agent or an instance group (Titus's).
+LIFECYCLE_STATES = ("Active", "PhasedOut", "Removable")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -72,6 +79,13 @@ def _manager() -> JobManager:
 def _api_token() -> str:
     token: str = current_app.config["API"].api_token
     return token
+
+
+def _operator() -> str:
+    """Who acts through the console: the API token's principal (its e-mail), as the API would record it."""
+    principals = current_app.config["API"].principals or load_principals(_api_token(), None)
+    principal = lookup(principals, _api_token())
+    return principal.email if principal is not None else "console"
 
 
 def login_required(view: F) -> F:
@@ -259,7 +273,7 @@ def _act(job_id: str, action: Callable[[], None], done: str) -> Response:
 @bp.post("/jobs/<job_id>/kill")
 @login_required
 def kill(job_id: str) -> Response:
-    return _act(job_id, lambda: _manager().kill_job(job_id), "killed")
+    return _act(job_id, lambda: _manager().kill_job(job_id, by=_operator()), "killed")
 
 
 @bp.post("/jobs/<job_id>/scale")
@@ -298,17 +312,38 @@ def disable(job_id: str) -> Response:
 
 @bp.get("/tasks/<task_id>")
 @login_required
-def task(task_id: str) -> Response:
+def task(task_id: str, status: int = 200, error: str = "") -> Response:
     try:
         wire = _manager().get_task(task_id)
     except NotFound:
         return _page("error.html", status=404, message=f"task {task_id} not found")
     return _page(
         "task.html",
+        status=status,
         task=wire,
         running=wire["status"]["state"] != states.FINISHED,
         charts=usage_charts(_manager().task_usage_history(task_id)),
+        done=_DONE.get(request.args.get("done", ""), ""),
+        error=error,
     )
+
+
+@bp.post("/tasks/<task_id>/kill")
+@login_required
+def kill_task(task_id: str) -> Response:
+    """Titus's KillTask, as `DELETE /api/v3/tasks/{id}`: with "shrink", the service's desired drops by one
+    (refused, not forced, where that would go below min)."""
+    shrink = request.form.get("shrink") == "true"
+    try:
+        _manager().kill_task(task_id, shrink=shrink, prevent_min_size_update=True, by=_operator())
+    except NotFound as exc:
+        return _page("error.html", status=404, message=str(exc))
+    except (Conflict, ValueError) as exc:
+        return task(task_id, status=409 if isinstance(exc, Conflict) else 400, error=str(exc))
+    except NotLeader as exc:
+        return task(task_id, status=503, error=f"this master cannot accept writes: {exc}")
+    done = urlencode({"done": "task_killed_shrunk" if shrink else "task_killed"})
+    return cast(Response, redirect(url_for("ui.task", task_id=task_id) + "?" + done, 303))
 
 
 @bp.get("/tasks/<task_id>/logs")
@@ -478,16 +513,51 @@ def _free(view: dict[str, Any]) -> dict[str, float]:
 
 @bp.get("/agents")
 @login_required
-def agents() -> Response:
+def agents(status: int = 200, error: str = "") -> Response:
     views = _manager().agent_views()
     for v in views:
         v["free"] = _free(v)
-    return _page("agents.html", agents=views)
+    return _page("agents.html", status=status, agents=views, lifecycle_states=LIFECYCLE_STATES,
+                 done=_DONE.get(request.args.get("done", ""), ""), error=error)
+
+
+@bp.post("/agents/<agent_id>/lifecycle")
+@login_required
+def agent_lifecycle(agent_id: str) -> Response:
+    """PUT /api/v3/agent/instances/{id}/lifecycle: PhasedOut drains the agent through the eviction service."""
+    return _set_lifecycle(lambda state, detail: _manager().set_agent_lifecycle(agent_id, state, detail),
+                          agents, "ui.agents")
+
+
+@bp.post("/instance-groups/<group_id>/lifecycle")
+@login_required
+def instance_group_lifecycle(group_id: str) -> Response:
+    """PUT /api/v3/agent/instanceGroups/{id}/lifecycle, for every agent of the group."""
+    return _set_lifecycle(
+        lambda state, detail: _manager().set_instance_group_lifecycle(group_id, state, detail),
+        instance_groups, "ui.instance_groups",
+    )
+
+
+def _set_lifecycle(
+    action: Callable[[str, str], object], page: Callable[..., Response], endpoint: str
+) -> Response:
+    state = request.form.get("state", "")
+    if state not in LIFECYCLE_STATES:
+        return page(status=400, error=f"state: must be one of {', '.join(LIFECYCLE_STATES)}")
+    detail = (request.form.get("detail") or "").strip()[:200] or f"set in the console by {_operator()}"
+    try:
+        action(state, detail)
+    except NotFound as exc:
+        return _page("error.html", status=404, message=str(exc))
+    except NotLeader as exc:
+        return page(status=503, error=f"this master cannot accept writes: {exc}")
+    return cast(Response, redirect(url_for(endpoint) + "?" + urlencode({"done": "lifecycle"}), 303))
 
 
 @bp.get("/instance-groups")
 @login_required
-def instance_groups() -> Response:
+def instance_groups(status: int = 200, error: str = "") -> Response:
     views = {v["id"]: v for v in _manager().agent_views()}
     groups = _manager().list_instance_groups()
     for g in groups:
@@ -495,7 +565,8 @@ def instance_groups() -> Response:
         g["free"] = {
             k: sum(_free(m)[k] for m in members) for k in ("cpu", "memoryMB", "diskMB", "networkMbps", "gpu")
         }
-    return _page("instance_groups.html", groups=groups)
+    return _page("instance_groups.html", status=status, groups=groups, lifecycle_states=LIFECYCLE_STATES,
+                 done=_DONE.get(request.args.get("done", ""), ""), error=error)
 
 
 _DIMS = ("cpu", "memoryMB", "diskMB", "networkMbps")

@@ -440,3 +440,53 @@ def test_console_streams_are_capped_so_tabs_cannot_starve_the_agents(master: Run
     finally:
         for r in opened:
             r.close()
+
+
+def test_task_kill_and_lifecycle_buttons_act_as_the_api_does(master: RunningMaster) -> None:
+    """Kill a task (and kill-and-shrink) from its page, and set agent and instance-group lifecycles: the
+    API's own operations, recorded as the console's operator, CSRF-checked, bad input refused by name."""
+    agent = FakeAgent(master.url, "ui-buttons-agent", "i-buttons", "buttons-pool")
+    job_id = _submit(master, service_job(desired=2, applicationName="buttons"))
+    wait_for(lambda: len(agent.converge()) == 2, what="two tasks running on the fake agent")
+    first, second = sorted(agent.running)
+    s = login(master.url)
+    page = s.get(f"{master.url}/ui/tasks/{first}", timeout=10).text
+    assert 'id="kill-task"' in page and 'id="kill-task-shrink"' in page
+    token = csrf_of(page)
+    refused = s.post(f"{master.url}/ui/tasks/{first}/kill", data={}, timeout=10)
+    assert refused.status_code == 403
+    assert master.api("GET", f"/api/v3/tasks/{first}").json()["status"]["state"] == "Started"
+
+    r = s.post(f"{master.url}/ui/tasks/{first}/kill", data={"csrf_token": token}, timeout=10)
+    assert r.status_code == 200 and "Kill requested: the task is being stopped." in r.text, r.text
+    status = master.api("GET", f"/api/v3/tasks/{first}").json()["status"]
+    assert status["state"] == "KillInitiated" and status["reasonMessage"] == "killed by operator@titus.local"
+    assert 'id="kill-task"' not in r.text  # a task already being killed has no kill button
+
+    shrink = {"csrf_token": token, "shrink": "true"}
+    r = s.post(f"{master.url}/ui/tasks/{second}/kill", data=shrink, timeout=10)
+    assert r.status_code == 200 and "desired size lowered by one" in r.text, r.text
+    capacity = master.api("GET", f"/api/v3/jobs/{job_id}").json()["jobDescriptor"]["service"]["capacity"]
+    assert capacity["desired"] == 1
+    missing = s.post(f"{master.url}/ui/tasks/nope/kill", data={"csrf_token": token}, timeout=10)
+    assert missing.status_code == 404
+
+    r = s.post(f"{master.url}/ui/agents/{agent.id}/lifecycle",
+               data={"csrf_token": token, "state": "PhasedOut", "detail": "kernel upgrade"}, timeout=10)
+    assert r.status_code == 200 and "Lifecycle updated." in r.text, r.text
+    (view,) = [a for a in master.api("GET", "/api/v3/agent/instances").json()["items"] if a["id"] == agent.id]
+    assert (view["lifecycle"], view["lifecycleDetail"]) == ("PhasedOut", "kernel upgrade"), view
+    bad = s.post(f"{master.url}/ui/agents/{agent.id}/lifecycle",
+                 data={"csrf_token": token, "state": "Gone"}, timeout=10)
+    assert bad.status_code == 400 and "state: must be one of Active, PhasedOut, Removable" in bad.text
+
+    r = s.post(f"{master.url}/ui/instance-groups/buttons-pool/lifecycle",
+               data={"csrf_token": token, "state": "Removable"}, timeout=10)
+    assert r.status_code == 200 and "Lifecycle updated." in r.text, r.text
+    group = master.api("GET", "/api/v3/agent/instanceGroups/buttons-pool").json()
+    assert group["lifecycleState"] == "Removable", group
+    assert group["detail"] == "set in the console by operator@titus.local"
+    assert "<td>Removable (set in the console by operator@titus.local)</td>" in r.text
+    missing = s.post(f"{master.url}/ui/instance-groups/nope/lifecycle",
+                     data={"csrf_token": token, "state": "Active"}, timeout=10)
+    assert missing.status_code == 404
