@@ -162,16 +162,54 @@ def job_submit(
         _wait_service_size(client, job_id, wait_timeout, as_json)
 
 
+class Duration(click.ParamType):  # type: ignore[type-arg]  # generic in new click; [..] breaks old
+    """A duration such as 90s, 30m, 2h or 7d, as milliseconds."""
+
+    name = "duration"
+    UNITS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        text = str(value).strip()
+        if len(text) >= 2 and text[:-1].isdigit() and text[-1] in self.UNITS:
+            return int(text[:-1]) * self.UNITS[text[-1]]
+        self.fail(f"{value!r} is not a duration such as 90s, 30m, 2h or 7d", param, ctx)
+
+
+SINCE = click.option(
+    "--since", "since_ms", type=Duration(),
+    help="Only what entered its current state within this long (e.g. 2h: finished in the last two hours).",
+)
+
+
+def _since(since_ms: int | None) -> int | None:
+    return None if since_ms is None else int(time.time() * 1000) - since_ms
+
+
 @job.command("list")
 @click.option("--state", "job_state", help="Accepted, KillInitiated or Finished.")
 @click.option("--app", "application_name", help="Application name.")
+@SINCE
 @api_options
 def job_list(
-    job_state: str | None, application_name: str | None, url: str | None, token: str | None, as_json: bool
+    job_state: str | None,
+    application_name: str | None,
+    since_ms: int | None,
+    url: str | None,
+    token: str | None,
+    as_json: bool,
 ) -> None:
     """List jobs (active ones unless --state Finished)."""
     client = make_client(url, token)
-    filters = {k: v for k, v in {"jobState": job_state, "applicationName": application_name}.items() if v}
+    since = _since(since_ms)
+    filters = {
+        k: v
+        for k, v in {
+            "jobState": job_state,
+            "applicationName": application_name,
+            "stateSince": None if since is None else str(since),
+        }.items()
+        if v
+    }
     jobs = api_call(lambda: client.jobs(**filters))
     rows = []
     for j in jobs:
@@ -447,13 +485,19 @@ def task() -> None:
 @task.command("list")
 @click.option("--job", "job_id", help="Only this job's tasks.")
 @click.option("--states", help="Comma-separated task states (e.g. Finished); default: the active ones.")
+@SINCE
 @api_options
 def task_list(
-    job_id: str | None, states: str | None, url: str | None, token: str | None, as_json: bool
+    job_id: str | None,
+    states: str | None,
+    since_ms: int | None,
+    url: str | None,
+    token: str | None,
+    as_json: bool,
 ) -> None:
     """List tasks: the active ones (not yet Finished) unless --states says otherwise."""
     client = make_client(url, token)
-    tasks = api_call(lambda: client.tasks(job_id, states))
+    tasks = api_call(lambda: client.tasks(job_id, states, _since(since_ms)))
     rows = [
         [t["id"], t["jobId"], t["status"]["state"], t["taskContext"].get("agent.id", "-"), task_reason(t)]
         for t in tasks

@@ -161,12 +161,16 @@ class TitusClient:
         self.call("PUT", f"/api/v3/jobs/{job_id}/capacityAttributes", json=capacity)
         return self.job(job_id)
 
-    def tasks(self, job_id: str | None = None, states: str | None = None) -> list[dict[str, Any]]:
+    def tasks(
+        self, job_id: str | None = None, states: str | None = None, since_ms: int | None = None
+    ) -> list[dict[str, Any]]:
         params = {}
         if job_id:
             params["jobIds"] = job_id
         if states:
             params["taskStates"] = states
+        if since_ms is not None:
+            params["stateSince"] = str(since_ms)
         return self._all_pages("/api/v3/tasks", params)
 
     def task(self, task_id: str) -> dict[str, Any]:

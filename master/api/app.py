@@ -337,6 +337,21 @@ def parse_body(model: type[M], what: str, fill: Callable[[dict[str, Any]], None]
         raise validation_error(exc, what) from exc
 
 
+#: The largest epoch-milliseconds value a time filter takes (year 2286); beyond it is a typo, not a time.
+MAX_EPOCH_MS = 10**13
+
+
+def time_window() -> Callable[[int], bool]:
+    """`stateSince` / `stateBefore` (epoch ms): whether the time of an entity's current status (when it
+    entered the state it is in, e.g. when it finished) is in [stateSince, stateBefore). Our extension of
+    Titus's criteria: with jobState=Finished or taskStates=Finished it lists what finished in a window."""
+    since = query_int("stateSince", 0, 0, MAX_EPOCH_MS)
+    before = query_int("stateBefore", MAX_EPOCH_MS, 0, MAX_EPOCH_MS)
+    if since >= before:
+        raise bad_request("stateSince must be before stateBefore", "stateSince", "empty time window")
+    return lambda at_ms: since <= at_ms < before
+
+
 def query_int(name: str, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)
     if raw is None or raw == "":

@@ -14,7 +14,7 @@ from flask import Blueprint, Response, jsonify, request
 from pydantic import ValidationError
 
 from master.api import mapper, observe
-from master.api.app import caller_email, manager, paginate, parse_body, query_int
+from master.api.app import caller_email, manager, paginate, parse_body, query_int, time_window
 from master.api.errors import ApiError, bad_request, validation_error
 from master.api.models import (
     Capacity,
@@ -165,12 +165,15 @@ def list_jobs() -> dict[str, Any]:
             f"jobState must be one of {', '.join(states.JOB_STATES)}", "jobState", "unknown state"
         )
     matches = job_filter()
+    in_window = time_window()
     fields = mapper.parse_fields(request.args.getlist("fields"))
     jobs = manager().list_jobs(include_finished=job_state == states.JOB_FINISHED)
     selected = [
         mapper.project(mapper.job_to_wire(j), fields, _JOB_ALWAYS)
         for j in jobs
-        if (not job_state or j.state == job_state) and matches(j.id, j.descriptor_json())
+        if (not job_state or j.state == job_state)
+        and in_window(j.machine.status.timestamp_ms)
+        and matches(j.id, j.descriptor_json())
     ]
     return paginate(selected)
 

@@ -140,6 +140,12 @@ _STREAM = {
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
     }
 }
+_TIME_WINDOW = [
+    _query("stateSince", {"type": "integer", "minimum": 0, "maximum": 10**13},
+           "Only what entered its current state at or after this time (epoch ms)"),
+    _query("stateBefore", {"type": "integer", "minimum": 0, "maximum": 10**13},
+           "Only what entered its current state before this time (epoch ms)"),
+]
 _PAGING = [
     _query("page", {"type": "integer", "minimum": 0, "maximum": 1_000_000}, "Page number, from 0"),
     _query("pageSize", {"type": "integer", "minimum": 1, "maximum": 1000}, "Items per page (default 100)"),
@@ -196,6 +202,7 @@ def document() -> dict[str, Any]:
                     _query("jobGroupSequence", {"type": "string"}, "Exact jobGroupInfo.sequence"),
                     _query("attributes", {"type": "string"}, "key or key:value, comma separated"),
                     _query("attributes.op", {"type": "string", "enum": ["and", "or"]}, "How keys combine"),
+                    *_TIME_WINDOW,
                     _FIELDS,
                     *_PAGING,
                 ],
@@ -295,6 +302,7 @@ def document() -> dict[str, Any]:
                     _query("jobIds", {"type": "string"}, "Comma-separated job ids"),
                     _query("taskStates", {"type": "string"}, "Comma-separated task states"),
                     _query("taskIds", {"type": "string"}, "Comma-separated task ids"),
+                    *_TIME_WINDOW,
                     _FIELDS,
                     *_PAGING,
                 ],

@@ -10,7 +10,15 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from master.api import mapper
-from master.api.app import caller_email, manager, paginate, parse_body, query_bool, query_int
+from master.api.app import (
+    caller_email,
+    manager,
+    paginate,
+    parse_body,
+    query_bool,
+    query_int,
+    time_window,
+)
 from master.api.errors import bad_request
 from master.api.jobs import attribute_keys
 from master.api.models import TaskAttributesUpdate, TaskMoveRequest
@@ -37,10 +45,12 @@ def list_tasks() -> dict[str, Any]:
         if unknown:
             raise bad_request(f"unknown task state(s): {', '.join(sorted(unknown))}", "taskStates",
                               f"must be among {', '.join(states.TASK_STATES)}")
+    in_window = time_window()
     tasks = manager().list_tasks(_csv("jobIds"), task_states)
     task_ids = _csv("taskIds")
     if task_ids is not None:
         tasks = [t for t in tasks if t["id"] in task_ids]
+    tasks = [t for t in tasks if in_window(int(t["status"]["timestamp"]))]
     fields = mapper.parse_fields(request.args.getlist("fields"))
     return paginate([mapper.project(t, fields, _TASK_ALWAYS) for t in tasks])
 
