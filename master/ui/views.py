@@ -447,7 +447,10 @@ def events() -> Response:
                 else:
                     changed = message["taskUpdate"]["task"]["jobId"]
                 yield f"event: change\ndata: {json.dumps({'job': changed})}\n\n"
-        yield "event: end\ndata: {}\n\n"  # ObserveJob ended (the job is Finished) or the master stops
+        # ObserveJob ended: the job is Finished. A master that stops ends the stream too, but without
+        # `end` the browser reconnects (EventSource does by itself) to whichever master serves next.
+        if not m.closing:
+            yield "event: end\ndata: {}\n\n"
 
     return _sse(frames())
 
@@ -479,8 +482,9 @@ def task_log_events(task_id: str) -> Response:
                 # Nothing new: the read was not held (no agent to answer, or the master's cap on held
                 # reads reached), so wait a little before asking again instead of spinning.
                 time.sleep(LOG_RETRY_S if chunk["source"] == "agent" else LOG_NO_AGENT_RETRY_S)
-        yield "event: change\ndata: {}\n\n"
-        yield "event: end\ndata: {}\n\n"
+        if chunk["final"]:  # the task ended (a stopping master leaves the browser to reconnect)
+            yield "event: change\ndata: {}\n\n"
+            yield "event: end\ndata: {}\n\n"
 
     return _sse(frames())
 

@@ -490,3 +490,16 @@ def test_task_kill_and_lifecycle_buttons_act_as_the_api_does(master: RunningMast
     missing = s.post(f"{master.url}/ui/instance-groups/nope/lifecycle",
                      data={"csrf_token": token, "state": "Active"}, timeout=10)
     assert missing.status_code == 404
+
+
+def test_a_stopping_master_leaves_console_streams_to_reconnect(master: RunningMaster) -> None:
+    """`end` tells the browser to stop listening, so only a Finished job sends it: a master that stops
+    just drops the stream, and EventSource reconnects to whichever master serves next."""
+    s = login(master.url)
+    job_id = _submit(master, service_job(desired=0, applicationName="stopping"))
+    with s.get(f"{master.url}/ui/events?job={job_id}", stream=True, timeout=30) as r:
+        lines = r.iter_lines(decode_unicode=True)
+        assert next(lines) == "event: change"
+        master.server.shutdown()
+        rest = list(lines)
+    assert "event: end" not in rest, rest
