@@ -471,6 +471,10 @@ def test_task_kill_and_lifecycle_buttons_act_as_the_api_does(master: RunningMast
     missing = s.post(f"{master.url}/ui/tasks/nope/kill", data={"csrf_token": token}, timeout=10)
     assert missing.status_code == 404
 
+    listed = s.get(f"{master.url}/ui/agents", timeout=10).text
+    assert f'aria-label="lifecycle of {agent.id}"' in listed and "<option selected>Active</option>" in listed
+    groups = s.get(f"{master.url}/ui/instance-groups", timeout=10).text
+    assert 'aria-label="lifecycle of buttons-pool"' in groups
     r = s.post(f"{master.url}/ui/agents/{agent.id}/lifecycle",
                data={"csrf_token": token, "state": "PhasedOut", "detail": "kernel upgrade"}, timeout=10)
     assert r.status_code == 200 and "Lifecycle updated." in r.text, r.text
