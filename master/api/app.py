@@ -73,6 +73,7 @@ def create_app(
     principals = config.principals
     if principals is None:
         principals = load_principals(config.api_token, None)
+    app.config["PRINCIPALS"] = principals  # the console logs in with the same tokens and roles
 
     def unauthorized(message: str) -> Response:
         resp = error_response(401, message)

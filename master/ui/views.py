@@ -12,9 +12,10 @@ events`: "this task's stdout grew") and asks htmx to re-fetch the fragment, at m
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from functools import wraps
 from typing import Any, TypeVar, cast
@@ -29,6 +30,7 @@ from flask import (
     request,
     url_for,
 )
+from flask import g as request_state
 from pydantic import ValidationError
 
 from master.api import mapper
@@ -38,9 +40,11 @@ from master.api.standby import Routing
 from master.core import states
 from master.core.entities import Job
 from master.job_manager import Conflict, JobManager, NotFound, NotLeader
-from master.principals import load_principals, lookup
-from master.ui.auth import COOKIE, CSRF_FIELD, csrf_token, csrf_valid, token_valid
+from master.principals import Principal, load_principals, lookup, refusal
+from master.ui.auth import COOKIE, CSRF_FIELD, csrf_token, csrf_valid
 from master.ui.charts import usage_charts
+
+audit = logging.getLogger("titus.audit")
 
 bp = Blueprint("ui", __name__, url_prefix="/ui", template_folder="templates", static_folder="static")
 
@@ -81,33 +85,70 @@ def _api_token() -> str:
     return token
 
 
+def _principals() -> Mapping[str, Principal]:
+    """The API's principals (master/principals.py): the console takes the same tokens, with the same roles."""
+    principals: Mapping[str, Principal] | None = current_app.config.get("PRINCIPALS")
+    return principals if principals is not None else load_principals(_api_token(), None)
+
+
+def _caller() -> Principal:
+    principal: Principal = request_state.ui_principal
+    return principal
+
+
 def _operator() -> str:
-    """Who acts through the console: the API token's principal (its e-mail), as the API would record it."""
-    principals = current_app.config["API"].principals or load_principals(_api_token(), None)
-    principal = lookup(principals, _api_token())
-    return principal.email if principal is not None else "console"
+    """Who acts through the console: the logged-in principal's e-mail, as the API would record it."""
+    return _caller().email
+
+
+def _refused(method: str, api_path: str) -> Response | None:
+    """A 403 page when the logged-in role may not make the API call this console action stands for (the
+    API's own role table, master/principals.py `refusal`), else None."""
+    why = refusal(_caller().role, method, api_path)
+    if why is None:
+        return None
+    return _page("error.html", status=403, message=f"{_caller().email}: {why}")
 
 
 def login_required(view: F) -> F:
-    """Unauthenticated requests go to the login page (fragments answer 401: htmx must not swap a form in)."""
+    """Unauthenticated requests go to the login page (fragments answer 401: htmx must not swap a form in).
+    Every POST is CSRF-checked and written to the audit log, as the API's changes are."""
 
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if not token_valid(request.cookies.get(COOKIE), _api_token()):
+        token = (request.cookies.get(COOKIE) or "").strip()
+        principal = lookup(_principals(), token) if token else None
+        if principal is None:
             if request.headers.get("HX-Request"):
                 return Response("not logged in", status=401)
             return redirect(url_for("ui.login", next=request.full_path.rstrip("?")))
-        if request.method == "POST" and not csrf_valid(request, _api_token()):
+        request_state.ui_token, request_state.ui_principal = token, principal
+        if request.method != "POST":
+            return view(*args, **kwargs)
+        if not csrf_valid(request, token):
             return _page(
                 "error.html", status=403, message="CSRF check failed: reload the page and try again."
             )
-        return view(*args, **kwargs)
+        resp = view(*args, **kwargs)
+        audit.info("console %s %s by %s: %d", request.method, request.path, principal.email,
+                   getattr(resp, "status_code", 200))
+        return resp
 
     return cast(F, wrapper)
 
 
 def _page(template: str, status: int = 200, **context: Any) -> Response:
-    html = render_template(template, csrf_field=CSRF_FIELD, csrf=csrf_token(_api_token()), **context)
+    principal: Principal | None = request_state.get("ui_principal")
+    role = principal.role if principal is not None else "read-only"
+    html = render_template(
+        template,
+        csrf_field=CSRF_FIELD,
+        csrf=csrf_token(request_state.ui_token) if principal is not None else "",
+        # Which forms to show: the role's own API rights (a refused POST is still refused on its own).
+        may_change_jobs=refusal(role, "POST", "/api/v3/jobs") is None,
+        may_change_fleet=refusal(role, "PUT", "/api/v3/agent/instances/x/lifecycle") is None,
+        **context,
+    )
     resp = Response(html, status=status, mimetype="text/html")
     resp.headers["Cache-Control"] = "no-store"
     resp.headers["X-Frame-Options"] = "DENY"
@@ -140,9 +181,9 @@ def login() -> Response:
 
 @bp.post("/login")
 def do_login() -> Response:
-    token = request.form.get("token", "")
+    token = request.form.get("token", "").strip()
     nxt = _safe_next(request.form.get("next"))
-    if not token_valid(token, _api_token()):
+    if not token or lookup(_principals(), token) is None:
         return _page("login.html", status=401, next=nxt, error="That token is not valid for this master.")
     resp = redirect(nxt)
     resp.set_cookie(
@@ -273,12 +314,18 @@ def _act(job_id: str, action: Callable[[], None], done: str) -> Response:
 @bp.post("/jobs/<job_id>/kill")
 @login_required
 def kill(job_id: str) -> Response:
+    refused = _refused("DELETE", f"/api/v3/jobs/{job_id}")
+    if refused is not None:
+        return refused
     return _act(job_id, lambda: _manager().kill_job(job_id, by=_operator()), "killed")
 
 
 @bp.post("/jobs/<job_id>/scale")
 @login_required
 def scale(job_id: str) -> Response:
+    refused = _refused("PUT", f"/api/v3/jobs/{job_id}/capacityAttributes")
+    if refused is not None:
+        return refused
     values: dict[str, int] = {}
     for key in ("min", "desired", "max"):
         raw = (request.form.get(key) or "").strip()
@@ -301,12 +348,18 @@ def scale(job_id: str) -> Response:
 @bp.post("/jobs/<job_id>/enable")
 @login_required
 def enable(job_id: str) -> Response:
+    refused = _refused("POST", f"/api/v3/jobs/{job_id}/enable")
+    if refused is not None:
+        return refused
     return _act(job_id, lambda: _manager().set_enabled(job_id, True), "enabled")
 
 
 @bp.post("/jobs/<job_id>/disable")
 @login_required
 def disable(job_id: str) -> Response:
+    refused = _refused("POST", f"/api/v3/jobs/{job_id}/disable")
+    if refused is not None:
+        return refused
     return _act(job_id, lambda: _manager().set_enabled(job_id, False), "disabled")
 
 
@@ -333,6 +386,9 @@ def task(task_id: str, status: int = 200, error: str = "") -> Response:
 def kill_task(task_id: str) -> Response:
     """Titus's KillTask, as `DELETE /api/v3/tasks/{id}`: with "shrink", the service's desired drops by one
     (refused, not forced, where that would go below min)."""
+    refused = _refused("DELETE", f"/api/v3/tasks/{task_id}")
+    if refused is not None:
+        return refused
     shrink = request.form.get("shrink") == "true"
     try:
         _manager().kill_task(task_id, shrink=shrink, prevent_min_size_update=True, by=_operator())
@@ -529,6 +585,9 @@ def agents(status: int = 200, error: str = "") -> Response:
 @login_required
 def agent_lifecycle(agent_id: str) -> Response:
     """PUT /api/v3/agent/instances/{id}/lifecycle: PhasedOut drains the agent through the eviction service."""
+    refused = _refused("PUT", f"/api/v3/agent/instances/{agent_id}/lifecycle")
+    if refused is not None:
+        return refused
     return _set_lifecycle(lambda state, detail: _manager().set_agent_lifecycle(agent_id, state, detail),
                           agents, "ui.agents")
 
@@ -537,6 +596,9 @@ def agent_lifecycle(agent_id: str) -> Response:
 @login_required
 def instance_group_lifecycle(group_id: str) -> Response:
     """PUT /api/v3/agent/instanceGroups/{id}/lifecycle, for every agent of the group."""
+    refused = _refused("PUT", f"/api/v3/agent/instanceGroups/{group_id}/lifecycle")
+    if refused is not None:
+        return refused
     return _set_lifecycle(
         lambda state, detail: _manager().set_instance_group_lifecycle(group_id, state, detail),
         instance_groups, "ui.instance_groups",

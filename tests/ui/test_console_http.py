@@ -4,13 +4,19 @@ actions through the API's own operations, agents/groups pages. The browser test:
 from __future__ import annotations
 
 import html
+import json
+import logging
 import re
+import threading
+from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
+from master.server import MasterConfig, MasterServer
 from tests.capacity.fake_agent import FakeAgent
-from tests.conftest import API_TOKEN, RunningMaster, batch_job, service_job, wait_for
+from tests.conftest import AGENT_TOKEN, API_TOKEN, RunningMaster, batch_job, free_port, service_job, wait_for
 from tests.ui.conftest import csrf_of, login
 
 
@@ -507,3 +513,59 @@ def test_a_stopping_master_leaves_console_streams_to_reconnect(master: RunningMa
         master.server.shutdown()
         rest = list(lines)
     assert "event: end" not in rest, rest
+
+
+def test_the_console_takes_every_principal_with_its_role(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A principal of TITUS_PRINCIPALS_FILE logs in with its own token and gets its API role: read-only
+    reads, a user changes jobs and tasks, only an admin changes the fleet; refusals are 403 pages naming
+    the caller and the rule, forms a role cannot use are not shown, and changes are in the audit log."""
+    tokens = {"user": "console-user-token-0123456789", "read-only": "console-reader-token-0123456789"}
+    emails = {"user": "alice@example.com", "read-only": "rob@example.com"}
+    principals = tmp_path / "principals.json"
+    principals.write_text(json.dumps({"principals": [
+        {"name": role, "email": emails[role], "role": role, "token": tokens[role]} for role in tokens]}))
+    config = MasterConfig(port=free_port(), data_dir=tmp_path / "master", api_token=API_TOKEN,
+                          agent_token=AGENT_TOKEN, sqlite_synchronous="NORMAL", init_cluster=True,
+                          principals_file=principals)
+    server = MasterServer(config)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    m = RunningMaster(f"http://127.0.0.1:{server.port}", server, thread)
+    try:
+        wait_for(lambda: m.api("GET", "/healthz").status_code == 200, what="master /healthz")
+        agent = FakeAgent(m.url, "roles-agent", "i-roles", "roles-pool")
+        job_id = _submit(m, service_job(desired=1, applicationName="roles"))
+        wait_for(lambda: len(agent.converge()) == 1, what="the task running")
+        (task_id,) = agent.running
+        assert requests.post(m.url + "/ui/login", data={"token": "not-a-principal-0123456789"},
+                             allow_redirects=False, timeout=10).status_code == 401
+
+        reader = login(m.url, tokens["read-only"])
+        page = reader.get(f"{m.url}/ui/jobs/{job_id}", timeout=10).text
+        assert job_id in page and 'id="kill"' not in page  # it reads, and sees no action it may not take
+        r = reader.post(f"{m.url}/ui/jobs/{job_id}/kill", data={"csrf_token": csrf_of(page)}, timeout=10)
+        assert r.status_code == 403 and "rob@example.com: role read-only may only read" in r.text, r.text
+        assert m.api("GET", f"/api/v3/jobs/{job_id}").json()["status"]["state"] == "Accepted"
+
+        user = login(m.url, tokens["user"])
+        page = user.get(f"{m.url}/ui/tasks/{task_id}", timeout=10).text
+        token = csrf_of(page)
+        agents_page = user.get(f"{m.url}/ui/agents", timeout=10).text
+        assert "roles-agent" in agents_page and "Set lifecycle" not in agents_page
+        phase_out = {"csrf_token": token, "state": "PhasedOut"}
+        r = user.post(f"{m.url}/ui/agents/roles-agent/lifecycle", data=phase_out, timeout=10)
+        assert r.status_code == 403 and "(admin only)" in r.text, r.text
+        with caplog.at_level(logging.INFO, logger="titus.audit"):
+            r = user.post(f"{m.url}/ui/tasks/{task_id}/kill", data={"csrf_token": token}, timeout=10)
+        assert r.status_code == 200 and "Kill requested" in r.text, r.text
+        status = m.api("GET", f"/api/v3/tasks/{task_id}").json()["status"]
+        assert status["reasonMessage"] == "killed by alice@example.com", status
+        assert f"console POST /ui/tasks/{task_id}/kill by alice@example.com: 303" in caplog.text
+        # another principal's CSRF token is not this one's
+        r = reader.post(f"{m.url}/ui/jobs/{job_id}/kill", data={"csrf_token": token}, timeout=10)
+        assert r.status_code == 403 and "CSRF" in r.text
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
