@@ -1,10 +1,11 @@
-"""The console's auth: the API token, kept in an HttpOnly cookie, and a CSRF token derived from it.
+"""The console's auth: a principal's API token, kept in an HttpOnly cookie, and a CSRF token derived from it.
 
-Why the API token itself and no session store: the master is stateless (no cookie session, any master
-serves any request), and the console must grant exactly what the API grants. The cookie is HttpOnly (no
-script reads it), SameSite=Strict (no cross-site request carries it) and scoped to /ui. Every state-changing
-form also carries a CSRF token, HMAC-SHA256 of a fixed label under the API token: a page on another site
-cannot compute it without the token, and nothing is stored on the server to check it against.
+Why the token itself and no session store: the master is stateless (no cookie session, any master serves
+any request), and the console must grant exactly what the API grants that principal (master/ui/views.py
+checks its role per action). The cookie is HttpOnly (no script reads it), SameSite=Strict (no cross-site
+request carries it) and scoped to /ui. Every state-changing form also carries a CSRF token, HMAC-SHA256 of a
+fixed label under that principal's token: a page on another site cannot compute it without the token, and
+nothing is stored on the server to check it against.
 """
 
 from __future__ import annotations
@@ -17,11 +18,6 @@ from flask import Request
 COOKIE = "titus_ui_token"
 CSRF_FIELD = "csrf_token"
 _CSRF_LABEL = b"titus-ui-csrf-v1"
-
-
-def token_valid(presented: str | None, expected: str) -> bool:
-    """The same constant-time comparison as the API's bearer check (master/api/app.py)."""
-    return bool(presented) and hmac.compare_digest(str(presented).strip(), expected)
 
 
 def csrf_token(api_token: str) -> str:
