@@ -366,6 +366,7 @@ def disable(job_id: str) -> Response:
 @bp.get("/tasks/<task_id>")
 @login_required
 def task(task_id: str, status: int = 200, error: str = "") -> Response:
+    since = _manager().events.last_seq  # before the state is read: the live stream resumes from here
     try:
         wire = _manager().get_task(task_id)
     except NotFound:
@@ -378,6 +379,7 @@ def task(task_id: str, status: int = 200, error: str = "") -> Response:
         charts=usage_charts(_manager().task_usage_history(task_id)),
         done=_DONE.get(request.args.get("done", ""), ""),
         error=error,
+        since=since,
     )
 
 

@@ -105,6 +105,15 @@ async function main() {
     });
     assert.equal(await page.locator('#logs pre#logs-stderr').count(), 1);
     await shot('05-task-logs');
+    // the task's state follows too: killed through the API, the page shows it without a reload
+    const taskId = await page.textContent('#task-id');
+    const killed = await fetch(`${URL_}/api/v3/tasks/${taskId}`, {
+      method: 'DELETE', headers: { Authorization: `Bearer ${TOKEN}` },
+    });
+    assert.equal(killed.status, 200);
+    await until('the kill shown on the task page without reloading', async () =>
+      /KillInitiated|Finished/.test(await page.textContent('#task-state')));
+    await shot('05b-task-killed');
 
     // 6. back to the job, kill it: it finishes and its tasks are listed as finished
     await page.click('dd a');
@@ -115,7 +124,8 @@ async function main() {
     await page.reload();
     assert.match(await page.textContent('#job-state'), /Finished/);
     assert.equal(await page.locator('#active-tasks td.state').count(), 0);
-    assert.equal(await page.locator('#finished-tasks td.state:text-is("Finished")').count(), 3);
+    // the three that ran, and the one killed from its page in step 5 (its replacement is among the three)
+    assert.equal(await page.locator('#finished-tasks td.state:text-is("Finished")').count(), 4);
     assert.equal(await page.locator('#kill').count(), 0, 'a finished job has no kill button');
     await shot('06-job-killed');
 

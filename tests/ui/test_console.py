@@ -124,6 +124,7 @@ def test_console_in_chromium(master: RunningMaster, artefacts: Path) -> None:
         "03-job.png",
         "04-job-scaled.png",
         "05-task-logs.png",
+        "05b-task-killed.png",
         "06-job-killed.png",
         "07-agents.png",
         "08-capacity-groups.png",
