@@ -44,7 +44,8 @@ def _job(cpu: float, command: list[str]) -> dict[str, Any]:
         "applicationName": "bench",
         "container": {
             "resources": {"cpu": cpu, "memoryMB": 32, "diskMB": 10, "networkMbps": 1},
-            "image": {"name": "busybox", "tag": "latest"},
+            # the local registry's image (scripts/images/busybox.sh): dev runs tasks as OCI containers from it
+            "image": {"name": "127.0.0.1:5000/titus/busybox", "tag": "latest"},
             "command": command,
         },
         "batch": {"size": 1, "retryPolicy": {"immediate": {"retries": 0}}},
