@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
-from functools import wraps
+from functools import partial, wraps
 from typing import Any, TypeVar, cast
 from urllib.parse import urlencode
 
@@ -101,13 +101,23 @@ def _operator() -> str:
     return _caller().email
 
 
-def _refused(method: str, api_path: str) -> Response | None:
-    """A 403 page when the logged-in role may not make the API call this console action stands for (the
-    API's own role table, master/principals.py `refusal`), else None."""
-    why = refusal(_caller().role, method, api_path)
-    if why is None:
-        return None
-    return _page("error.html", status=403, message=f"{_caller().email}: {why}")
+def acts_as(method: str, api_path: str) -> Callable[[F], F]:
+    """The console action stands for this API call (`api_path` filled from the view's URL arguments, e.g.
+    "/api/v3/jobs/{job_id}"): the logged-in role must be allowed it by the API's own role table
+    (master/principals.py `refusal`), else the answer is a 403 page naming the caller and the rule. Goes
+    under login_required, which sets the caller."""
+
+    def decorate(view: F) -> F:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            why = refusal(_caller().role, method, api_path.format(**kwargs))
+            if why is not None:
+                return _page("error.html", status=403, message=f"{_caller().email}: {why}")
+            return view(*args, **kwargs)
+
+        return cast(F, wrapper)
+
+    return decorate
 
 
 def login_required(view: F) -> F:
@@ -147,6 +157,8 @@ def _page(template: str, status: int = 200, **context: Any) -> Response:
         # Which forms to show: the role's own API rights (a refused POST is still refused on its own).
         may_change_jobs=refusal(role, "POST", "/api/v3/jobs") is None,
         may_change_fleet=refusal(role, "PUT", "/api/v3/agent/instances/x/lifecycle") is None,
+        # What a redirect after a successful action says (?done=code; no free text in URLs to reflect).
+        done=_DONE.get(request.args.get("done", ""), ""),
         **context,
     )
     resp = Response(html, status=status, mimetype="text/html")
@@ -290,42 +302,44 @@ def job(job_id: str, status: int = 200, error: str = "") -> Response:
         service=descriptor.get("service"),
         active=wire["status"]["state"] == states.JOB_ACCEPTED,
         live=wire["status"]["state"] != states.JOB_FINISHED,
-        done=_DONE.get(request.args.get("done", ""), ""),
         error=error,
         since=since,
     )
 
 
-def _act(job_id: str, action: Callable[[], None], done: str) -> Response:
-    """Runs one of the API's operations; its refusal is shown on the job page with the API's status."""
+def _act(action: Callable[[], object], page: Callable[..., Response], endpoint: str, done: str,
+         **url_values: Any) -> Response:
+    """Runs one of the API's operations. Its refusal is shown on `page` (called with the API's status and
+    the reason), a missing target on the error page; success redirects to `endpoint` saying `done`."""
     try:
         action()
     except NotFound as exc:
         return _page("error.html", status=404, message=str(exc))
     except Conflict as exc:
-        return job(job_id, status=409, error=str(exc))
+        return page(status=409, error=str(exc))
     except ValueError as exc:
-        return job(job_id, status=400, error=str(exc))
+        return page(status=400, error=str(exc))
     except NotLeader as exc:
-        return job(job_id, status=503, error=f"this master cannot accept writes: {exc}")
-    return cast(Response, redirect(url_for("ui.job", job_id=job_id) + "?" + urlencode({"done": done}), 303))
+        return page(status=503, error=f"this master cannot accept writes: {exc}")
+    target = url_for(endpoint, **url_values) + "?" + urlencode({"done": done})
+    return cast(Response, redirect(target, 303))
+
+
+def _job_act(job_id: str, action: Callable[[], object], done: str) -> Response:
+    return _act(action, partial(job, job_id), "ui.job", done, job_id=job_id)
 
 
 @bp.post("/jobs/<job_id>/kill")
 @login_required
+@acts_as("DELETE", "/api/v3/jobs/{job_id}")
 def kill(job_id: str) -> Response:
-    refused = _refused("DELETE", f"/api/v3/jobs/{job_id}")
-    if refused is not None:
-        return refused
-    return _act(job_id, lambda: _manager().kill_job(job_id, by=_operator()), "killed")
+    return _job_act(job_id, lambda: _manager().kill_job(job_id, by=_operator()), "killed")
 
 
 @bp.post("/jobs/<job_id>/scale")
 @login_required
+@acts_as("PUT", "/api/v3/jobs/{job_id}/capacityAttributes")
 def scale(job_id: str) -> Response:
-    refused = _refused("PUT", f"/api/v3/jobs/{job_id}/capacityAttributes")
-    if refused is not None:
-        return refused
     values: dict[str, int] = {}
     for key in ("min", "desired", "max"):
         raw = (request.form.get(key) or "").strip()
@@ -342,25 +356,21 @@ def scale(job_id: str) -> Response:
         first = exc.errors()[0]
         path = ".".join(str(p) for p in first["loc"])
         return job(job_id, status=400, error=f"{path}: {first['msg']}")
-    return _act(job_id, lambda: _manager().update_capacity(job_id, update), "scaled")
+    return _job_act(job_id, lambda: _manager().update_capacity(job_id, update), "scaled")
 
 
 @bp.post("/jobs/<job_id>/enable")
 @login_required
+@acts_as("POST", "/api/v3/jobs/{job_id}/enable")
 def enable(job_id: str) -> Response:
-    refused = _refused("POST", f"/api/v3/jobs/{job_id}/enable")
-    if refused is not None:
-        return refused
-    return _act(job_id, lambda: _manager().set_enabled(job_id, True), "enabled")
+    return _job_act(job_id, lambda: _manager().set_enabled(job_id, True), "enabled")
 
 
 @bp.post("/jobs/<job_id>/disable")
 @login_required
+@acts_as("POST", "/api/v3/jobs/{job_id}/disable")
 def disable(job_id: str) -> Response:
-    refused = _refused("POST", f"/api/v3/jobs/{job_id}/disable")
-    if refused is not None:
-        return refused
-    return _act(job_id, lambda: _manager().set_enabled(job_id, False), "disabled")
+    return _job_act(job_id, lambda: _manager().set_enabled(job_id, False), "disabled")
 
 
 @bp.get("/tasks/<task_id>")
@@ -377,7 +387,6 @@ def task(task_id: str, status: int = 200, error: str = "") -> Response:
         task=wire,
         running=wire["status"]["state"] != states.FINISHED,
         charts=usage_charts(_manager().task_usage_history(task_id)),
-        done=_DONE.get(request.args.get("done", ""), ""),
         error=error,
         since=since,
     )
@@ -385,23 +394,15 @@ def task(task_id: str, status: int = 200, error: str = "") -> Response:
 
 @bp.post("/tasks/<task_id>/kill")
 @login_required
+@acts_as("DELETE", "/api/v3/tasks/{task_id}")
 def kill_task(task_id: str) -> Response:
     """Titus's KillTask, as `DELETE /api/v3/tasks/{id}`: with "shrink", the service's desired drops by one
     (refused, not forced, where that would go below min)."""
-    refused = _refused("DELETE", f"/api/v3/tasks/{task_id}")
-    if refused is not None:
-        return refused
     shrink = request.form.get("shrink") == "true"
-    try:
-        _manager().kill_task(task_id, shrink=shrink, prevent_min_size_update=True, by=_operator())
-    except NotFound as exc:
-        return _page("error.html", status=404, message=str(exc))
-    except (Conflict, ValueError) as exc:
-        return task(task_id, status=409 if isinstance(exc, Conflict) else 400, error=str(exc))
-    except NotLeader as exc:
-        return task(task_id, status=503, error=f"this master cannot accept writes: {exc}")
-    done = urlencode({"done": "task_killed_shrunk" if shrink else "task_killed"})
-    return cast(Response, redirect(url_for("ui.task", task_id=task_id) + "?" + done, 303))
+    return _act(
+        lambda: _manager().kill_task(task_id, shrink=shrink, prevent_min_size_update=True, by=_operator()),
+        partial(task, task_id), "ui.task", "task_killed_shrunk" if shrink else "task_killed", task_id=task_id,
+    )
 
 
 @bp.get("/tasks/<task_id>/logs")
@@ -580,27 +581,23 @@ def agents(status: int = 200, error: str = "") -> Response:
     for v in views:
         v["free"] = _free(v)
     return _page("agents.html", status=status, agents=views, lifecycle_states=LIFECYCLE_STATES,
-                 done=_DONE.get(request.args.get("done", ""), ""), error=error)
+                 error=error)
 
 
 @bp.post("/agents/<agent_id>/lifecycle")
 @login_required
+@acts_as("PUT", "/api/v3/agent/instances/{agent_id}/lifecycle")
 def agent_lifecycle(agent_id: str) -> Response:
     """PUT /api/v3/agent/instances/{id}/lifecycle: PhasedOut drains the agent through the eviction service."""
-    refused = _refused("PUT", f"/api/v3/agent/instances/{agent_id}/lifecycle")
-    if refused is not None:
-        return refused
     return _set_lifecycle(lambda state, detail: _manager().set_agent_lifecycle(agent_id, state, detail),
                           agents, "ui.agents")
 
 
 @bp.post("/instance-groups/<group_id>/lifecycle")
 @login_required
+@acts_as("PUT", "/api/v3/agent/instanceGroups/{group_id}/lifecycle")
 def instance_group_lifecycle(group_id: str) -> Response:
     """PUT /api/v3/agent/instanceGroups/{id}/lifecycle, for every agent of the group."""
-    refused = _refused("PUT", f"/api/v3/agent/instanceGroups/{group_id}/lifecycle")
-    if refused is not None:
-        return refused
     return _set_lifecycle(
         lambda state, detail: _manager().set_instance_group_lifecycle(group_id, state, detail),
         instance_groups, "ui.instance_groups",
@@ -614,13 +611,7 @@ def _set_lifecycle(
     if state not in LIFECYCLE_STATES:
         return page(status=400, error=f"state: must be one of {', '.join(LIFECYCLE_STATES)}")
     detail = (request.form.get("detail") or "").strip()[:200] or f"set in the console by {_operator()}"
-    try:
-        action(state, detail)
-    except NotFound as exc:
-        return _page("error.html", status=404, message=str(exc))
-    except NotLeader as exc:
-        return page(status=503, error=f"this master cannot accept writes: {exc}")
-    return cast(Response, redirect(url_for(endpoint) + "?" + urlencode({"done": "lifecycle"}), 303))
+    return _act(lambda: action(state, detail), page, endpoint, "lifecycle")
 
 
 @bp.get("/instance-groups")
@@ -634,7 +625,7 @@ def instance_groups(status: int = 200, error: str = "") -> Response:
             k: sum(_free(m)[k] for m in members) for k in ("cpu", "memoryMB", "diskMB", "networkMbps", "gpu")
         }
     return _page("instance_groups.html", status=status, groups=groups, lifecycle_states=LIFECYCLE_STATES,
-                 done=_DONE.get(request.args.get("done", ""), ""), error=error)
+                 error=error)
 
 
 _DIMS = ("cpu", "memoryMB", "diskMB", "networkMbps")
