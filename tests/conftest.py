@@ -94,11 +94,15 @@ class RunningMaster:
         return requests.request(method, self.url + path, headers=headers, timeout=30, **kwargs)
 
 
-def start_master(data_dir: Path, heartbeat_timeout_ms: int = 15_000) -> RunningMaster:
-    config = MasterConfig(port=free_port(), data_dir=data_dir, api_token=API_TOKEN, agent_token=AGENT_TOKEN,
-                          sqlite_synchronous="NORMAL", heartbeat_timeout_ms=heartbeat_timeout_ms,
-                          init_cluster=True)
-    server = MasterServer(config)
+def start_master(data_dir: Path, heartbeat_timeout_ms: int = 15_000, **config: Any) -> RunningMaster:
+    """A master in this process on 127.0.0.1, healthy when returned; `config` overrides MasterConfig fields
+    (a fixed `port` to restart on, a `principals_file`, ...)."""
+    settings: dict[str, Any] = {
+        "port": free_port(), "data_dir": data_dir, "api_token": API_TOKEN, "agent_token": AGENT_TOKEN,
+        "sqlite_synchronous": "NORMAL", "heartbeat_timeout_ms": heartbeat_timeout_ms, "init_cluster": True,
+        **config,
+    }
+    server = MasterServer(MasterConfig(**settings))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{server.port}"

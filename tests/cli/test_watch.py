@@ -17,15 +17,14 @@ from typing import IO, Any
 
 import pytest
 
-from master.server import MasterConfig, MasterServer
 from tests.capacity.fake_agent import FakeAgent
 from tests.conftest import (
-    AGENT_TOKEN,
     API_TOKEN,
     RunningMaster,
     batch_job,
     free_port,
     service_job,
+    start_master,
     wait_for,
 )
 
@@ -155,14 +154,7 @@ def test_watch_resumes_over_a_master_restart(tmp_path: Path, watches: list[Watch
     port, data = free_port(), tmp_path / "master"
 
     def start() -> RunningMaster:
-        config = MasterConfig(port=port, data_dir=data, api_token=API_TOKEN, agent_token=AGENT_TOKEN,
-                              sqlite_synchronous="NORMAL", init_cluster=True)
-        server = MasterServer(config)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        running = RunningMaster(f"http://127.0.0.1:{port}", server, thread)
-        wait_for(lambda: running.api("GET", "/healthz").status_code == 200, what="master /healthz")
-        return running
+        return start_master(data, port=port)  # the same port and store: the CLI's URL stays valid
 
     first = start()
     job_id = _submit(first, batch_job(applicationName="resumed"))

@@ -7,16 +7,14 @@ import html
 import json
 import logging
 import re
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from master.server import MasterConfig, MasterServer
 from tests.capacity.fake_agent import FakeAgent
-from tests.conftest import AGENT_TOKEN, API_TOKEN, RunningMaster, batch_job, free_port, service_job, wait_for
+from tests.conftest import API_TOKEN, RunningMaster, batch_job, service_job, start_master, wait_for
 from tests.ui.conftest import csrf_of, login
 
 
@@ -526,15 +524,8 @@ def test_the_console_takes_every_principal_with_its_role(
     principals = tmp_path / "principals.json"
     principals.write_text(json.dumps({"principals": [
         {"name": role, "email": emails[role], "role": role, "token": tokens[role]} for role in tokens]}))
-    config = MasterConfig(port=free_port(), data_dir=tmp_path / "master", api_token=API_TOKEN,
-                          agent_token=AGENT_TOKEN, sqlite_synchronous="NORMAL", init_cluster=True,
-                          principals_file=principals)
-    server = MasterServer(config)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    m = RunningMaster(f"http://127.0.0.1:{server.port}", server, thread)
+    m = start_master(tmp_path / "master", principals_file=principals)
     try:
-        wait_for(lambda: m.api("GET", "/healthz").status_code == 200, what="master /healthz")
         agent = FakeAgent(m.url, "roles-agent", "i-roles", "roles-pool")
         job_id = _submit(m, service_job(desired=1, applicationName="roles"))
         wait_for(lambda: len(agent.converge()) == 1, what="the task running")
@@ -567,5 +558,5 @@ def test_the_console_takes_every_principal_with_its_role(
         r = reader.post(f"{m.url}/ui/jobs/{job_id}/kill", data={"csrf_token": token}, timeout=10)
         assert r.status_code == 403 and "CSRF" in r.text
     finally:
-        server.shutdown()
-        thread.join(timeout=10)
+        m.server.shutdown()
+        m.thread.join(timeout=10)
