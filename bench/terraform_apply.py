@@ -45,7 +45,7 @@ def run() -> dict[str, Any]:
         moto = MotoServer(scratch / "moto.log")
         try:
             root = example_copy(scratch, moto.url, EXAMPLE_VARS)
-            tf = terraform_for(root, scratch, moto.url)
+            tf = terraform_for(root, scratch, moto)
             codes: dict[str, int] = {}
             resources = 0
             for step, args in STEPS:

@@ -9,7 +9,8 @@ other rules, never replacing them.
 
 Settings (agent and master alike): TITUS_LOG_S3_BUCKET (empty: no archive), TITUS_LOG_S3_PREFIX
 (`task-logs`), TITUS_LOG_S3_REGION (or AWS_REGION, `us-east-1`), TITUS_LOG_S3_ENDPOINT_URL (moto_server in
-the tests), TITUS_LOG_RETENTION_DAYS (`30`). Credentials come from boto3's usual chain.
+the tests), TITUS_LOG_RETENTION_DAYS (`30`; `0` leaves the bucket's lifecycle to its owner, as with the bucket
+Terraform's log_bucket module makes, which has its own rule). Credentials come from boto3's usual chain.
 """
 
 from __future__ import annotations
@@ -80,7 +81,10 @@ class S3LogArchive:
 
     def ensure_retention(self) -> None:
         """Expire the prefix's objects after retention_days: our rule is added to (or replaces our earlier
-        one among) the bucket's lifecycle rules; other rules stay as they are."""
+        one among) the bucket's lifecycle rules; other rules stay as they are. With retention_days 0 the
+        bucket's owner keeps the retention, and the bucket is not touched (nor needs the right to be)."""
+        if self.retention_days == 0:
+            return
         try:
             try:
                 rules = self.s3.get_bucket_lifecycle_configuration(Bucket=self.bucket).get("Rules", [])
@@ -101,10 +105,18 @@ def from_settings(values: Mapping[str, str]) -> S3LogArchive | None:
     bucket = values.get("TITUS_LOG_S3_BUCKET", "")
     if not bucket:
         return None
+    raw_days = values.get("TITUS_LOG_RETENTION_DAYS", "30").strip()
+    try:
+        days = int(raw_days)
+    except ValueError:
+        days = -1
+    if days < 0:
+        raise LogArchiveError(f"TITUS_LOG_RETENTION_DAYS must be a whole number of days (0: the bucket's own "
+                              f"lifecycle), not {raw_days!r}")
     return S3LogArchive(
         bucket,
         values.get("TITUS_LOG_S3_PREFIX", "task-logs"),
         values.get("TITUS_LOG_S3_REGION") or os.environ.get("AWS_REGION") or "us-east-1",
         values.get("TITUS_LOG_S3_ENDPOINT_URL") or None,
-        int(values.get("TITUS_LOG_RETENTION_DAYS", "30")),
+        days,
     )

@@ -247,12 +247,16 @@ def _master_config(values: dict[str, str], port: int | None = None, data_dir: Pa
 
 def _log_archive(values: dict[str, str]) -> Any:
     """TITUS_LOG_S3_*: where finished tasks' logs are read from once their agent is gone (or None). The
-    master sets the retention rule on the prefix; an unreachable S3 is said, not fatal."""
+    master sets the retention rule on the prefix (unless TITUS_LOG_RETENTION_DAYS is 0: the bucket's
+    owner keeps it); an unreachable S3 is said, not fatal."""
     if not values.get("TITUS_LOG_S3_BUCKET"):
         return None
     from shared.log_archive import LogArchiveError, from_settings
 
-    archive = from_settings(values)
+    try:
+        archive = from_settings(values)
+    except LogArchiveError as exc:
+        raise ConfigError(str(exc)) from exc
     if archive is not None:
         try:
             archive.ensure_retention()

@@ -17,7 +17,7 @@ from typing import Any
 import boto3
 import pytest
 
-from shared.log_archive import RULE_ID, S3LogArchive
+from shared.log_archive import RULE_ID, LogArchiveError, S3LogArchive, from_settings
 from tests.cli.harness import AGENT_ID, AGENTS, cli_cluster, titus
 from tests.conftest import RunningMaster, batch_job, free_port, wait_for
 
@@ -117,3 +117,30 @@ def _run_to_end(master: RunningMaster, command: str) -> str:
              timeout=60, what="the job to finish")
     tasks = master.api("GET", "/api/v3/tasks", params={"jobIds": job_id, "taskStates": "Finished"}).json()
     return str(tasks["items"][0]["id"])
+
+
+def test_retention_zero_leaves_the_bucket_owners_lifecycle_alone(s3_url: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Terraform's log bucket carries its own rule (modules/log_bucket), and its masters hold no right to
+    change the bucket: with TITUS_LOG_RETENTION_DAYS=0 the master neither reads nor writes the lifecycle."""
+    for key, value in CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    s3 = _s3(s3_url)
+    s3.create_bucket(Bucket="owned-by-terraform")
+    owners = {"ID": RULE_ID, "Status": "Enabled", "Filter": {"Prefix": "task-logs/"},
+              "Expiration": {"Days": 7}}
+    s3.put_bucket_lifecycle_configuration(Bucket="owned-by-terraform",
+                                          LifecycleConfiguration={"Rules": [owners]})
+    settings = {"TITUS_LOG_S3_BUCKET": "owned-by-terraform", "TITUS_LOG_S3_ENDPOINT_URL": s3_url}
+    archive = from_settings({**settings, "TITUS_LOG_RETENTION_DAYS": "0"})
+    assert archive is not None
+    calls: list[str] = []
+    archive.s3.meta.events.register("before-call", lambda model, **_: calls.append(model.name))
+    archive.ensure_retention()
+    assert calls == []
+    assert s3.get_bucket_lifecycle_configuration(Bucket="owned-by-terraform")["Rules"][0]["Expiration"] == {
+        "Days": 7}
+
+    for bad in ("-1", "a week", "1.5"):
+        with pytest.raises(LogArchiveError, match="TITUS_LOG_RETENTION_DAYS must be a whole number"):
+            from_settings({**settings, "TITUS_LOG_RETENTION_DAYS": bad})

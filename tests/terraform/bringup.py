@@ -28,7 +28,7 @@ REGION = "us-east-1"
 CLUSTER = "titus-moto"
 #: An image moto knows; the example's AMI lookup (Debian's owner id) has nothing to find in moto.
 AMI = "ami-12c6146b"
-ENDPOINT_SERVICES = ("autoscaling", "ec2", "elbv2", "iam", "kms", "ssm", "sts", "cloudwatchlogs")
+ENDPOINT_SERVICES = ("autoscaling", "ec2", "elbv2", "iam", "kms", "s3", "ssm", "sts", "cloudwatchlogs")
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -43,15 +43,25 @@ def free_port() -> int:
 
 
 class MotoServer:
-    """moto_server (with tests/terraform/moto_server.py's read-back fixes) on a free local port."""
+    """moto_server (with tests/terraform/moto_server.py's fixes) on a free local port, over TLS.
+
+    TLS because AWS is only ever spoken to over TLS, and the cluster's buckets refuse anything else (a
+    Deny on aws:SecureTransport = false): the certificate is a throwaway CA's (titus/dev_tls.py) for
+    127.0.0.1, which Terraform and boto3 trust through AWS_CA_BUNDLE or `verify`.
+    """
 
     def __init__(self, log_path: Path) -> None:
+        from titus.dev_tls import ensure_dev_certificates
+
+        tls = ensure_dev_certificates(log_path.parent / f"{log_path.stem}-tls")
+        self.ca_file = str(tls.ca_file)
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"https://127.0.0.1:{self.port}"
         self._log = log_path.open("wb")
         env = {**os.environ, **CREDENTIALS, "PYTHONPATH": str(REPO)}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.terraform.moto_server", "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, "-m", "tests.terraform.moto_server", "-H", "127.0.0.1", "-p", str(self.port),
+             "--ssl-cert", str(tls.cert_file), "--ssl-key", str(tls.key_file)],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -73,7 +83,9 @@ class MotoServer:
         import requests
 
         body = "0" if enforced else "inf"
-        requests.post(f"{self.url}/moto-api/reset-auth", data=body, timeout=10).raise_for_status()
+        requests.post(
+            f"{self.url}/moto-api/reset-auth", data=body, timeout=10, verify=self.ca_file
+        ).raise_for_status()
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -93,6 +105,8 @@ provider "aws" {{
   secret_key                  = "testing"
   skip_credentials_validation = true
   skip_metadata_api_check     = true
+  # moto_server answers on one host: bucket names go in the path, not in a virtual host name.
+  s3_use_path_style = true
   endpoints {{
 {endpoints}
   }}
@@ -128,10 +142,15 @@ class Terraform:
         return json.loads(result.stdout)
 
 
-def terraform_for(root: Path, scratch: Path, moto_url: str) -> Terraform:
+def terraform_for(root: Path, scratch: Path, moto: MotoServer) -> Terraform:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
     env.update(CREDENTIALS)
-    env.update({"CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1", "AWS_ENDPOINT_URL": moto_url})
+    env.update({
+        "CHECKPOINT_DISABLE": "1",
+        "TF_IN_AUTOMATION": "1",
+        "AWS_ENDPOINT_URL": moto.url,
+        "AWS_CA_BUNDLE": moto.ca_file,
+    })
     mirrors = find_mirrors()
     if not mirrors:
         # The suite never reaches outside this machine, so Terraform may not fall back to HashiCorp's
@@ -161,4 +180,6 @@ EXAMPLE_VARS: dict[str, Any] = {
     "ami_id": AMI,
     "ansible_repo_url": "https://git.example.com/titus.git",
     "ansible_version": "v1.0.0",
+    # The IAM tests put task logs into the bucket; destroy must still end with nothing left.
+    "log_bucket_force_destroy": True,
 }

@@ -1,4 +1,5 @@
-"""moto_server with four of moto's gaps fixed, so a second `terraform plan` is empty and destroy ends.
+"""moto_server with five of moto's gaps fixed: a second `terraform plan` is empty, destroy ends, and
+bucket policies mean what they mean in AWS.
 
 Run as `python -m tests.terraform.moto_server -H 127.0.0.1 -p PORT` (the arguments of `moto_server`).
 Each fix makes moto answer what AWS answers; none adds behaviour AWS lacks. Both were found because the
@@ -17,6 +18,11 @@ second plan after an apply against plain moto 5.2 showed drift that AWS does not
 4. A terminated instance releases the network interfaces it does not delete (the ZooKeeper and Cassandra
    nodes' pinned interfaces) in AWS; moto left them attached to the dead instance, so destroying them
    failed ("cannot be detached"). Termination now detaches them.
+5. A bucket policy's conditions: moto treats a statement whose condition it cannot evaluate (any but
+   StringEquals) as matching, and one whose condition does not hold as a Deny, whatever its Effect. So the
+   log bucket's `Deny s3:* unless aws:SecureTransport` refused every object call even over TLS. Object
+   calls now evaluate the bucket policy as AWS does for the keys this server knows (aws:SecureTransport:
+   whether it serves TLS), and an operator or key it does not know fails the request, never opens it.
 
 A third gap is not patched but avoided in the modules: moto does not implement MonitorInstances (500,
 retried by the provider for 20 minutes); the instances get detailed monitoring from their launch template.
@@ -24,8 +30,13 @@ retried by the provider for 20 minutes); the instances get detailed monitoring f
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import sys
 from typing import Any
+
+#: Whether this server speaks TLS (main() sets it from its arguments): aws:SecureTransport of each request.
+SECURE = {"transport": False}
 
 
 def apply_fixes() -> None:
@@ -74,8 +85,51 @@ def apply_fixes() -> None:
 
     instances.Instance.terminate = terminate_and_release_interfaces  # type: ignore[method-assign]
 
+    from moto.iam.access_control import PermissionResult
+    from moto.s3.models import FakeBucket
+
+    def as_list(value: Any) -> list[str]:
+        return [value] if isinstance(value, str) else list(value)
+
+    def holds(conditions: dict[str, dict[str, Any]]) -> bool:
+        context = {"aws:securetransport": "true" if SECURE["transport"] else "false"}
+        for operator, pairs in conditions.items():
+            if operator not in ("Bool", "StringEquals"):
+                raise NotImplementedError(f"bucket policy condition operator {operator}: not evaluated here")
+            for key, values in pairs.items():
+                if key.lower() not in context:
+                    raise NotImplementedError(f"bucket policy condition key {key}: not evaluated here")
+                wanted = [str(v).lower() if operator == "Bool" else str(v) for v in as_list(values)]
+                if context[key.lower()] not in wanted:
+                    return False
+        return True
+
+    def get_permission(self: Any, action: str, resource: str) -> Any:
+        """AWS's evaluation of a bucket policy for one object call: an explicit Deny wins, then an Allow."""
+        if self.policy is None:
+            return PermissionResult.NEUTRAL
+        document = json.loads(self.policy.decode() if isinstance(self.policy, bytes) else self.policy)
+        statements = document["Statement"]
+        result = PermissionResult.NEUTRAL
+        for s in [statements] if isinstance(statements, dict) else statements:
+            if s.get("Principal") not in ("*", {"AWS": "*"}):
+                raise NotImplementedError("bucket policy principals other than *: not evaluated here")
+            if not any(fnmatch.fnmatchcase(action, a) for a in as_list(s["Action"])):
+                continue
+            if not any(fnmatch.fnmatchcase(resource, r) for r in as_list(s["Resource"])):
+                continue
+            if not holds(s.get("Condition", {})):
+                continue
+            if s["Effect"] == "Deny":
+                return PermissionResult.DENIED
+            result = PermissionResult.PERMITTED
+        return result
+
+    FakeBucket.get_permission = get_permission  # type: ignore[method-assign]
+
 
 def main(argv: list[str]) -> None:
+    SECURE["transport"] = any(a in ("-s", "--ssl", "-c", "--ssl-cert") for a in argv)
     apply_fixes()
     from moto.server import main as moto_main
 

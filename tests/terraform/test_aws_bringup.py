@@ -41,7 +41,9 @@ class Bringup:
 
     def client(self, service: str, **credentials: str) -> Any:
         keys = credentials or {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-        return boto3.client(service, region_name=REGION, endpoint_url=self.moto.url, **keys)
+        return boto3.client(
+            service, region_name=REGION, endpoint_url=self.moto.url, verify=self.moto.ca_file, **keys
+        )
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +52,7 @@ def bringup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bringup]:
     moto = MotoServer(scratch / "moto.log")
     try:
         root = example_copy(scratch, moto.url, EXAMPLE_VARS)
-        tf = terraform_for(root, scratch, moto.url)
+        tf = terraform_for(root, scratch, moto)
         for step, args in [
             ("init", ["init", "-input=false", "-no-color"]),
             ("validate", ["validate", "-no-color"]),
@@ -207,8 +209,22 @@ def as_list(value: Any) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
-def granted_actions(policy: dict[str, Any]) -> set[str]:
-    return {a for s in policy["Statement"] if s["Effect"] == "Allow" for a in as_list(s["Action"])}
+#: The task log statements, exercised by their own test (the log archive's calls, not the controller's).
+LOG_SIDS = {"ReadTaskLogs", "DecryptTaskLogs", "WriteTaskLogs", "EncryptTaskLogs"}
+
+
+def granted_actions(policy: dict[str, Any], sids: set[str] | None = None) -> set[str]:
+    """What `policy` allows: of every statement, or (sids given) of those statements only."""
+    return {
+        a
+        for s in policy["Statement"]
+        if s["Effect"] == "Allow" and (sids is None or s.get("Sid") in sids)
+        for a in as_list(s["Action"])
+    }
+
+
+def granted_outside_logs(policy: dict[str, Any]) -> set[str]:
+    return granted_actions(policy, {s.get("Sid", "") for s in policy["Statement"]} - LOG_SIDS)
 
 
 def allows(policy: dict[str, Any], action: str, resource: str, context: dict[str, str]) -> bool:
@@ -239,7 +255,9 @@ class Principal:
     calls: list[tuple[str, dict[str, Any]]]
 
     def client(self, b: Bringup, service: str) -> Any:
-        client = boto3.client(service, region_name=REGION, endpoint_url=b.moto.url, **self.keys)
+        client = boto3.client(
+            service, region_name=REGION, endpoint_url=b.moto.url, verify=b.moto.ca_file, **self.keys
+        )
         prefix = client.meta.service_model.signing_name
 
         def record(params: dict[str, Any], model: Any, **_: Any) -> None:
@@ -373,7 +391,7 @@ def test_master_and_capacity_controller_calls_are_allowed_and_nothing_more(
 
     called = {action for action, _ in me.calls}
     # kms:Decrypt is the one grant no client call shows: SSM makes it on the role's behalf (kms:ViaService).
-    assert granted_actions(policy) == called | {"kms:Decrypt"}, sorted(called)
+    assert granted_outside_logs(policy) == called | {"kms:Decrypt"}, sorted(called)
 
     # Resources and conditions, as AWS evaluates them, for every call that names one.
     groups = {
@@ -408,7 +426,7 @@ def test_agents_may_read_their_token_and_nothing_else(bringup: Bringup, enforced
     ssm, asg = me.client(bringup, "ssm"), me.client(bringup, "autoscaling")
     agent_param = bringup.outputs["agent_token_parameter_name"]
     assert len(ssm.get_parameter(Name=agent_param, WithDecryption=True)["Parameter"]["Value"]) == 64
-    assert granted_actions(policy) == {a for a, _ in me.calls} | {"kms:Decrypt"}
+    assert granted_outside_logs(policy) == {a for a, _ in me.calls} | {"kms:Decrypt"}
 
     account = bringup.outputs["kms_key_arn"].split(":")[4]
     prefix = f"arn:aws:ssm:{REGION}:{account}:parameter"
@@ -418,10 +436,130 @@ def test_agents_may_read_their_token_and_nothing_else(bringup: Bringup, enforced
     assert denied(ssm.put_parameter, Name=agent_param, Value="y" * 20, Overwrite=True)
 
 
+# --------------------------------------------------------------------------------------------------
+# The task log bucket: agents put finished tasks' logs, masters read them back, nobody else anything.
+# --------------------------------------------------------------------------------------------------
+
+
+def test_the_log_bucket_is_private_encrypted_and_expires_the_logs(bringup: Bringup) -> None:
+    from shared.log_archive import RULE_ID
+
+    s3 = bringup.client("s3")
+    bucket = bringup.outputs["log_bucket_name"]
+    assert bucket.startswith(f"titus-{CLUSTER}-logs-")
+    block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+    assert block == dict.fromkeys(
+        ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"), True
+    )
+    (rule,) = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+    assert rule["ApplyServerSideEncryptionByDefault"] == {
+        "SSEAlgorithm": "aws:kms",
+        "KMSMasterKeyID": bringup.outputs["kms_key_arn"],
+    }
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+    ownership = s3.get_bucket_ownership_controls(Bucket=bucket)["OwnershipControls"]["Rules"]
+    assert ownership == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]}
+    assert set(rules) == {RULE_ID, "abort-incomplete-uploads"}
+    expiry = rules[RULE_ID]
+    assert expiry["Status"] == "Enabled"
+    assert expiry["Filter"] == {"Prefix": "task-logs/"} and expiry["Expiration"] == {"Days": 30}
+    policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+    (deny,) = policy["Statement"]
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    tags = {t["Key"]: t["Value"] for t in s3.get_bucket_tagging(Bucket=bucket)["TagSet"]}
+    assert tags[CLUSTER_TAG] == CLUSTER
+
+
+def s3_denied(call: Any, **kwargs: Any) -> bool:
+    """True when moto refuses an S3 call for want of permission (S3 answers 403 AccessDenied)."""
+    try:
+        call(**kwargs)
+    except ClientError as e:
+        return e.response["Error"].get("Code") == "AccessDenied"
+    return False
+
+
+def test_agents_put_task_logs_masters_read_them_and_neither_may_do_more(
+    bringup: Bringup, enforced: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The archive's own code (shared/log_archive.py), as each role, with moto's IAM enforcement on."""
+    from shared.log_archive import S3LogArchive
+
+    bucket = bringup.outputs["log_bucket_name"]
+
+    def archive_as(who: Principal) -> S3LogArchive:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", who.keys["aws_access_key_id"])
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", who.keys["aws_secret_access_key"])
+        monkeypatch.setenv("AWS_CA_BUNDLE", bringup.moto.ca_file)
+        # boto3's default session keeps the first credentials it resolved: each role gets a fresh one.
+        monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+        archive = S3LogArchive(bucket, "task-logs", REGION, bringup.moto.url, retention_days=0)
+
+        def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+            who.calls.append((f"s3:{model.name}", dict(params)))
+
+        archive.s3.meta.events.register("before-parameter-build", record)
+        return archive
+
+    agent: Principal = enforced["agent"]
+    master: Principal = enforced["master"]
+    agent.calls.clear()
+    master.calls.clear()
+    task = "3f2c1a9e-0000-4000-8000-00000000c0de"
+    written = b"".join(b"line %d\n" % i for i in range(1000))
+    archive_as(agent).put(task, "stdout", written, start=4096)  # rotation had dropped the first 4 KiB
+
+    reader = archive_as(master)
+    whole = reader.read(task, "stdout", 0, 1 << 20)
+    assert whole is not None and whole["data"] == written
+    assert (whole["offset"], whole["size"], whole["source"]) == (4096, 4096 + len(written), "s3")
+    tail = reader.read(task, "stdout", -8, 8)
+    assert tail is not None and tail["data"] == b"line 999\n"[-8:]
+    assert reader.read(task, "stderr", 0, 10) is None  # never written: none, not an error
+    reader.ensure_retention()  # retention 0 (Ansible's fact for this bucket): the bucket is not touched
+
+    # Exactly the log statements' actions were used (HeadObject is authorised as GetObject); KMS is
+    # called by S3 on the caller's behalf (kms:ViaService), which no client call shows.
+    as_iam = {"s3:HeadObject": "s3:GetObject"}
+    agent_calls = {as_iam.get(a, a) for a, _ in agent.calls}
+    master_calls = {as_iam.get(a, a) for a, _ in master.calls}
+    assert granted_actions(enforced["agent_policy"], LOG_SIDS) == agent_calls | {"kms:GenerateDataKey"}
+    assert granted_actions(enforced["master_policy"], LOG_SIDS) == master_calls | {"kms:Decrypt"}
+
+    # Resources, as AWS evaluates them: the log prefix of this bucket and nothing else.
+    for who, policy_name in ((agent, "agent_policy"), (master, "master_policy")):
+        policy = enforced[policy_name]
+        for action, params in who.calls:
+            arn = f"arn:aws:s3:::{params['Bucket']}/{params['Key']}"
+            assert allows(policy, as_iam.get(action, action), arn, {}), (action, arn)
+        outside = (f"arn:aws:s3:::{bucket}/other/{task}/stdout", f"arn:aws:s3:::{bucket}x/task-logs/t")
+        for elsewhere in outside:
+            assert not any(allows(policy, a, elsewhere, {}) for a in ("s3:PutObject", "s3:GetObject"))
+
+    # And moto refuses what the policies do not grant.
+    key = f"task-logs/{task}/stdout"
+    agent_s3, master_s3 = agent.client(bringup, "s3"), master.client(bringup, "s3")
+    assert s3_denied(agent_s3.get_object, Bucket=bucket, Key=key)  # agents never read logs back
+    assert s3_denied(agent_s3.delete_object, Bucket=bucket, Key=key)
+    assert s3_denied(agent_s3.list_objects_v2, Bucket=bucket)
+    assert s3_denied(master_s3.put_object, Bucket=bucket, Key=key, Body=b"forged")
+    assert s3_denied(master_s3.delete_object, Bucket=bucket, Key=key)
+    assert s3_denied(
+        master_s3.put_bucket_lifecycle_configuration, Bucket=bucket, LifecycleConfiguration={"Rules": []}
+    )
+    with pytest.raises(ClientError) as refused:  # keys of no IAM user
+        bringup.client("s3").get_object(Bucket=bucket, Key=key)
+    assert refused.value.response["Error"]["Code"] in {"AccessDenied", "InvalidAccessKeyId"}
+    assert reader.read(task, "stdout", 0, 16)["data"] == written[:16]  # nothing was overwritten
+
+
 def test_destroy_removes_everything(bringup: Bringup) -> None:
     result = bringup.tf.run("destroy", "destroy", "-input=false", "-no-color", "-auto-approve")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr
     state = bringup.tf.run("state", "state", "list")
     assert state.stdout.strip() == ""
     assert not [n for n in asgs(bringup) if n.startswith(CLUSTER)]
+    buckets = bringup.client("s3").list_buckets()["Buckets"]
+    assert not [b["Name"] for b in buckets if b["Name"].startswith(f"titus-{CLUSTER}-")]
     print(f"\nterraform timings against moto_server (s): {bringup.tf.timings}")

@@ -34,6 +34,13 @@ NOT_TAGGABLE = {
     "aws_kms_alias",
     "aws_route",
     "aws_route_table_association",
+    # A bucket's settings are sub-resources of the bucket (tagged itself): S3 tags none of them.
+    "aws_s3_bucket_lifecycle_configuration",
+    "aws_s3_bucket_ownership_controls",
+    "aws_s3_bucket_policy",
+    "aws_s3_bucket_public_access_block",
+    "aws_s3_bucket_server_side_encryption_configuration",
+    "aws_s3_bucket_versioning",
     "aws_volume_attachment",
     "random_password",
 }
@@ -284,7 +291,7 @@ def test_only_masters_resize_and_only_this_clusters_agent_groups() -> None:
     }
 
 
-def test_agents_get_no_aws_write_permissions() -> None:
+def test_agents_may_write_nothing_but_their_tasks_logs() -> None:
     text = (MODULES / "agent_tier" / "main.tf").read_text()
     actions = set(re.findall(r'"((?:autoscaling|ec2|iam|s3|ssm|kms|ecr):\w+)"', text)) - {"kms:ViaService"}
     assert actions == {
@@ -294,7 +301,14 @@ def test_agents_get_no_aws_write_permissions() -> None:
         "ecr:BatchGetImage",
         "ecr:GetDownloadUrlForLayer",
         "ecr:BatchCheckLayerAvailability",
+        "s3:PutObject",
+        "kms:GenerateDataKey",
     }
+    doc = next(b["aws_iam_policy_document"]["this"] for b in load_dir(MODULES / "agent_tier")["data"]
+               if "this" in b.get("aws_iam_policy_document", {}))
+    contents = [c for d in doc["dynamic"] for c in d["statement"]["content"]]
+    (put,) = [c for c in contents if c["sid"] == "WriteTaskLogs"]
+    assert put["resources"] == ["${statement.value.arn}/${statement.value.prefix}/*"]
 
 
 def test_tokens_are_secure_parameters_and_never_user_data() -> None:

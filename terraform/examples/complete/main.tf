@@ -54,6 +54,13 @@ locals {
   asg_role    = "arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"
 
   agent_security_group_ids = { for tier, m in module.agent_tier : "agent-${tier}" => m.security_group_id }
+
+  # What masters and agents are told of the log bucket (null: none, logs go with their agent).
+  task_log_bucket = var.create_log_bucket ? {
+    name   = module.log_bucket[0].bucket_name
+    arn    = module.log_bucket[0].bucket_arn
+    prefix = module.log_bucket[0].prefix
+  } : null
 }
 
 ################################################################################
@@ -149,6 +156,18 @@ module "network" {
   tags               = var.tags
 }
 
+# Finished tasks' logs outlive their agents here (agents put, masters read; README "Logs").
+module "log_bucket" {
+  source = "../../modules/log_bucket"
+  count  = var.create_log_bucket ? 1 : 0
+
+  cluster_name   = var.cluster_name
+  kms_key_arn    = aws_kms_key.this.arn
+  retention_days = var.log_retention_days
+  force_destroy  = var.log_bucket_force_destroy
+  tags           = var.tags
+}
+
 module "zookeeper" {
   source = "../../modules/zookeeper"
 
@@ -213,6 +232,7 @@ module "master" {
   api_certificate_arn           = var.api_certificate_arn
   zookeeper_connect_string      = module.zookeeper.connect_string
   cassandra_hosts               = module.cassandra.hosts
+  task_log_bucket               = local.task_log_bucket
   ssh_ingress_cidr_blocks       = var.bastion_cidr_blocks
   key_name                      = var.key_name
   ansible_repo_url              = var.ansible_repo_url
@@ -241,6 +261,7 @@ module "agent_tier" {
   kms_key_arn                              = aws_kms_key.this.arn
   master_url                               = module.master.api_url
   agent_token_parameter_name               = module.master.agent_token_parameter_name
+  task_log_bucket                          = local.task_log_bucket
   ssh_ingress_cidr_blocks                  = var.bastion_cidr_blocks
   mesos_master_security_group_ids          = var.create_mesos ? { mesos = module.mesos.security_group_id } : {}
   mesos_zk_url                             = var.create_mesos ? module.mesos.zk_url : ""

@@ -67,3 +67,8 @@ output "kms_key_arn" {
   description = "KMS key encrypting the cluster's volumes, tokens and logs."
   value       = aws_kms_key.this.arn
 }
+
+output "log_bucket_name" {
+  description = "S3 bucket of finished tasks' logs (empty when create_log_bucket is false)."
+  value       = var.create_log_bucket ? module.log_bucket[0].bucket_name : ""
+}

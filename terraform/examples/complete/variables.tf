@@ -19,6 +19,24 @@ variable "cluster_name" {
   }
 }
 
+variable "create_log_bucket" {
+  description = "Create the S3 bucket finished tasks' logs are kept in (agents put them, masters serve them once the agent is gone)."
+  type        = bool
+  default     = true
+}
+
+variable "log_retention_days" {
+  description = "Days the log bucket keeps a finished task's logs."
+  type        = number
+  default     = 30
+}
+
+variable "log_bucket_force_destroy" {
+  description = "Let `terraform destroy` delete the log bucket with logs still in it."
+  type        = bool
+  default     = false
+}
+
 variable "tags" {
   description = "Tags for every resource (e.g. owner, cost center); titus:cluster is always added."
   type        = map(string)

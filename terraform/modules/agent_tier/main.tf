@@ -5,6 +5,10 @@ data "aws_caller_identity" "current" {}
 locals {
   tags = merge(var.tags, { "titus:cluster" = var.cluster_name })
 
+  # Empty facts when there is no log bucket: the Ansible roles then configure no archive.
+  log_bucket_name = var.task_log_bucket == null ? "" : var.task_log_bucket.name
+  log_prefix      = var.task_log_bucket == null ? "" : var.task_log_bucket.prefix
+
   # Named up front (not taken from the ASG) so the launch template can tell the agent its group
   # without a dependency cycle; the capacity controller reports per group by this name.
   asg_name = "${var.cluster_name}-agent-${var.tier}"
@@ -36,6 +40,8 @@ module "bootstrap" {
     titus_agent_token_parameter = var.agent_token_parameter_name
     titus_docker_volume_device  = "/dev/xvdb"
     titus_mesos_master_zk       = var.mesos_zk_url
+    titus_log_s3_bucket         = local.log_bucket_name
+    titus_log_s3_prefix         = local.log_prefix
   }
 }
 
@@ -168,6 +174,31 @@ data "aws_iam_policy_document" "this" {
       sid       = "EcrPull"
       actions   = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"]
       resources = var.ecr_repository_arns
+    }
+  }
+
+  # A finished task's logs: put under the log prefix only (never read, listed or deleted), encrypted with
+  # the cluster key only on S3's behalf.
+  dynamic "statement" {
+    for_each = var.task_log_bucket == null ? [] : [var.task_log_bucket]
+    content {
+      sid       = "WriteTaskLogs"
+      actions   = ["s3:PutObject"]
+      resources = ["${statement.value.arn}/${statement.value.prefix}/*"]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.task_log_bucket == null ? [] : [var.task_log_bucket]
+    content {
+      sid       = "EncryptTaskLogs"
+      actions   = ["kms:GenerateDataKey"]
+      resources = [var.kms_key_arn]
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = ["s3.${data.aws_region.current.name}.amazonaws.com"]
+      }
     }
   }
 }

@@ -240,6 +240,16 @@ variable "autoscaling_group_tags" {
   default     = {}
 }
 
+variable "task_log_bucket" {
+  description = "Where finished tasks' logs go (modules/log_bucket's outputs): the agents may put them there. null: no archive, a task's logs go with its agent."
+  type = object({
+    name   = string
+    arn    = string
+    prefix = string
+  })
+  default = null
+}
+
 variable "tags" {
   description = "Tags added to every resource (the titus:cluster tag is always added)."
   type        = map(string)

@@ -5,6 +5,10 @@ data "aws_caller_identity" "current" {}
 locals {
   tags = merge(var.tags, { "titus:cluster" = var.cluster_name })
 
+  # Empty facts when there is no log bucket: the Ansible roles then configure no archive.
+  log_bucket_name = var.task_log_bucket == null ? "" : var.task_log_bucket.name
+  log_prefix      = var.task_log_bucket == null ? "" : var.task_log_bucket.prefix
+
   name = "${var.cluster_name}-master"
 
   instance_tags = merge(local.tags, var.autoscaling_group_tags, {
@@ -80,6 +84,10 @@ module "bootstrap" {
     titus_api_token_parameter         = local.api_token_parameter_name
     titus_agent_token_parameter       = local.agent_token_parameter_name
     titus_capacity_controller_enabled = tostring(var.enable_capacity_controller)
+    titus_log_s3_bucket               = local.log_bucket_name
+    titus_log_s3_prefix               = local.log_prefix
+    # The bucket's own lifecycle rule (modules/log_bucket) keeps the retention: the masters leave it alone.
+    titus_log_retention_days = "0"
   }
 }
 
@@ -363,6 +371,31 @@ data "aws_iam_policy_document" "this" {
       test     = "StringEquals"
       variable = "autoscaling:ResourceTag/titus:role"
       values   = ["agent"]
+    }
+  }
+
+  # Finished tasks' logs, read back once their agent is gone: only under the log prefix (HeadObject is
+  # authorised as GetObject), decrypted with the cluster key only on S3's behalf.
+  dynamic "statement" {
+    for_each = var.task_log_bucket == null ? [] : [var.task_log_bucket]
+    content {
+      sid       = "ReadTaskLogs"
+      actions   = ["s3:GetObject"]
+      resources = ["${statement.value.arn}/${statement.value.prefix}/*"]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.task_log_bucket == null ? [] : [var.task_log_bucket]
+    content {
+      sid       = "DecryptTaskLogs"
+      actions   = ["kms:Decrypt"]
+      resources = [var.kms_key_arn]
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = ["s3.${data.aws_region.current.name}.amazonaws.com"]
+      }
     }
   }
 }
