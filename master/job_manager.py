@@ -9,6 +9,7 @@ master/snapshot.py and master/timers.py.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Iterable
@@ -265,6 +266,33 @@ class JobManager(
             raise NotFound(f"task {task_id} not found")
         task = Task.from_record(stored.record, stored.version)
         return self._task_wire(task)
+
+    def wires(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+        """The current wire form of several jobs and tasks (("job" | "task", id) keys) under one taking of
+        the lock: the event stream reads a batch of changes so, instead of queueing for the lock once per
+        change behind the requests that make them. Those no longer in memory come from the store; unknown
+        ones are left out."""
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        missing: list[tuple[str, str]] = []
+        with self.lock:
+            for kind, entity_id in keys:
+                if kind == "job":
+                    job = self.jobs.get(entity_id) or (
+                        self.archived[entity_id][0] if entity_id in self.archived else None)
+                    if job is not None:
+                        found[(kind, entity_id)] = mapper.job_to_wire(job)
+                        continue
+                else:
+                    task = self.tasks.get(entity_id) or self._find_archived_task(entity_id)
+                    if task is not None:
+                        found[(kind, entity_id)] = self._task_wire(task)
+                        continue
+                missing.append((kind, entity_id))
+        for kind, entity_id in missing:
+            read = self.get_job if kind == "job" else self.get_task
+            with contextlib.suppress(NotFound):
+                found[(kind, entity_id)] = read(entity_id)
+        return found
 
     def task_usage_history(self, task_id: str) -> list[tuple[int, float, float, int]]:
         """The task's usage samples, oldest first (Task.usage_history: in memory, the last 30 minutes)."""

@@ -364,6 +364,9 @@ def master(config_file: str | None, port: int | None, data_dir: Path | None, zk_
 
     signal.signal(signal.SIGTERM, _graceful)
     signal.signal(signal.SIGINT, _graceful)
+    from master import gc_policy
+
+    gc_policy.tune()  # a master's state is large and long-lived (master/gc_policy.py)
     try:
         code = server.serve_forever()
     except LeaderElectionError as exc:

@@ -129,6 +129,9 @@ def run_dev(
     if agent_cpu is not None:
         agent_env["TITUS_AGENT_CPU"] = str(agent_cpu)
 
+    from master import gc_policy
+
+    gc_policy.tune()  # this process holds the master's state (master/gc_policy.py)
     serving = threading.Thread(target=server.serve_forever, name="master", daemon=True)
     serving.start()
     # The agent starts only under a master that accepted its store: one that refused must not be the

@@ -192,7 +192,7 @@ def _observe(job_id: str | None) -> Response:
     if job_id is not None:
         m.get_job(job_id)  # 404 before the stream starts
     stream = observe.JobStream(m, matches, job_id, since, keep_alive_ms)
-    resp = Response((frame.encode() for frame in stream), mimetype="text/event-stream")
+    resp = Response(stream.chunks(), mimetype="text/event-stream")
     resp.headers["Cache-Control"] = "no-cache"
     return resp
 

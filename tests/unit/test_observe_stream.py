@@ -3,13 +3,14 @@ of the event log, or never had a place in it, gets instead of silence."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
 
 import pytest
 
-from master.api.models import JobDescriptor
+from master.api.models import CapacityUpdate, JobDescriptor
 from master.api.observe import Frame, JobStream
 from master.events import TERM_SHIFT, EventLog
 from master.job_manager import JobManager, Settings
@@ -89,3 +90,26 @@ def test_a_sequence_from_the_previous_leader_term_gets_a_fresh_snapshot(tmp_path
         assert frames[0].message["jobUpdate"]["job"]["jobDescriptor"]["attributes"]["n"] == "9"
     finally:
         new.store.close()
+
+
+def test_a_burst_of_changes_goes_out_in_one_write_with_each_final_state_once(tmp_path: Path) -> None:
+    """Scaling a service creates its tasks in one commit: the stream writes their frames as one chunk
+    (one socket write, not one per change), in sequence order, each entity's committed state once."""
+    clock = iter(range(1_000_000, 10**9, 10)).__next__
+    m = JobManager(SqliteJobStore(tmp_path / "titus.db", "NORMAL"), clock, Settings())
+    m.start(init_cluster=True)
+    try:
+        job_id, _ = m.submit(JobDescriptor.model_validate(service_job(desired=0)))
+        since = m.events.last_seq
+        m.update_capacity(job_id, CapacityUpdate(min=0, desired=12, max=12))
+        stream = JobStream(m, _everything, since=since, keep_alive_ms=100)
+        chunk = next(stream.chunks())
+        blocks = [block.split("\n") for block in chunk.decode().split("\n\n") if block]
+        ids = [int(head.removeprefix("id: ")) for head, _ in blocks]
+        messages = [json.loads(data.removeprefix("data: ")) for _, data in blocks]
+        assert ids == sorted(ids) and ids[0] == since + 1 and ids[-1] == m.events.last_seq
+        tasks = [msg["taskUpdate"]["task"] for msg in messages if "taskUpdate" in msg]
+        assert len(tasks) == 12 and len({task["id"] for task in tasks}) == 12
+        assert sum("jobUpdate" in msg for msg in messages) == 1
+    finally:
+        m.store.close()
