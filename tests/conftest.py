@@ -46,7 +46,7 @@ def service_job(desired: int = 2, **overrides: Any) -> dict[str, Any]:
             "image": {"name": "127.0.0.1:5000/titus/busybox", "tag": "latest"},
             "command": ["/bin/sleep", "3600"],
         },
-        "service": {"capacity": {"min": 0, "desired": desired, "max": 10},
+        "service": {"capacity": {"min": 0, "desired": desired, "max": 10}, "enabled": True,
                     "retryPolicy": {"immediate": {"retries": 10}}},
     }
     return _merge(job, overrides)

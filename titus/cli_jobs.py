@@ -142,6 +142,9 @@ def job_submit(
 ) -> None:
     """Submit the job descriptor in FILE (- for stdin).
 
+    A service job whose FILE leaves out service.enabled is submitted enabled, as Titus's own clients
+    send it (the API reads an absent enabled as proto3's false).
+
     With --wait: a service job until its desired tasks are Started, a batch job until it is Finished
     (exit code 6 if any task did not end normally).
     """
@@ -149,6 +152,9 @@ def job_submit(
         descriptor = json.load(file)
     except json.JSONDecodeError as exc:
         raise CliError(f"{getattr(file, 'name', 'input')} is not valid JSON: {exc}", EXIT_BAD_INPUT) from exc
+    service = descriptor.get("service") if isinstance(descriptor, dict) else None
+    if isinstance(service, dict):
+        service.setdefault("enabled", True)
     client = make_client(url, token)
     job_id = api_call(lambda: client.submit(descriptor, idempotency_key))
     if not wait:

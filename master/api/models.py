@@ -435,9 +435,9 @@ class ServiceJobProcesses(Wire):
 
 class ServiceJobSpec(Wire):
     capacity: Capacity = Field(default_factory=Capacity)
-    # proto3's default is false; ours stays true (a job is enabled unless a client says otherwise), since
-    # "enabled" only gates automatic scaling here. docs/ARCHITECTURE.md notes the difference.
-    enabled: StrictBool = True
+    # proto3's default, as Titus reads it: a descriptor printed without defaults and the same one printed
+    # with them mean the same job. Titus clients set `enabled: true`; `titus job submit` does for the user.
+    enabled: StrictBool = False
     retryPolicy: RetryPolicy = RetryPolicy(
         exponentialBackOff=ExponentialBackOffRetry(
             initialDelayMs=1_000, maxDelayIntervalMs=60_000, retries=MAX_RETRIES

@@ -229,6 +229,19 @@ def test_a_minimal_descriptor_gets_titus_defaults(master: RunningMaster) -> None
     assert desc.batch.retryPolicy.WhichOneof("Policy") == "immediate"
 
 
+@pytest.mark.parametrize("print_defaults", [True, False], ids=["all-defaults-printed", "defaults-omitted"])
+def test_an_unset_enabled_is_proto3_false_however_it_is_printed(master: RunningMaster,
+                                                                print_defaults: bool) -> None:
+    """`enabled: false` printed and `enabled` left out are one message: both are a disabled job, as in Titus."""
+    sent: Any = descriptor_message(service=True)
+    sent.service.enabled = False
+    doc = proto.to_json(sent, print_defaults=print_defaults)
+    assert ("enabled" in doc["service"]) is print_defaults
+    job_id = submit(master, sent, print_defaults)
+    job: Any = strict(master.api("GET", f"/api/v3/jobs/{job_id}"), "Job")
+    assert job.jobDescriptor == sent and job.jobDescriptor.service.enabled is False
+
+
 UNSUPPORTED: list[tuple[str, dict[str, Any]]] = [
     ("extraContainers", {"extraContainers": [{"name": "sidecar", "image": {"name": "busybox", "tag": "1"}}]}),
     ("volumes", {"volumes": [{"name": "v", "sharedContainerVolumeSource": {"sourceContainer": "main"}}]}),

@@ -82,10 +82,13 @@ def test_failures_show_their_reasons_in_human_output(cluster: RunningMaster, tmp
 
 
 def test_service_wait_on_submit_scale_task_kill_and_job_kill(cluster: RunningMaster, tmp_path: Path) -> None:
-    r = titus(cluster, "job", "submit", write_job(tmp_path, service_job(desired=2)), "--wait", "--json")
+    written = service_job(desired=2)
+    del written["service"]["enabled"]  # a hand-written file: the CLI submits it enabled, as Titus clients do
+    r = titus(cluster, "job", "submit", write_job(tmp_path, written), "--wait", "--json")
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
     job_id = data["job"]["id"]
+    assert data["job"]["jobDescriptor"]["service"]["enabled"] is True
     assert [t["status"]["state"] for t in data["tasks"]] == ["Started", "Started"]
     assert "2/2 Started" in r.stderr
 
