@@ -73,6 +73,11 @@ class TaskCgroup(Protocol):
 
     def add_pid(self, pid: int) -> None: ...
 
+    def set_cpu_quota(self, cpu: float) -> None:
+        """The CFS quota alone (shares/weight stay as created): the runtime lifts it while it starts a
+        task and sets the task's own afterwards (agent/runtime/process.py START_CPU)."""
+        ...
+
     def pids(self) -> list[int]: ...
 
     def stats(self) -> CgroupStats: ...
@@ -272,6 +277,9 @@ class CgroupV1Task:
         _write(cpu / "cpu.shares", str(_cpu_shares(limits.cpu)))
         _write(pids / "pids.max", str(limits.pids))
 
+    def set_cpu_quota(self, cpu: float) -> None:
+        _write(self.dirs["cpu"] / "cpu.cfs_quota_us", str(_cpu_quota(cpu)))
+
     def add_pid(self, pid: int) -> None:
         for f in self.procs_files:
             _write(f, str(pid))
@@ -368,6 +376,9 @@ class CgroupV2Task:
         _write(self.path / "cpu.max", f"{_cpu_quota(limits.cpu)} {CFS_PERIOD_US}")
         _write(self.path / "cpu.weight", str(_cpu_weight(limits.cpu)))
         _write(self.path / "pids.max", str(limits.pids))
+
+    def set_cpu_quota(self, cpu: float) -> None:
+        _write(self.path / "cpu.max", f"{_cpu_quota(cpu)} {CFS_PERIOD_US}")
 
     def add_pid(self, pid: int) -> None:
         _write(self.path / "cgroup.procs", str(pid))

@@ -41,6 +41,9 @@ def test_v2_limits_are_written(tmp_path: Path, cpu: float, quota: int, weight: i
     for parent in (root, root / "titus", root / "titus" / "agent-1"):
         assert (parent / "cgroup.subtree_control").read_text() == "+cpu +memory +pids"
     assert group.procs_files == [task / "cgroup.procs"]
+    group.set_cpu_quota(1.0)  # the quota alone changes (a start's allowance), the weight stays
+    assert (task / "cpu.max").read_text() == "100000 100000"
+    assert (task / "cpu.weight").read_text() == str(weight)
 
 
 def test_v2_membership_usage_and_oom_are_read_from_the_group(tmp_path: Path) -> None:

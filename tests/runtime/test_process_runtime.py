@@ -56,6 +56,32 @@ def test_limits_are_written_to_every_controller(runtime: ProcessRuntime, agent_i
         assert not _cg(controller, agent_id, spec.task_id).exists()
 
 
+def test_a_small_quota_is_lifted_only_while_the_task_starts(runtime: ProcessRuntime, agent_id: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The setup before the program (the supervisor, runc's init for containers) runs in the task's
+    cgroup: at 0.1 core it would be throttled to 10 ms per 100 ms. It gets START_CPU meanwhile; the
+    task's own quota is in place by the time start() returns."""
+    from agent.runtime.process import START_CPU
+
+    spec = _spec("sleep 300", cpu=0.1)
+    quota = _cg("cpu", agent_id, spec.task_id) / "cpu.cfs_quota_us"
+    during: list[str] = []
+    request = runtime._spawner.request
+
+    def spying(req: dict[str, object], started: Path) -> dict[str, object]:
+        during.append(quota.read_text().strip())
+        return request(req, started)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runtime._spawner, "request", spying)
+    runtime.start(spec)
+    assert during == [str(round(START_CPU * 100_000))]
+    assert quota.read_text().strip() == "10000"
+    assert (_cg("cpu", agent_id, spec.task_id) / "cpu.shares").read_text().strip() == "102"  # 0.1's, always
+    runtime.kill(spec.task_id, 0)
+    wait_exit(runtime, spec.task_id)
+    runtime.cleanup(spec.task_id)
+
+
 def test_the_program_runs_inside_its_cgroups_from_its_first_instruction(
     runtime: ProcessRuntime, agent_id: str
 ) -> None:
