@@ -32,6 +32,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,53 +77,13 @@ def _burst_job(n: int) -> dict[str, Any]:
 BURST = 50
 
 
-def _burst(port: int, job_ids: list[str], rate: float, duration: float, threads: int, out: Any) -> None:
-    """Flips of the jobs' desired size between 0 and BURST, at up to `rate` flips/s (its own process)."""
+def _drive(port: int, rate: float, duration: float, threads: int, out: Any,
+           next_request: Callable[[int, int], tuple[str, dict[str, Any]]]) -> None:
+    """PUTs at up to `rate`/s over `threads` keep-alive connections for `duration` seconds:
+    `next_request(thread, n)` names the n-th one of a thread (path, body). Puts (answered, failed,
+    seconds) on `out`."""
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
     done, errors = [0], [0]
-    lock = threading.Lock()
-    start = time.monotonic()
-    per_thread = rate / threads
-    size = dict.fromkeys(job_ids, 0)
-
-    def loop(k: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        mine = job_ids[k::threads]
-        sent = 0
-        while mine and (now := time.monotonic() - start) < duration:
-            ahead = sent / per_thread - now
-            if ahead > 0:
-                time.sleep(ahead)
-            job = mine[sent % len(mine)]
-            size[job] = BURST - size[job]
-            body = json.dumps({"min": 0, "desired": size[job], "max": BURST})
-            try:
-                conn.request("PUT", f"/api/v3/jobs/{job}/instances", body=body, headers=headers)
-                resp = conn.getresponse()
-                resp.read()
-                ok = resp.status == 200
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                ok = False
-            sent += 1
-            with lock:
-                done[0] += ok
-                errors[0] += not ok
-
-    workers = [threading.Thread(target=loop, args=(k,)) for k in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    out.put((done[0], errors[0], time.monotonic() - start))
-
-
-def _load(port: int, job_ids: list[str], rate: float, duration: float, threads: int, out: Any) -> None:
-    """Changes at up to `rate`/s, spread over `threads` keep-alive connections (its own process)."""
-    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
-    done = [0]
-    errors = [0]
     lock = threading.Lock()
     start = time.monotonic()
     per_thread = rate / threads
@@ -134,10 +95,9 @@ def _load(port: int, job_ids: list[str], rate: float, duration: float, threads: 
             ahead = sent / per_thread - now
             if ahead > 0:
                 time.sleep(ahead)
-            job = job_ids[(k + sent * threads) % len(job_ids)]
-            body = json.dumps({"attributes": {"n": f"{k}-{sent}"}})
+            path, body = next_request(k, sent)
             try:
-                conn.request("PUT", f"/api/v3/jobs/{job}/attributes", body=body, headers=headers)
+                conn.request("PUT", path, body=json.dumps(body), headers=headers)
                 resp = conn.getresponse()
                 resp.read()
                 ok = resp.status == 200
@@ -156,6 +116,29 @@ def _load(port: int, job_ids: list[str], rate: float, duration: float, threads: 
     for w in workers:
         w.join()
     out.put((done[0], errors[0], time.monotonic() - start))
+
+
+def _burst(port: int, job_ids: list[str], rate: float, duration: float, threads: int, out: Any) -> None:
+    """Flips of the jobs' desired size between 0 and BURST, at up to `rate` flips/s (its own process);
+    each thread flips its own share of the jobs, so no two flips of one job race."""
+    size = dict.fromkeys(job_ids, 0)
+
+    def flip(k: int, sent: int) -> tuple[str, dict[str, Any]]:
+        mine = job_ids[k % len(job_ids)::threads] or job_ids
+        job = mine[sent % len(mine)]
+        size[job] = BURST - size[job]
+        return f"/api/v3/jobs/{job}/instances", {"min": 0, "desired": size[job], "max": BURST}
+
+    _drive(port, rate, duration, threads, out, flip)
+
+
+def _load(port: int, job_ids: list[str], rate: float, duration: float, threads: int, out: Any) -> None:
+    """Attribute changes at up to `rate`/s (its own process)."""
+    def change(k: int, sent: int) -> tuple[str, dict[str, Any]]:
+        job = job_ids[(k + sent * threads) % len(job_ids)]
+        return f"/api/v3/jobs/{job}/attributes", {"attributes": {"n": f"{k}-{sent}"}}
+
+    _drive(port, rate, duration, threads, out, change)
 
 
 class Subscriber:
