@@ -232,7 +232,7 @@ def test_a_minimal_descriptor_gets_titus_defaults(master: RunningMaster) -> None
 @pytest.mark.parametrize("print_defaults", [True, False], ids=["all-defaults-printed", "defaults-omitted"])
 def test_an_unset_enabled_is_proto3_false_however_it_is_printed(master: RunningMaster,
                                                                 print_defaults: bool) -> None:
-    """`enabled: false` printed and `enabled` left out are one message: both are a disabled job, as in Titus."""
+    """`enabled: false` printed and `enabled` left out are one message: both a disabled job, as in Titus."""
     sent: Any = descriptor_message(service=True)
     sent.service.enabled = False
     doc = proto.to_json(sent, print_defaults=print_defaults)
