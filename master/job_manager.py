@@ -122,7 +122,7 @@ class JobManager(
 
     def _same_submission(self, key: str, job_id: str, descriptor: JobDescriptor) -> None:
         """A reused Idempotency-Key must come with the body it was first used with."""
-        job = self.jobs.get(job_id) or (self.archived[job_id][0] if job_id in self.archived else None)
+        job = self._job_in_memory(job_id)
         first: dict[str, Any] | None
         if job is not None:
             first = job.descriptor_json()
@@ -239,9 +239,17 @@ class JobManager(
             raise NotFound(f"job {job_id} not found")
         return job
 
+    def _job_in_memory(self, job_id: str) -> Job | None:
+        """An active or recently finished job (caller holds the lock)."""
+        return self.jobs.get(job_id) or (self.archived[job_id][0] if job_id in self.archived else None)
+
+    def _task_in_memory(self, task_id: str) -> Task | None:
+        """An active or recently finished task (caller holds the lock)."""
+        return self.tasks.get(task_id) or self._find_archived_task(task_id)
+
     def get_job(self, job_id: str) -> dict[str, Any]:
         with self.lock:
-            job = self.jobs.get(job_id) or (self.archived[job_id][0] if job_id in self.archived else None)
+            job = self._job_in_memory(job_id)
             if job is not None:
                 return mapper.job_to_wire(job)
         stored = self.store.get("job", job_id)
@@ -258,7 +266,7 @@ class JobManager(
 
     def get_task(self, task_id: str) -> dict[str, Any]:
         with self.lock:
-            task = self.tasks.get(task_id) or self._find_archived_task(task_id)
+            task = self._task_in_memory(task_id)
             if task is not None:
                 return self._task_wire(task)
         stored = self.store.get("task", task_id)
@@ -277,13 +285,12 @@ class JobManager(
         with self.lock:
             for kind, entity_id in keys:
                 if kind == "job":
-                    job = self.jobs.get(entity_id) or (
-                        self.archived[entity_id][0] if entity_id in self.archived else None)
+                    job = self._job_in_memory(entity_id)
                     if job is not None:
                         found[(kind, entity_id)] = mapper.job_to_wire(job)
                         continue
                 else:
-                    task = self.tasks.get(entity_id) or self._find_archived_task(entity_id)
+                    task = self._task_in_memory(entity_id)
                     if task is not None:
                         found[(kind, entity_id)] = self._task_wire(task)
                         continue
@@ -297,7 +304,7 @@ class JobManager(
     def task_usage_history(self, task_id: str) -> list[tuple[int, float, float, int]]:
         """The task's usage samples, oldest first (Task.usage_history: in memory, the last 30 minutes)."""
         with self.lock:
-            task = self.tasks.get(task_id) or self._find_archived_task(task_id)
+            task = self._task_in_memory(task_id)
             return list(task.usage_history) if task is not None else []
 
     def _task_wire(self, task: Task) -> dict[str, Any]:
@@ -360,7 +367,7 @@ class JobManager(
         Returns {"data": bytes, "offset": where data starts, "size": the stream's length so far, "start":
         the first offset still kept (rotation), "final": no more will come, "source"}."""
         with self.lock:
-            task = self.tasks.get(task_id) or self._find_archived_task(task_id)
+            task = self._task_in_memory(task_id)
             if task is None:
                 stored = self.store.get("task", task_id)
                 if stored is None:
