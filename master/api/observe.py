@@ -130,7 +130,9 @@ class JobStream:
                 continue
             for start in range(0, len(events), BATCH):
                 part = events[start:start + BATCH]
-                wires = self.manager.wires({(e.kind, e.entity_id) for e in part if e.kind in ("job", "task")})
+                # Only the entities this stream sends: a per-job or filtered stream builds no wire forms of
+                # the rest of the cluster.
+                wires = self.manager.wires({(e.kind, e.entity_id) for e in part if self._concerns(e)})
                 batch = []
                 for event in part:
                     seq = event.seq
@@ -151,15 +153,7 @@ class JobStream:
 
     def _frame(self, event: Event, wires: dict[tuple[str, str], dict[str, Any]]) -> Frame | None:
         """The event's frame, from `wires` (the entities' current wire forms, read once for the batch)."""
-        if event.kind not in ("job", "task"):
-            return None
-        job_id = event.job_id or event.entity_id
-        if self.job_id is not None and job_id != self.job_id:
-            return None
-        try:
-            if not self._job_matches(job_id):
-                return None
-        except NotFound:
+        if not self._concerns(event):
             return None
         wire = wires.get((event.kind, event.entity_id))
         if wire is None:
@@ -181,6 +175,18 @@ class JobStream:
             self._sent.pop(key, None)
             self._task_jobs.pop(event.entity_id, None)
         return Frame({**message, "timestamp": str(event.at_ms)}, event.seq)
+
+    def _concerns(self, event: Event) -> bool:
+        """Whether the event is about a job or task this stream sends (its job, its filter)."""
+        if event.kind not in ("job", "task"):
+            return False
+        job_id = event.job_id or event.entity_id
+        if self.job_id is not None and job_id != self.job_id:
+            return False
+        try:
+            return self._job_matches(job_id)
+        except NotFound:
+            return False
 
     def _job_matches(self, job_id: str) -> bool:
         known = self._job_match.get(job_id)
